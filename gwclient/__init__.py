@@ -1,0 +1,96 @@
+"""gwclient: a blocking Python client for the OpenClaw Gateway.
+
+One gateway websocket per process per effective config, shared by every part of a
+program: blocking ``request()`` calls and queue-based event subscriptions.
+
+    >>> from gwclient import GatewayConnection
+    >>> conn = GatewayConnection.shared()          # follows OPENCLAW_GATEWAY_* / openclaw.json
+    >>> conn.request("health")                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+from ._bus import Subscription
+from ._config import GatewayConfig, SshTunnelConfig, default_state_dir
+from ._connection import DEFAULT, GatewayConnection
+from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
+from ._errors import (
+    AuthRejected,
+    ClientClosed,
+    ConfigError,
+    ConnectError,
+    Disconnected,
+    GatewayError,
+    GatewayTimeout,
+    GatewayUnavailable,
+    PairingRequired,
+    ProtocolError,
+    ProtocolMismatch,
+    RequestError,
+    UsageError,
+)
+from ._frames import HelloOk, Policy, StateVersion
+from ._payloads import (
+    HealthSnapshot,
+    PresenceEntry,
+    SessionDefaults,
+    ShutdownNotice,
+    SnapshotPayload,
+    Tick,
+    presence_entries,
+)
+from ._provider import ConfigProvider, EnvironmentConfigProvider
+from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
+from ._retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT",
+    "AuthRejected",
+    "ClientClosed",
+    "ConfigError",
+    "ConfigProvider",
+    "ConnectError",
+    "ConnectionState",
+    "DeviceIdentity",
+    "DeviceTokenStore",
+    "Disconnected",
+    "EnvironmentConfigProvider",
+    "Event",
+    "GatewayConfig",
+    "GatewayConnection",
+    "GatewayError",
+    "GatewayTimeout",
+    "GatewayUnavailable",
+    "HealthSnapshot",
+    "HelloOk",
+    "Overflow",
+    "PairingRequired",
+    "Policy",
+    "PresenceEntry",
+    "ProtocolError",
+    "ProtocolMismatch",
+    "Push",
+    "RequestError",
+    "RetryPolicy",
+    "SeqGap",
+    "SessionDefaults",
+    "ShutdownNotice",
+    "Snapshot",
+    "SnapshotPayload",
+    "SshTunnelConfig",
+    "StateChange",
+    "StateVersion",
+    "StoredDeviceToken",
+    "Subscription",
+    "Tick",
+    "UsageError",
+    "__version__",
+    "default_state_dir",
+    "presence_entries",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

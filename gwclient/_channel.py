@@ -1,0 +1,719 @@
+"""GatewayChannelActor: the one owner of one gateway websocket (one per effective config).
+
+Runs on ``gwclient-channel-<host:port>`` and never blocks: socket I/O happens on the
+socket worker's reader/writer threads, waits on the timer thread; both only ``tell`` this
+actor.  Every message from a socket carries the socket's generation number, so frames
+from a socket that is being replaced are ignored instead of confusing the new one.
+
+State machine (published as :class:`StateChange` pushes)::
+
+    IDLE --first use--> CONNECTING --hello-ok--> CONNECTED
+    CONNECTING --retryable failure--> RECONNECTING --backoff--> CONNECTING
+    CONNECTED --socket closed / tick timeout--> RECONNECTING
+    CONNECTING --non-recoverable refusal--> PAUSED --retry()/new config--> CONNECTING
+    any --stop--> CLOSED
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from ._config import GatewayConfig
+from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
+from ._errors import (
+    AuthRejected,
+    ClientClosed,
+    ConfigError,
+    ConnectError,
+    Disconnected,
+    GatewayError,
+    ProtocolError,
+    RequestError,
+)
+from ._frames import (
+    AuthParams,
+    ClientInfo,
+    ConnectChallenge,
+    ConnectParams,
+    DeviceProof,
+    EventFrame,
+    HelloOk,
+    RequestFrame,
+    ResponseFrame,
+    decode_frame,
+    encode_frame,
+)
+from ._protocol import (
+    PendingTable,
+    SeqTracker,
+    connect_error_from_close,
+    device_auth_payload_v3,
+    error_from_shape,
+    new_request_id,
+)
+from ._pushes import ConnectionState, Event, Push, Snapshot, StateChange
+from ._retry import RetryPolicy
+from ._timer import Timer
+from ._transport import SocketWorker, TransportFactory, TransportOptions, open_transport
+
+__all__ = ["GatewayChannelActor"]
+
+log = logging.getLogger("gwclient.channel")
+
+
+# ---------------------------------------------------------------- public messages
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    method: str
+    params: Any
+    future: Future[Any] = field(compare=False)
+    expect_final: bool = False
+
+
+@dataclass(frozen=True)
+class Cancel:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AwaitConnected:
+    future: Future[HelloOk] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Leave PAUSED (or cut a backoff wait short) and connect now."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str = "shutdown"
+
+
+# -------------------------------------------------------------- internal messages
+
+
+@dataclass(frozen=True)
+class _Opened:
+    gen: int
+    worker: SocketWorker
+
+
+@dataclass(frozen=True)
+class _OpenFailed:
+    gen: int
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class _Frame:
+    gen: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Closed:
+    gen: int
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _HandshakeTimeout:
+    gen: int
+    phase: str
+
+
+@dataclass(frozen=True)
+class _Reconnect:
+    gen: int
+
+
+@dataclass(frozen=True)
+class _Watchdog:
+    gen: int
+
+
+@dataclass
+class _Credentials:
+    identity: DeviceIdentity | None
+    stored: StoredDeviceToken | None
+
+
+class GatewayChannelActor(pykka.ThreadingActor):
+    """Owns one websocket for one :class:`GatewayConfig`.  All methods run on the actor
+    thread (``gwclient-channel-<host:port>``) unless noted."""
+
+    use_daemon_thread = True  # interpreter exit never waits for us (atexit shuts down)
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        publish: Callable[[Push], None],
+        *,
+        transport_factory: TransportFactory | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self._publish = publish
+        self._factory = transport_factory or open_transport
+        self._retry = retry_policy or RetryPolicy()
+        self._label = f"{config.host}:{config.port}"
+        self._timer: Timer | None = None
+        self._state = ConnectionState.IDLE
+        self._gen = 0
+        self._worker: SocketWorker | None = None
+        self._workers: list[SocketWorker] = []
+        self._phase = "idle"  # idle | opening | challenge | hello | connected
+        self._connect_id: str | None = None
+        self._handshake_timer: int | None = None
+        self._reconnect_timer: int | None = None
+        self._watchdog_timer: int | None = None
+        self._pending: PendingTable[Future[Any]] = PendingTable()
+        self._waiting: dict[str, Request] = {}
+        self._connect_waiters: list[Future[HelloOk]] = []
+        self._early_events: list[EventFrame] = []
+        self._seq = SeqTracker()
+        self._hello: HelloOk | None = None
+        self._credentials: _Credentials | None = None
+        self._attempt = 0
+        self._paused: GatewayError | None = None
+        self._last_error: BaseException | None = None
+        self._ever_connected = False
+        self._restart_expected_ms: int | None = None
+        self._last_rx = 0.0
+        self._connections = 0
+
+    # -- pykka hooks ----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._thread = threading.current_thread()
+        self._thread.name = f"gwclient-channel-{self._label}"
+        self._timer = Timer(self._label)
+
+    def on_failure(self, *args: Any) -> None:  # pragma: no cover - a bug
+        log.error("channel %s crashed; failing every caller", self._label)
+        self._close_everything(ClientClosed("gwclient channel crashed (see the log)"))
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self._dispatch(message)
+        except Exception:  # pragma: no cover - a bug: keep the actor alive, say so
+            log.exception("channel %s failed to handle %s", self._label, type(message).__name__)
+            return None
+
+    def _dispatch(self, message: Any) -> Any:
+        if isinstance(message, _Frame):
+            if message.gen == self._gen:
+                self._on_frame(message.text)
+        elif isinstance(message, Request):
+            self._on_request(message)
+        elif isinstance(message, Cancel):
+            self._pending.remove(message.request_id)
+            self._waiting.pop(message.request_id, None)
+        elif isinstance(message, _Opened):
+            self._on_opened(message)
+        elif isinstance(message, _OpenFailed):
+            if message.gen == self._gen:
+                self._attempt_failed(message.error, transport=True)
+        elif isinstance(message, _Closed):
+            if message.gen == self._gen:
+                self._on_closed(message.code, message.reason)
+        elif isinstance(message, _HandshakeTimeout):
+            if message.gen == self._gen and self._phase == message.phase:
+                self._abandon_socket(4000, "connect timeout")
+                self._attempt_failed(
+                    ConnectError(
+                        f"gateway at {self.config.url} did not send "
+                        f"{'connect.challenge' if message.phase == 'challenge' else 'hello-ok'} "
+                        f"within {self.config.connect_timeout:g} s",
+                        code="TIMEOUT",
+                        pauses_reconnect=False,
+                    ),
+                    transport=True,
+                )
+        elif isinstance(message, _Reconnect):
+            if message.gen == self._gen and self._state == ConnectionState.RECONNECTING:
+                self._reconnect_timer = None
+                self._start_attempt()
+        elif isinstance(message, _Watchdog):
+            if message.gen == self._gen:
+                self._on_watchdog()
+        elif isinstance(message, AwaitConnected):
+            self._on_await_connected(message.future)
+        elif isinstance(message, Retry):
+            if self._state in (ConnectionState.PAUSED, ConnectionState.RECONNECTING, ConnectionState.IDLE):
+                self._paused = None
+                self._start_attempt()
+        elif isinstance(message, Stop):
+            return self._on_stop(message.reason)
+        return None
+
+    # -- connecting -----------------------------------------------------------------
+
+    def _set_state(self, state: ConnectionState, detail: str = "", error: BaseException | None = None) -> None:
+        if state == self._state and error is None:
+            return
+        self._state = state
+        log.debug("channel %s -> %s %s", self._label, state.value, detail)
+        self._publish(StateChange(state, detail, error))
+
+    def _start_attempt(self) -> None:
+        assert self._timer is not None
+        self._timer.cancel(self._reconnect_timer)
+        self._reconnect_timer = None
+        self._gen += 1
+        gen = self._gen
+        self._phase = "opening"
+        self._set_state(ConnectionState.CONNECTING, f"attempt {self._attempt + 1}")
+        me = self.actor_ref
+        options = TransportOptions(
+            url=self.config.url,
+            open_timeout=self.config.connect_timeout,
+            tls_fingerprint=self.config.tls_fingerprint,
+        )
+        config = self.config
+        worker = SocketWorker(
+            self._factory,
+            options,
+            prepare=lambda: _load_credentials(config),
+            on_open=lambda w: me.tell(_Opened(gen, w)),
+            on_open_failed=lambda exc: me.tell(_OpenFailed(gen, exc)),
+            on_frame=lambda text: me.tell(_Frame(gen, text)),
+            on_closed=lambda code, reason: me.tell(_Closed(gen, code, reason)),
+            label=self._label,
+        )
+        self._worker = worker
+        self._workers = [w for w in self._workers if w.reader.is_alive()] + [worker]
+        worker.start()
+
+    def _on_opened(self, message: _Opened) -> None:
+        if message.gen != self._gen or self._state == ConnectionState.CLOSED:
+            message.worker.abort()
+            return
+        assert self._timer is not None
+        self._credentials = message.worker.prepared
+        self._phase = "challenge"
+        self._seq.reset()
+        self._early_events.clear()
+        self._restart_expected_ms = None
+        self._last_rx = time.monotonic()
+        me = self.actor_ref
+        gen = self._gen
+        self._handshake_timer = self._timer.call_later(
+            self.config.connect_timeout, lambda: me.tell(_HandshakeTimeout(gen, "challenge"))
+        )
+
+    def _send_connect(self, challenge: ConnectChallenge) -> None:
+        assert self._worker is not None and self._timer is not None
+        cfg = self.config
+        creds = self._credentials or _Credentials(None, None)
+        auth = AuthParams(token=cfg.token, password=cfg.password)
+        if not (cfg.token or cfg.password) and creds.stored is not None:
+            auth = AuthParams(device_token=creds.stored.token)
+        scopes = list(cfg.scopes)
+        device = None
+        if creds.identity is not None:
+            payload = device_auth_payload_v3(
+                device_id=creds.identity.device_id,
+                client_id=cfg.client_id,
+                client_mode=cfg.client_mode,
+                role=cfg.role,
+                scopes=scopes,
+                signed_at_ms=challenge.ts,
+                token=auth.signing_token,
+                nonce=challenge.nonce,
+                platform=cfg.platform,
+                device_family=cfg.device_family,
+            )
+            device = DeviceProof(
+                id=creds.identity.device_id,
+                public_key=creds.identity.public_key_b64url,
+                signature=creds.identity.sign(payload),
+                signed_at=challenge.ts,
+                nonce=challenge.nonce,
+            )
+        params = ConnectParams(
+            client=ClientInfo(
+                id=cfg.client_id,
+                version=cfg.client_version,
+                platform=cfg.platform,
+                mode=cfg.client_mode,
+                display_name=cfg.display_name,
+                device_family=cfg.device_family,
+                instance_id=cfg.instance_id,
+            ),
+            role=cfg.role,
+            scopes=scopes,
+            caps=list(cfg.caps),
+            auth=auth,
+            device=device,
+        )
+        self._connect_id = new_request_id()
+        self._worker.send(encode_frame(RequestFrame(self._connect_id, "connect", params.to_wire())))
+        self._phase = "hello"
+        self._timer.cancel(self._handshake_timer)
+        me = self.actor_ref
+        gen = self._gen
+        self._handshake_timer = self._timer.call_later(
+            cfg.connect_timeout, lambda: me.tell(_HandshakeTimeout(gen, "hello"))
+        )
+
+    def _on_hello(self, frame: ResponseFrame) -> None:
+        assert self._timer is not None
+        self._timer.cancel(self._handshake_timer)
+        self._handshake_timer = None
+        if not frame.ok:
+            assert frame.error is not None
+            error = error_from_shape(frame.error, method="connect", connect=True)
+            self._abandon_socket(1000, "")
+            self._attempt_failed(error, transport=False)
+            return
+        try:
+            hello = HelloOk.from_payload(frame.payload)
+        except ProtocolError as exc:
+            self._abandon_socket(1002, "bad hello-ok")
+            self._attempt_failed(exc, transport=True)
+            return
+        self._hello = hello
+        self._phase = "connected"
+        self._attempt = 0
+        self._last_error = None
+        self._ever_connected = True
+        self._connections += 1
+        self._persist_device_token(hello)
+        self._set_state(ConnectionState.CONNECTED, f"connection {self._connections}")
+        self._publish(Snapshot(hello, self._connections))
+        for event in self._early_events:
+            self._deliver_event(event)
+        self._early_events.clear()
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for fut in waiters:
+            _settle(fut, hello)
+        waiting, self._waiting = self._waiting, {}
+        for req in waiting.values():
+            self._send_request(req)
+        self._arm_watchdog()
+
+    def _persist_device_token(self, hello: HelloOk) -> None:
+        creds = self._credentials
+        auth = hello.auth
+        if creds is None or creds.identity is None or auth is None or not auth.device_token:
+            return
+        cfg = self.config
+        identity = creds.identity
+        token = auth.device_token
+        scopes = tuple(auth.scopes)
+        role = auth.role or cfg.role
+        creds.stored = StoredDeviceToken(token, role, scopes, auth.issued_at_ms)
+
+        def save() -> None:
+            try:
+                DeviceTokenStore(cfg.effective_state_dir).save(
+                    cfg.gateway_key, identity.device_id, role, token, scopes, auth.issued_at_ms
+                )
+            except OSError as exc:
+                log.warning("could not store the device token: %s", exc)
+
+        assert self._worker is not None
+        self._worker.run_io(save)
+
+    def _attempt_failed(self, error: BaseException, *, transport: bool) -> None:
+        """The current attempt ended before hello-ok."""
+        assert self._timer is not None
+        self._timer.cancel(self._handshake_timer)
+        self._handshake_timer = None
+        self._phase = "idle"
+        self._last_error = error
+        if isinstance(error, AuthRejected) and error.detail_code == "AUTH_DEVICE_TOKEN_MISMATCH":
+            self._forget_device_token()
+        if (isinstance(error, ConnectError) and error.pauses_reconnect) or isinstance(error, ConfigError):
+            self._pause(error)
+            return
+        if transport and not self._ever_connected:
+            # A script's first request should not wait out its whole timeout when nothing
+            # listens: fail the callers now, keep retrying in the background.
+            self._fail_waiting(
+                Disconnected(f"cannot connect to the gateway at {self.config.url}: {_describe(error)}")
+            )
+        delay_floor = 0.0
+        if isinstance(error, ConnectError) and error.retry_after_ms:
+            delay_floor = error.retry_after_ms / 1000.0
+        self._schedule_reconnect(self._retry.delay(self._attempt, floor=delay_floor), str(_describe(error)))
+        self._attempt += 1
+
+    def _pause(self, error: GatewayError) -> None:
+        """Stop reconnecting: the same attempt would fail the same way (bad credentials,
+        pairing, protocol).  Callers get the error until retry() or a config change."""
+        self._paused = error
+        log.warning("gateway connection paused: %s", error)
+        self._set_state(ConnectionState.PAUSED, str(error), error)
+        self._fail_waiting(error)
+
+    def _forget_device_token(self) -> None:
+        creds = self._credentials
+        if creds is None or creds.identity is None or creds.stored is None:
+            return
+        cfg = self.config
+        device_id = creds.identity.device_id
+        role = creds.stored.role
+        creds.stored = None
+        log.warning("the gateway rejected the stored device token; it was cleared")
+        try:
+            DeviceTokenStore(cfg.effective_state_dir).clear(cfg.gateway_key, device_id, role)
+        except OSError as exc:  # pragma: no cover - disk trouble
+            log.warning("could not clear the device token: %s", exc)
+
+    def _schedule_reconnect(self, delay: float, why: str) -> None:
+        assert self._timer is not None
+        self._set_state(ConnectionState.RECONNECTING, f"retry in {delay:.2f} s: {why}")
+        me = self.actor_ref
+        gen = self._gen
+        self._timer.cancel(self._reconnect_timer)
+        self._reconnect_timer = self._timer.call_later(delay, lambda: me.tell(_Reconnect(gen)))
+
+    def _abandon_socket(self, code: int, reason: str) -> None:
+        """Stop listening to the current socket and close it; its frames become stale."""
+        worker = self._worker
+        self._worker = None
+        self._gen += 1
+        if worker is not None:
+            worker.close(code, reason)
+
+    # -- frames ---------------------------------------------------------------------
+
+    def _on_frame(self, text: str) -> None:
+        self._last_rx = time.monotonic()
+        try:
+            frame = decode_frame(text)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed frame from %s: %s", self._label, exc)
+            return
+        if isinstance(frame, EventFrame):
+            if self._phase == "challenge":
+                if frame.event == "connect.challenge":
+                    try:
+                        challenge = ConnectChallenge.from_event(frame)
+                    except ProtocolError as exc:
+                        self._abandon_socket(1002, "bad challenge")
+                        self._attempt_failed(exc, transport=True)
+                        return
+                    self._send_connect(challenge)
+                else:
+                    self._early_events.append(frame)
+            elif self._phase == "hello":
+                self._early_events.append(frame)
+            elif self._phase == "connected":
+                self._deliver_event(frame)
+            return
+        if isinstance(frame, ResponseFrame):
+            if self._phase == "hello" and frame.id == self._connect_id:
+                self._on_hello(frame)
+                return
+            done = self._pending.resolve(frame)
+            if done is not None:
+                entry, outcome = done
+                _settle(entry.waiter, outcome)
+            return
+        log.debug("ignoring a request frame from the gateway (%s)", frame.method)
+
+    def _deliver_event(self, frame: EventFrame) -> None:
+        gap = self._seq.observe(frame.seq)
+        if gap is not None:
+            log.info("event gap on %s: expected seq %d, got %d", self._label, gap.expected, gap.received)
+            self._publish(gap)
+        if frame.event == "shutdown" and isinstance(frame.payload, dict):
+            expected = frame.payload.get("restartExpectedMs")
+            if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+                self._restart_expected_ms = expected
+        self._publish(Event(frame.event, frame.payload, frame.seq, frame.state_version))
+
+    # -- requests -------------------------------------------------------------------
+
+    def _on_request(self, req: Request) -> None:
+        if req.future.done():
+            return
+        if self._state == ConnectionState.CLOSED:
+            req.future.set_exception(ClientClosed("the gateway connection was shut down"))
+        elif self._paused is not None:
+            req.future.set_exception(copy.copy(self._paused))
+        elif self._phase == "connected":
+            self._send_request(req)
+        else:
+            self._waiting[req.request_id] = req
+            if self._state == ConnectionState.IDLE:
+                self._start_attempt()
+
+    def _send_request(self, req: Request) -> None:
+        if req.future.done():
+            return  # the caller timed out while it waited for the connection
+        assert self._worker is not None and self._hello is not None
+        try:
+            text = encode_frame(RequestFrame(req.request_id, req.method, req.params))
+        except (TypeError, ValueError) as exc:
+            req.future.set_exception(
+                RequestError(f"cannot encode params for {req.method}: {exc}", code="CLIENT_ENCODE", method=req.method)
+            )
+            return
+        limit = self._hello.policy.max_payload
+        if limit and len(text.encode("utf-8")) > limit:
+            req.future.set_exception(
+                RequestError(
+                    f"{req.method} request is larger than the gateway's maxPayload ({limit} bytes)",
+                    code="PAYLOAD_TOO_LARGE",
+                    method=req.method,
+                )
+            )
+            return
+        self._pending.add(req.request_id, req.method, req.future, expect_final=req.expect_final)
+        self._worker.send(text)
+
+    def _on_await_connected(self, fut: Future[HelloOk]) -> None:
+        if self._state == ConnectionState.CLOSED:
+            fut.set_exception(ClientClosed("the gateway connection was shut down"))
+        elif self._phase == "connected" and self._hello is not None:
+            fut.set_result(self._hello)
+        elif self._paused is not None:
+            fut.set_exception(copy.copy(self._paused))
+        else:
+            self._connect_waiters.append(fut)
+            if self._state == ConnectionState.IDLE:
+                self._start_attempt()
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for req in waiting.values():
+            _settle(req.future, copy.copy(error))
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for fut in waiters:
+            _settle(fut, copy.copy(error))
+
+    # -- liveness and disconnects ---------------------------------------------------
+
+    def _arm_watchdog(self) -> None:
+        assert self._timer is not None and self._hello is not None
+        interval = max(0.05, self._hello.policy.tick_interval_ms / 1000.0)
+        me = self.actor_ref
+        gen = self._gen
+        self._timer.cancel(self._watchdog_timer)
+        self._watchdog_timer = self._timer.call_later(interval, lambda: me.tell(_Watchdog(gen)))
+
+    def _on_watchdog(self) -> None:
+        if self._phase != "connected" or self._hello is None:
+            return
+        tolerance = 2 * self._hello.policy.tick_interval_ms / 1000.0
+        silent = time.monotonic() - self._last_rx
+        if silent > tolerance:
+            log.warning("no frame from %s for %.1f s; reconnecting", self._label, silent)
+            self._abandon_socket(4000, "tick timeout")
+            self._lost_connection(None, "tick timeout")
+            return
+        self._arm_watchdog()
+
+    def _on_closed(self, code: int | None, reason: str) -> None:
+        if self._phase in ("opening", "challenge", "hello"):
+            self._worker = None
+            self._gen += 1
+            error: BaseException = (
+                connect_error_from_close(code, reason) if code is not None
+                else ConnectionError(f"connection lost during the handshake ({reason or 'no close frame'})")
+            )
+            self._attempt_failed(error, transport=not isinstance(error, ConnectError))
+            return
+        self._worker = None
+        self._gen += 1
+        self._lost_connection(code, reason)
+
+    def _lost_connection(self, code: int | None, reason: str) -> None:
+        assert self._timer is not None
+        self._phase = "idle"
+        self._timer.cancel(self._watchdog_timer)
+        what = f"{code} {reason}".strip() if code is not None else (reason or "connection lost")
+        for entry in self._pending.drain():
+            _settle(
+                entry.waiter,
+                Disconnected(
+                    f"gateway connection closed ({what}) before {entry.method} was answered",
+                    code=code,
+                    reason=reason,
+                ),
+            )
+        if self._restart_expected_ms is not None:
+            delay = self._restart_expected_ms / 1000.0
+        else:
+            delay = self._retry.delay(0)
+        self._attempt = 1
+        self._schedule_reconnect(delay, f"connection closed ({what})")
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _on_stop(self, reason: str) -> list[threading.Thread]:
+        self._close_everything(ClientClosed(f"the gateway connection was shut down ({reason})"))
+        threads: list[threading.Thread] = []
+        for worker in self._workers:
+            threads.extend(worker.threads)
+        if self._timer is not None:
+            self._timer.stop()
+            threads.append(self._timer.thread)
+        threads.append(self._thread)  # exits right after this message: stop() is queued
+        self.stop()
+        return threads
+
+    def _close_everything(self, error: GatewayError) -> None:
+        if self._state == ConnectionState.CLOSED:
+            return
+        worker = self._worker
+        self._worker = None
+        self._gen += 1
+        self._phase = "idle"
+        if worker is not None:
+            worker.close(1000, "client shutdown")
+        for w in self._workers:
+            w.abort()
+        for entry in self._pending.drain():
+            _settle(entry.waiter, copy.copy(error))
+        self._fail_waiting(error)
+        self._set_state(ConnectionState.CLOSED, str(error))
+
+
+def _settle(fut: Future[Any], outcome: Any) -> None:
+    """Complete a caller's future once (it may already be done: the caller timed out)."""
+    if fut.done():
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+    except Exception:  # pragma: no cover - InvalidStateError race with a cancel
+        pass
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text
+
+
+def _load_credentials(config: GatewayConfig) -> _Credentials:
+    """Runs on a reader thread: device identity and stored device token (file I/O)."""
+    if not config.device_identity:
+        return _Credentials(None, None)
+    state_dir = config.effective_state_dir
+    identity = DeviceIdentity.load_or_create(state_dir)
+    stored = None
+    if not (config.token or config.password):
+        stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
+    return _Credentials(identity, stored)

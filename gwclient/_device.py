@@ -1,0 +1,512 @@
+"""Ed25519 device identity and the device-token store (PROTOCOL.md §2.3, §2.4, §3.4).
+
+Files in the state directory (created 0700)::
+
+    device.json         {"version":1, "deviceId", "publicKey", "privateKey", "createdAtMs"}
+                        keys raw, unpadded base64url; the private key is the 32-byte seed
+    device-tokens.json  device tokens issued in hello-ok, keyed by gateway/device/role
+    .lock               flock()ed while device-tokens.json is rewritten
+
+Both JSON files are 0600 and replaced atomically, so readers never see partial data.
+Nothing here logs or formats a private key or a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from ._errors import ConfigError
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = [
+    "IDENTITY_FILENAME",
+    "TOKENS_FILENAME",
+    "DeviceIdentity",
+    "DeviceStoreError",
+    "DeviceTokenStore",
+    "StoredDeviceToken",
+    "b64url_decode",
+    "b64url_encode",
+]
+
+log = logging.getLogger("gwclient.device")
+
+IDENTITY_FILENAME = "device.json"
+TOKENS_FILENAME = "device-tokens.json"
+_LOCK_FILENAME = ".lock"
+_FILE_VERSION = 1
+
+
+class DeviceStoreError(ConfigError, OSError):
+    """The device-token file or its lock could not be written (disk full, permissions...).
+
+    Both a :class:`ConfigError` (a gwclient error) and an :class:`OSError`, so callers that
+    treat token persistence as best effort can catch it as an I/O error."""
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding (raises ``ValueError``)."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    padded = text.strip() + "=" * (-len(text.strip()) % 4)
+    try:
+        return base64.b64decode(padded, altchars=b"-_", validate=True)
+    except binascii.Error as exc:
+        raise ValueError("invalid base64url") from exc
+
+
+def _ensure_private_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
+    """Create ``path`` (and parents) if needed; a directory we create gets mode 0700."""
+    if path.is_dir():
+        return
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # umask may have removed bits; never widen an existing dir
+    except OSError as exc:
+        raise error(
+            f"cannot create gwclient state directory {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_private_temp(directory: Path, prefix: str, data: bytes) -> Path:
+    """Write ``data`` to a new 0600 temp file in ``directory`` (fsynced); return its path.
+
+    The file is opened with ``O_CREAT | O_EXCL | O_WRONLY`` and mode 0600, so it is never
+    readable by others, not even briefly."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    for _attempt in range(100):
+        path = directory / f"{prefix}{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - 100 random name collisions
+        raise FileExistsError(f"cannot create a temporary file in {directory}")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- identity
+
+
+class DeviceIdentity:
+    """An Ed25519 key pair identifying this device to the gateway.
+
+    ``device_id`` is the lowercase hex SHA-256 of the raw 32-byte public key.  Immutable;
+    the private key is never part of ``repr`` and is not exposed as an attribute."""
+
+    __slots__ = ("_created_at_ms", "_device_id", "_private_key", "_public_key")
+
+    _private_key: Ed25519PrivateKey
+    _public_key: bytes
+    _device_id: str
+    _created_at_ms: int
+
+    def __init__(self, private_key: Ed25519PrivateKey, *, created_at_ms: int | None = None) -> None:
+        public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        object.__setattr__(self, "_private_key", private_key)
+        object.__setattr__(self, "_public_key", public)
+        object.__setattr__(self, "_device_id", hashlib.sha256(public).hexdigest())
+        object.__setattr__(
+            self,
+            "_created_at_ms",
+            int(time.time() * 1000) if created_at_ms is None else created_at_ms,
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("DeviceIdentity is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("DeviceIdentity is immutable")
+
+    # -- construction
+    @classmethod
+    def generate(cls) -> DeviceIdentity:
+        """A fresh random identity (not stored anywhere)."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes, *, created_at_ms: int | None = None) -> DeviceIdentity:
+        """The identity for a raw 32-byte Ed25519 private key (seed)."""
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed), created_at_ms=created_at_ms)
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path | str) -> DeviceIdentity:
+        """Load ``state_dir/device.json``, creating it (0600, dir 0700) on first use.
+
+        Safe against concurrent first use by several threads or processes: the file is
+        written completely to a private temp file and hard-linked into place, which
+        fails if another creator won; the loser then reads the winner's identity.
+        A corrupt file raises :class:`ConfigError` (an identity is never replaced
+        silently: a new key means a new device that must be paired again)."""
+        directory = Path(state_dir).expanduser()
+        path = directory / IDENTITY_FILENAME
+        existing = cls._read_file(path)
+        if existing is not None:
+            return existing
+        _ensure_private_dir(directory)
+        identity = cls.generate()
+        data = json.dumps(identity._to_json(), indent=2).encode("utf-8") + b"\n"
+        try:
+            tmp = _write_private_temp(directory, ".device-", data)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write device identity in {directory}: {exc.strerror or exc}"
+            ) from None
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another thread/process created it first: use theirs
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create device identity file {path}: {exc.strerror or exc}"
+            ) from None
+        else:
+            _fsync_dir(directory)
+            log.info("created device identity %s in %s", identity.device_id, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        winner = cls._read_file(path)
+        if winner is None:  # removed between link and read: extremely unlikely
+            raise ConfigError(f"device identity file {path} disappeared while being created")
+        return winner
+
+    @classmethod
+    def _read_file(cls, path: Path) -> DeviceIdentity | None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read device identity file {path}: {exc.strerror or exc}"
+            ) from None
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):
+                mode = path.stat().st_mode & 0o777
+                if mode & 0o077:
+                    log.warning(
+                        "device identity file %s was readable by others (mode %o); "
+                        "restricting it to 0600",
+                        path,
+                        mode,
+                    )
+                    os.chmod(path, 0o600)
+        try:
+            return cls._from_json(json.loads(raw.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError, TypeError) as exc:
+            reason = str(exc) if isinstance(exc, _IdentityFileError) else "not valid JSON"
+            raise ConfigError(
+                f"corrupt device identity file {path}: {reason}; move it away to create a "
+                "new identity (the new device will have to be paired again)"
+            ) from None
+
+    def _to_json(self) -> dict[str, Any]:
+        seed = self._private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return {
+            "version": _FILE_VERSION,
+            "deviceId": self._device_id,
+            "publicKey": b64url_encode(self._public_key),
+            "privateKey": b64url_encode(seed),
+            "createdAtMs": self._created_at_ms,
+        }
+
+    @classmethod
+    def _from_json(cls, data: object) -> DeviceIdentity:
+        if not isinstance(data, dict):
+            raise _IdentityFileError("not a JSON object")
+        if data.get("version") != _FILE_VERSION:
+            raise _IdentityFileError("unsupported version")
+        try:
+            seed = b64url_decode(data["privateKey"])
+            public = b64url_decode(data["publicKey"])
+        except (KeyError, ValueError):
+            raise _IdentityFileError("missing or malformed key") from None
+        if len(seed) != 32 or len(public) != 32:
+            raise _IdentityFileError("keys must be 32 bytes")
+        created = data.get("createdAtMs")
+        if isinstance(created, bool) or not isinstance(created, int):
+            created = None
+        identity = cls.from_seed(seed, created_at_ms=created)
+        if identity.public_key != public:
+            raise _IdentityFileError("public key does not match the private key")
+        if data.get("deviceId") != identity.device_id:
+            raise _IdentityFileError("deviceId does not match the public key")
+        return identity
+
+    # -- accessors
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    @property
+    def public_key(self) -> bytes:
+        """Raw 32-byte Ed25519 public key."""
+        return self._public_key
+
+    @property
+    def public_key_b64url(self) -> str:
+        """The public key as unpadded base64url (``connect.params.device.publicKey``)."""
+        return b64url_encode(self._public_key)
+
+    @property
+    def created_at_ms(self) -> int:
+        return self._created_at_ms
+
+    def sign(self, payload: str) -> str:
+        """Ed25519 signature of ``payload`` (UTF-8) as unpadded base64url."""
+        return b64url_encode(self._private_key.sign(payload.encode("utf-8")))
+
+    def __repr__(self) -> str:
+        return f"DeviceIdentity(device_id={self._device_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DeviceIdentity):
+            return NotImplemented
+        return self._public_key == other._public_key
+
+    def __hash__(self) -> int:
+        return hash(self._public_key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("DeviceIdentity cannot be pickled (it holds a private key)")
+
+
+class _IdentityFileError(ValueError):
+    """Why a device.json is unusable (message has no key material)."""
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class StoredDeviceToken:
+    """A device token issued by a gateway (``hello-ok.auth.deviceToken``) and its scopes."""
+
+    token: str = field(repr=False)
+    role: str
+    scopes: tuple[str, ...]
+    issued_at_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scopes", tuple(self.scopes))
+
+
+class DeviceTokenStore:
+    """Device tokens in ``state_dir/device-tokens.json``, keyed by (gateway, device, role).
+
+    Writes happen under a threading lock and an ``flock`` on ``state_dir/.lock`` (POSIX),
+    read-modify-write, then an atomic ``os.replace`` of a 0600 temp file, so concurrent
+    writers in threads or processes do not lose each other's updates.  A corrupt file is
+    treated as empty (with a warning) and overwritten by the next save."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self._dir = Path(state_dir).expanduser()
+        self._path = self._dir / TOKENS_FILENAME
+        self._lock_path = self._dir / _LOCK_FILENAME
+        self._thread_lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"DeviceTokenStore({str(self._path)!r})"
+
+    # -- public API
+    def load(self, gateway_key: str, device_id: str, role: str) -> StoredDeviceToken | None:
+        with self._locked(shared=True):
+            tokens = self._read()
+        entry = tokens.get(gateway_key, {}).get(device_id, {}).get(role)
+        return self._entry_to_token(entry, role)
+
+    def save(  # noqa: PLR0917 - signature shared with the connection layer
+        self,
+        gateway_key: str,
+        device_id: str,
+        role: str,
+        token: str,
+        scopes: Iterable[str],
+        issued_at_ms: int | None = None,
+    ) -> None:
+        if not isinstance(token, str) or not token:
+            raise ValueError("device token must be a non-empty string")
+        scope_list = [s for s in scopes if isinstance(s, str)]
+        entry: dict[str, Any] = {
+            "token": token,
+            "role": role,
+            "scopes": scope_list,
+            "issuedAtMs": issued_at_ms,
+            "updatedAtMs": int(time.time() * 1000),
+        }
+        with self._locked(shared=False):
+            tokens = self._read()
+            tokens.setdefault(gateway_key, {}).setdefault(device_id, {})[role] = entry
+            self._write(tokens)
+
+    def clear(self, gateway_key: str, device_id: str, role: str) -> bool:
+        """Forget a stored token; True if there was one."""
+        with self._locked(shared=False):
+            tokens = self._read()
+            devices = tokens.get(gateway_key, {})
+            roles = devices.get(device_id, {})
+            if role not in roles:
+                return False
+            del roles[role]
+            if not roles:
+                del devices[device_id]
+            if not devices:
+                del tokens[gateway_key]
+            self._write(tokens)
+        return True
+
+    # -- internals
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool) -> Iterator[None]:
+        with self._thread_lock:
+            if sys.platform == "win32":
+                yield
+                return
+            if shared and not self._path.exists():
+                yield  # nothing to read; don't create the directory just to look
+                return
+            _ensure_private_dir(self._dir, DeviceStoreError)
+            try:
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise DeviceStoreError(
+                    f"cannot open lock file {self._lock_path}: {exc.strerror or exc}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("cannot read device token file %s (%s); ignoring it", self._path, exc)
+            return {}
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            log.warning("device token file %s is corrupt; treating it as empty", self._path)
+            return {}
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, dict) or data.get("version") != _FILE_VERSION:
+            log.warning(
+                "device token file %s has an unexpected shape; treating it as empty", self._path
+            )
+            return {}
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        for gateway, devices in tokens.items():
+            if not isinstance(devices, dict):
+                continue
+            for device, roles in devices.items():
+                if isinstance(roles, dict):
+                    result.setdefault(gateway, {})[device] = {
+                        r: e for r, e in roles.items() if isinstance(e, dict)
+                    }
+        return result
+
+    def _write(self, tokens: dict[str, dict[str, dict[str, Any]]]) -> None:
+        data = json.dumps({"version": _FILE_VERSION, "tokens": tokens}, indent=2).encode()
+        try:
+            tmp = _write_private_temp(self._dir, ".device-tokens-", data + b"\n")
+            try:
+                os.replace(tmp, self._path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise DeviceStoreError(
+                f"cannot write device token file {self._path}: {exc.strerror or exc}"
+            ) from None
+        _fsync_dir(self._dir)
+
+    def _entry_to_token(self, entry: object, role: str) -> StoredDeviceToken | None:
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            return None
+        token = entry.get("token")
+        scopes = entry.get("scopes", [])
+        issued = entry.get("issuedAtMs")
+        if (
+            not isinstance(token, str)
+            or not token
+            or not isinstance(scopes, list)
+            or not all(isinstance(s, str) for s in scopes)
+        ):
+            log.warning("ignoring a malformed entry in device token file %s", self._path)
+            return None
+        if isinstance(issued, bool) or not isinstance(issued, int):
+            issued = None
+        stored_role = entry.get("role")
+        return StoredDeviceToken(
+            token=token,
+            role=stored_role if isinstance(stored_role, str) else role,
+            scopes=tuple(scopes),
+            issued_at_ms=issued,
+        )

@@ -1,0 +1,163 @@
+"""The gwclient exception tree.
+
+Every error that crosses the public API is a :class:`GatewayError`; no pykka,
+websocket-client, sshtunnel or cryptography exception escapes (they are chained
+as ``__cause__``).  Subclasses are grouped by what the caller can do::
+
+    GatewayError
+     +-- ConfigError            the configuration is unusable; fix it
+     +-- ProtocolError          the peer sent something that is not protocol 4
+     +-- ClientClosed           shutdown() was called; make a new connection
+     +-- UsageError             the API was misused (e.g. a blocking call on a gwclient thread)
+     +-- GatewayTimeout         no answer in time; retry or give up
+     +-- Disconnected           the socket dropped while the request was pending
+     +-- RequestError           the gateway answered ok:false (code, details)
+     |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
+     +-- ConnectError           the handshake was refused
+          +-- AuthRejected          wrong/missing credentials, rate limited...
+          +-- PairingRequired       approve the device, then retry (request_id)
+          +-- ProtocolMismatch      gateway does not speak protocol 4
+
+Messages never contain secrets (tokens, passwords, device keys or tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AuthRejected",
+    "ClientClosed",
+    "ConfigError",
+    "ConnectError",
+    "Disconnected",
+    "GatewayError",
+    "GatewayTimeout",
+    "GatewayUnavailable",
+    "PairingRequired",
+    "ProtocolError",
+    "ProtocolMismatch",
+    "RequestError",
+    "UsageError",
+]
+
+
+class GatewayError(Exception):
+    """Base class of every error raised by gwclient."""
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used (bad URL, insecure transport, unreadable file)."""
+
+
+class ProtocolError(GatewayError):
+    """A frame was not valid protocol-4 JSON (not an object, unknown type, missing field)."""
+
+
+class ClientClosed(GatewayError):
+    """The connection was shut down; it cannot be used any more."""
+
+
+class UsageError(GatewayError):
+    """The API was misused: a blocking call from a gwclient thread (it would deadlock),
+    conflicting arguments, or constructing a connection directly."""
+
+
+class GatewayTimeout(GatewayError):
+    """No answer arrived before the caller's deadline."""
+
+
+class Disconnected(GatewayError):
+    """The gateway socket closed while a request was pending (the request may or may not
+    have run on the gateway; it is never replayed)."""
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.close_code = code
+        self.close_reason = reason
+
+
+class _CodedError(GatewayError):
+    """An error shape sent by the gateway: ``{code, message, details?, retryable?, retryAfterMs?}``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        details: Mapping[str, Any] | None = None,
+        retryable: bool = False,
+        retry_after_ms: int | None = None,
+        method: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details: dict[str, Any] = dict(details or {})
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+        self.method = method
+
+    @property
+    def detail_code(self) -> str:
+        """``details.code`` (e.g. ``AUTH_TOKEN_MISMATCH``, ``MISSING_SCOPE``), or ``""``."""
+        value = self.details.get("code")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def recommended_next_step(self) -> str:
+        value = self.details.get("recommendedNextStep")
+        return value if isinstance(value, str) else ""
+
+
+class RequestError(_CodedError):
+    """The gateway answered a request with ``ok:false``."""
+
+
+class GatewayUnavailable(RequestError):
+    """``UNAVAILABLE``: the gateway is starting, draining or busy; retry later."""
+
+
+class ConnectError(_CodedError):
+    """The gateway refused the ``connect`` handshake."""
+
+    def __init__(self, message: str, *, pauses_reconnect: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        #: True when reconnecting cannot help until something changes (credentials,
+        #: pairing approval, upgrade): reconnecting is paused.
+        self.pauses_reconnect = pauses_reconnect
+
+
+class AuthRejected(ConnectError):
+    """Credentials were missing, wrong or rate limited (``details.code`` says which)."""
+
+
+class ProtocolMismatch(ConnectError):
+    """The gateway does not accept protocol 4."""
+
+
+class PairingRequired(ConnectError):
+    """This device must be approved on the gateway host before it may connect."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        device_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.request_id = request_id
+        self.device_id = device_id
+        if request_id:
+            message = (
+                f"{message}: approve it on the gateway host with "
+                f"`openclaw devices approve {request_id}`"
+            )
+        elif device_id:
+            message = f"{message} (device {device_id}): list requests with `openclaw devices list`"
+        super().__init__(message, **kwargs)
+
+    @property
+    def approve_command(self) -> str | None:
+        return f"openclaw devices approve {self.request_id}" if self.request_id else None

@@ -1,0 +1,325 @@
+"""Typed protocol-4 frames (dataclasses-json) and their strict-but-tolerant decoding.
+
+Pure code: no sockets, no threads.  Decoding tolerates unknown keys that newer gateways
+add, but a frame that is not a JSON object, has an unknown ``type`` or lacks a required
+field raises :class:`~gwclient.ProtocolError` (never a crash, never a silent wrong value).
+Encoding emits only keys the gateway's closed schemas accept (PROTOCOL.md §1-2): ``None``
+fields are dropped, nothing else is added.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
+
+from ._errors import ProtocolError
+
+__all__ = [
+    "AuthParams",
+    "ClientInfo",
+    "ConnectChallenge",
+    "ConnectParams",
+    "DeviceProof",
+    "ErrorShape",
+    "EventFrame",
+    "Features",
+    "Frame",
+    "HelloAuth",
+    "HelloOk",
+    "Policy",
+    "RequestFrame",
+    "ResponseFrame",
+    "ServerInfo",
+    "StateVersion",
+    "compact",
+    "decode_frame",
+    "encode_frame",
+]
+
+PROTOCOL_VERSION = 4
+
+_T = TypeVar("_T", bound=DataClassJsonMixin)
+_camel = dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)  # type: ignore[call-overload]
+
+
+def compact(value: Any) -> Any:
+    """Drop ``None`` values from dicts (recursively): the closed schemas reject ``null``
+    for optional fields that a client simply should not send."""
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
+
+
+def _check(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str, *,
+           optional: bool = False) -> None:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return
+        raise ProtocolError(f"{what}: missing required field {key!r}")
+    # bool is an int subclass: never accept it where a number is required.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"{what}: field {key!r} has the wrong type (bool)")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
+
+
+def _from(cls: type[_T], data: Mapping[str, Any], what: str) -> _T:
+    try:
+        return cls.from_dict(dict(data))
+    except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - guarded by _check
+        raise ProtocolError(f"{what}: {exc!r}") from exc
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@_camel
+@dataclass(frozen=True)
+class StateVersion(DataClassJsonMixin):
+    presence: int = 0
+    health: int = 0
+
+
+@_camel
+@dataclass(frozen=True)
+class ErrorShape(DataClassJsonMixin):
+    code: str
+    message: str = ""
+    details: dict[str, Any] | None = None
+    retryable: bool | None = None
+    retry_after_ms: int | None = None
+
+
+@_camel
+@dataclass(frozen=True)
+class RequestFrame(DataClassJsonMixin):
+    id: str
+    method: str
+    params: Any = None
+    type: str = "req"
+
+
+@_camel
+@dataclass(frozen=True)
+class ResponseFrame(DataClassJsonMixin):
+    id: str
+    ok: bool
+    payload: Any = None
+    error: ErrorShape | None = None
+    type: str = "res"
+
+
+@_camel
+@dataclass(frozen=True)
+class EventFrame(DataClassJsonMixin):
+    event: str
+    payload: Any = None
+    seq: int | None = None
+    state_version: StateVersion | None = None
+    type: str = "event"
+
+
+Frame = Union[RequestFrame, ResponseFrame, EventFrame]  # noqa: UP007 (a runtime alias)
+
+
+def decode_frame(data: str | bytes) -> Frame:
+    """Decode one websocket text frame into a typed frame or raise :class:`ProtocolError`."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"frame is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"frame is not a JSON object (got {type(obj).__name__})")
+    kind = obj.get("type")
+    if kind == "res":
+        _check(obj, "id", str, "res frame")
+        _check(obj, "ok", bool, "res frame")
+        if not obj["ok"]:
+            _check(obj, "error", dict, "res frame with ok:false")
+            decode_error_shape(obj["error"])
+        return _from(ResponseFrame, obj, "res frame")
+    if kind == "event":
+        _check(obj, "event", str, "event frame")
+        _check(obj, "seq", int, "event frame", optional=True)
+        if isinstance(obj.get("seq"), int) and obj["seq"] < 0:
+            raise ProtocolError("event frame: negative seq")
+        _check(obj, "stateVersion", dict, "event frame", optional=True)
+        return _from(EventFrame, obj, "event frame")
+    if kind == "req":
+        _check(obj, "id", str, "req frame")
+        _check(obj, "method", str, "req frame")
+        return _from(RequestFrame, obj, "req frame")
+    raise ProtocolError(f"unknown frame type {kind!r}")
+
+
+def decode_error_shape(obj: Any) -> ErrorShape:
+    if not isinstance(obj, dict):
+        raise ProtocolError("error shape is not an object")
+    _check(obj, "code", str, "error shape")
+    _check(obj, "message", str, "error shape", optional=True)
+    _check(obj, "details", dict, "error shape", optional=True)
+    _check(obj, "retryable", bool, "error shape", optional=True)
+    _check(obj, "retryAfterMs", int, "error shape", optional=True)
+    return _from(ErrorShape, obj, "error shape")
+
+
+def encode_frame(frame: RequestFrame) -> str:
+    """Encode a request frame to the exact JSON the gateway's closed schema accepts."""
+    if not frame.id:
+        raise ValueError("request id must be a non-empty string")
+    out: dict[str, Any] = {"type": "req", "id": frame.id, "method": frame.method}
+    if frame.params is not None:
+        out["params"] = frame.params
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------- handshake frames
+
+
+@_camel
+@dataclass(frozen=True)
+class ConnectChallenge(DataClassJsonMixin):
+    nonce: str
+    ts: int
+    capabilities: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_event(cls, frame: EventFrame) -> ConnectChallenge:
+        payload = frame.payload
+        if frame.event != "connect.challenge" or not isinstance(payload, dict):
+            raise ProtocolError("expected a connect.challenge event with an object payload")
+        _check(payload, "nonce", str, "connect.challenge")
+        _check(payload, "ts", int, "connect.challenge")
+        if payload["ts"] < 0 or not payload["nonce"]:
+            raise ProtocolError("connect.challenge has an empty nonce or a negative ts")
+        return _from(cls, payload, "connect.challenge")
+
+
+@_camel
+@dataclass(frozen=True)
+class ClientInfo(DataClassJsonMixin):
+    id: str
+    version: str
+    platform: str
+    mode: str
+    display_name: str | None = None
+    device_family: str | None = None
+    model_identifier: str | None = None
+    instance_id: str | None = None
+
+
+@_camel
+@dataclass(frozen=True)
+class AuthParams(DataClassJsonMixin):
+    token: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    device_token: str | None = field(default=None, repr=False)
+    bootstrap_token: str | None = field(default=None, repr=False)
+
+    @property
+    def signing_token(self) -> str:
+        """The token slot of the device-auth payload (PROTOCOL.md §2.3)."""
+        return self.token or self.device_token or self.bootstrap_token or ""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.token or self.password or self.device_token or self.bootstrap_token)
+
+
+@_camel
+@dataclass(frozen=True)
+class DeviceProof(DataClassJsonMixin):
+    id: str
+    public_key: str
+    signature: str = field(repr=False)
+    signed_at: int
+    nonce: str
+
+
+@_camel
+@dataclass(frozen=True)
+class ConnectParams(DataClassJsonMixin):
+    client: ClientInfo
+    min_protocol: int = PROTOCOL_VERSION
+    max_protocol: int = PROTOCOL_VERSION
+    role: str = "operator"
+    scopes: list[str] = field(default_factory=list)
+    caps: list[str] = field(default_factory=list)
+    auth: AuthParams | None = None
+    device: DeviceProof | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        data = compact(self.to_dict(encode_json=False))
+        if self.auth is not None and self.auth.is_empty:
+            data.pop("auth", None)
+        return data  # type: ignore[no-any-return]
+
+
+@_camel
+@dataclass(frozen=True)
+class ServerInfo(DataClassJsonMixin):
+    version: str = ""
+    conn_id: str = ""
+    build_id: str | None = None
+    boot_id: str | None = None
+
+
+@_camel
+@dataclass(frozen=True)
+class Features(DataClassJsonMixin):
+    methods: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)
+
+
+@_camel
+@dataclass(frozen=True)
+class Policy(DataClassJsonMixin):
+    max_payload: int = 26_214_400
+    max_buffered_bytes: int = 52_428_800
+    tick_interval_ms: int = 30_000
+
+
+@_camel
+@dataclass(frozen=True)
+class HelloAuth(DataClassJsonMixin):
+    role: str = "operator"
+    scopes: list[str] = field(default_factory=list)
+    method: str | None = None
+    device_token: str | None = field(default=None, repr=False)
+    issued_at_ms: int | None = None
+
+
+@_camel
+@dataclass(frozen=True)
+class HelloOk(DataClassJsonMixin):
+    """The payload of a successful ``connect`` response."""
+
+    protocol: int
+    server: ServerInfo = field(default_factory=ServerInfo)
+    features: Features = field(default_factory=Features)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    auth: HelloAuth | None = None
+    type: str = "hello-ok"
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> HelloOk:
+        if not isinstance(payload, dict):
+            raise ProtocolError("hello-ok payload is not an object")
+        if payload.get("type") != "hello-ok":
+            raise ProtocolError(f"connect answered with {payload.get('type')!r}, not hello-ok")
+        _check(payload, "protocol", int, "hello-ok")
+        for key in ("server", "features", "snapshot", "policy", "auth"):
+            _check(payload, key, dict, "hello-ok", optional=True)
+        policy = payload.get("policy") or {}
+        for key in ("maxPayload", "maxBufferedBytes", "tickIntervalMs"):
+            _check(policy, key, int, "hello-ok.policy", optional=True)
+        return _from(cls, payload, "hello-ok")

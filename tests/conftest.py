@@ -1,0 +1,56 @@
+"""Shared fixtures.  The autouse ``no_leaks`` fixture fails any test that leaves a thread
+alive or a socket open; setup.cfg gives every test a timeout."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from gwclient import GatewayConnection
+
+# Threads that finish on their own shortly after a test (server handler threads winding
+# down after their client closed) get this long to be joined before they count as leaks.
+_GRACE = 5.0
+
+
+def _inet_fds() -> set[tuple[int, object, object]]:
+    proc = psutil.Process(os.getpid())
+    out = set()
+    for conn in proc.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_NONE and not conn.raddr and not conn.laddr:
+            continue
+        out.add((conn.fd, conn.laddr, conn.raddr))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    threads_before = set(threading.enumerate())
+    fds_before = _inet_fds()
+    # Every test gets a private gwclient state dir (device identity, device tokens).
+    state = tmp_path_factory.mktemp("gwstate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GWCLIENT_STATE_DIR", str(state))
+    for name in ("OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD",
+                 "OPENCLAW_CONFIG_PATH", "OPENCLAW_STATE_DIR"):
+        mp.delenv(name, raising=False)
+    mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    try:
+        yield
+    finally:
+        mp.undo()
+    deadline = time.monotonic() + _GRACE
+    leaked = []
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread.name)
+    fds_after = _inet_fds() - fds_before
+    if leaked or fds_after:
+        GatewayConnection.shutdown_all(timeout=5)
+        pytest.fail(f"test leaked threads {sorted(leaked)} / sockets {sorted(map(str, fds_after))}")
