@@ -290,10 +290,10 @@ class GatewayChannelActor(pykka.ThreadingActor):
             self._factory,
             options,
             prepare=lambda: _load_credentials(config),
-            on_open=lambda w: me.tell(_Opened(gen, w)),
-            on_open_failed=lambda exc: me.tell(_OpenFailed(gen, exc)),
-            on_frame=lambda text: me.tell(_Frame(gen, text)),
-            on_closed=lambda code, reason: me.tell(_Closed(gen, code, reason)),
+            on_open=lambda w: _tell(me, _Opened(gen, w)),
+            on_open_failed=lambda exc: _tell(me, _OpenFailed(gen, exc)),
+            on_frame=lambda text: _tell(me, _Frame(gen, text)),
+            on_closed=lambda code, reason: _tell(me, _Closed(gen, code, reason)),
             label=self._label,
         )
         self._worker = worker
@@ -314,7 +314,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._handshake_timer = self._timer.call_later(
-            self.config.connect_timeout, lambda: me.tell(_HandshakeTimeout(gen, "challenge"))
+            self.config.connect_timeout, lambda: _tell(me, _HandshakeTimeout(gen, "challenge"))
         )
 
     def _send_connect(self, challenge: ConnectChallenge) -> None:
@@ -369,7 +369,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._handshake_timer = self._timer.call_later(
-            cfg.connect_timeout, lambda: me.tell(_HandshakeTimeout(gen, "hello"))
+            cfg.connect_timeout, lambda: _tell(me, _HandshakeTimeout(gen, "hello"))
         )
 
     def _on_hello(self, frame: ResponseFrame) -> None:
@@ -483,7 +483,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._timer.cancel(self._reconnect_timer)
-        self._reconnect_timer = self._timer.call_later(delay, lambda: me.tell(_Reconnect(gen)))
+        self._reconnect_timer = self._timer.call_later(delay, lambda: _tell(me, _Reconnect(gen)))
 
     def _abandon_socket(self, code: int, reason: str) -> None:
         """Stop listening to the current socket and close it; its frames become stale."""
@@ -609,7 +609,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._timer.cancel(self._watchdog_timer)
-        self._watchdog_timer = self._timer.call_later(interval, lambda: me.tell(_Watchdog(gen)))
+        self._watchdog_timer = self._timer.call_later(interval, lambda: _tell(me, _Watchdog(gen)))
 
     def _on_watchdog(self) -> None:
         if self._phase != "connected" or self._hello is None:
@@ -687,6 +687,15 @@ class GatewayChannelActor(pykka.ThreadingActor):
             _settle(entry.waiter, copy.copy(error))
         self._fail_waiting(error)
         self._set_state(ConnectionState.CLOSED, str(error))
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """``tell`` from a reader/timer thread: the actor may already have stopped (shutdown
+    racing a late frame), which is fine: the message no longer matters."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 def _settle(fut: Future[Any], outcome: Any) -> None:

@@ -88,6 +88,11 @@ class _ReleaseAll:
     pass
 
 
+@dataclass(frozen=True)
+class _Retire:
+    """Stop the bus; answers with the actor's thread so the caller can join it."""
+
+
 @dataclass
 class _ChannelEntry:
     ref: pykka.ActorRef[GatewayChannelActor]
@@ -134,6 +139,9 @@ class ConnectionActor(pykka.ThreadingActor):
                     subs.remove(message.sub)
         elif isinstance(message, _Release):
             return self._on_release(message.slot)
+        elif isinstance(message, _Retire):
+            self.stop()
+            return threading.current_thread()
         elif isinstance(message, _ReleaseAll):
             refs: list[pykka.ActorRef[GatewayChannelActor]] = []
             for slot in list(self._slots):
@@ -158,7 +166,10 @@ class ConnectionActor(pykka.ThreadingActor):
             number = next(self._numbers)
 
             def publish(push: Push, _config: GatewayConfig = config, _n: int = number) -> None:
-                me.tell(_Publish(_config, _n, push))
+                try:
+                    me.tell(_Publish(_config, _n, push))
+                except pykka.ActorDeadError:  # the bus stopped first (shutdown_all)
+                    pass
 
             ref = GatewayChannelActor.start(config, publish, transport_factory=self._factory,
                                             retry_policy=config.retry)
@@ -509,6 +520,13 @@ class GatewayConnection:
             return
         refs = cast("list[pykka.ActorRef[GatewayChannelActor]]", actor.ask(_Release(self._slot)))
         _stop_channels(refs, deadline)
+        with rt.lock:
+            # The last user is gone: stop the bus too, so no gwclient thread survives.
+            retire = rt.actor if not rt.facades and rt.actor is actor else None
+            if retire is not None:
+                rt.actor = None
+        if retire is not None:
+            _retire(retire, deadline)
 
     @classmethod
     def shutdown_all(cls, timeout: float = 5.0) -> None:
@@ -529,10 +547,10 @@ class GatewayConnection:
         if actor is not None and actor.is_alive():
             try:
                 refs = cast("list[pykka.ActorRef[GatewayChannelActor]]", actor.ask(_ReleaseAll()))
-                _stop_channels(refs, deadline)
-                actor.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
-            except (pykka.ActorDeadError, pykka.Timeout):  # pragma: no cover - racing exit
-                pass
+            except pykka.ActorDeadError:  # pragma: no cover - racing exit
+                refs = []
+            _stop_channels(refs, deadline)
+            _retire(actor, deadline)
         # Channels retired by config changes stop by themselves; wait for their threads.
         _join([t for t in threading.enumerate() if t.name.startswith("gwclient-")], deadline)
 
@@ -556,6 +574,14 @@ def _stop_channels(refs: Iterable[pykka.ActorRef[GatewayChannelActor]], deadline
         except (pykka.ActorDeadError, pykka.Timeout):
             continue
         _join(threads, deadline)
+
+
+def _retire(actor: pykka.ActorRef[ConnectionActor], deadline: float) -> None:
+    try:
+        thread = cast(threading.Thread, actor.ask(_Retire(), timeout=max(0.1, deadline - time.monotonic())))
+    except (pykka.ActorDeadError, pykka.Timeout):  # pragma: no cover - already gone
+        return
+    _join([thread], deadline)
 
 
 def _exit_handler() -> None:

