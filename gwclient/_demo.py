@@ -1,0 +1,173 @@
+"""``gwclient demo``: the main job.
+
+Three consumers in threads share ``GatewayConnection.shared(config)`` (a health poller, an
+RPC user and an event watcher); the gateway restarts once midway; the report shows what
+happened, above all that the gateway accepted exactly one socket per lifetime.  With no
+``url`` it runs on an embedded :class:`~gwclient.testing.DevGateway` on a free loopback
+port; with a ``url`` it uses that gateway (no restart: it is not ours to restart) and
+counts this process's TCP connections to it from the operating system.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+import psutil
+
+from ._config import GatewayConfig
+from ._connection import GatewayConnection
+from ._errors import Disconnected, GatewayError, GatewayTimeout
+from ._pushes import Event, SeqGap, Snapshot, StateChange
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .testing import DevGateway
+
+__all__ = ["run_demo"]
+
+
+@dataclass
+class _Tally:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    answered: collections.Counter[str] = field(default_factory=collections.Counter)
+    failed: collections.Counter[str] = field(default_factory=collections.Counter)
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
+    snapshots: int = 0
+    gaps: int = 0
+    states: list[str] = field(default_factory=list)
+    max_os_connections: int = 0
+
+    def ok(self, what: str) -> None:
+        with self.lock:
+            self.answered[what] += 1
+
+    def fail(self, what: str) -> None:
+        with self.lock:
+            self.failed[what] += 1
+
+
+def _os_connections(port: int) -> int:
+    conns = psutil.Process(os.getpid()).net_connections(kind="inet")
+    return sum(1 for c in conns if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def run_demo(*, out: TextIO, url: str | None = None, token: str | None = None, phase_seconds: float = 2.0) -> int:
+    """Run the demo, print the report to ``out``; 0 when every invariant held."""
+    gateway: DevGateway | None = None
+    if url is None:
+        from .testing import DevGateway
+
+        token = secrets.token_urlsafe(16)
+        gateway = DevGateway(token=token, tick_interval_ms=500).start()
+        url = gateway.url
+        print(f"embedded dev gateway on {url}", file=out)
+    else:
+        print(f"gateway {url}", file=out)
+    config = GatewayConfig(
+        url=url, token=token, retry=RetryPolicy(initial=0.1, maximum=1.0), request_timeout=5.0, connect_timeout=5.0
+    )
+    tally = _Tally()
+    stop = threading.Event()
+    reconnected = threading.Event()
+    started = time.monotonic()
+
+    def guarded(name: str, call: str, params: object = None) -> None:
+        try:
+            GatewayConnection.shared(config).request(call, params)
+            tally.ok(name)
+        except (Disconnected, GatewayTimeout):
+            tally.fail(name)  # in flight while the gateway restarted: expected, never replayed
+
+    def poller() -> None:
+        while not stop.wait(0.1):
+            guarded("poller health", "health")
+
+    def rpc_user() -> None:
+        while not stop.wait(0.05):
+            guarded("rpc status", "status")
+            guarded("rpc system-presence", "system-presence")
+
+    def watcher() -> None:
+        with GatewayConnection.shared(config).subscribe() as sub:
+            while not stop.is_set():
+                try:
+                    push = sub.get(timeout=0.2)
+                except GatewayTimeout:
+                    continue
+                except GatewayError:
+                    return
+                with tally.lock:
+                    if isinstance(push, Snapshot):
+                        tally.snapshots += 1
+                        if push.connection_number > 1:
+                            reconnected.set()
+                    elif isinstance(push, Event):
+                        tally.events[push.event] += 1
+                    elif isinstance(push, SeqGap):
+                        tally.gaps += 1
+                    elif isinstance(push, StateChange):
+                        tally.states.append(push.state.value)
+
+    port = config.port
+    threads = [threading.Thread(target=f, name=f"demo-{f.__name__}") for f in (poller, rpc_user, watcher)]
+    code = 1
+    try:
+        GatewayConnection.shared(config).connect()
+        for thread in threads:
+            thread.start()
+        stop.wait(phase_seconds)
+        tally.max_os_connections = max(tally.max_os_connections, _os_connections(port))
+        if gateway is not None:
+            print("restarting the gateway...", file=out)
+            gateway.restart(restart_expected_ms=200)
+            if not reconnected.wait(10):
+                print("did not reconnect within 10 s", file=out)
+            stop.wait(phase_seconds)
+        else:
+            stop.wait(phase_seconds)
+        tally.max_os_connections = max(tally.max_os_connections, _os_connections(port))
+        code = 0
+    except GatewayError as exc:
+        print(f"error: {exc}", file=out)
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
+        GatewayConnection.shutdown_all()
+        if gateway is not None:
+            gateway.stop()
+    return _report(out, tally, gateway, code, time.monotonic() - started)
+
+
+def _report(out: TextIO, tally: _Tally, gateway: DevGateway | None, code: int, elapsed: float) -> int:
+    print(f"\nran {elapsed:.1f} s", file=out)
+    if gateway is not None:
+        per_life = gateway.sockets_accepted_per_lifetime
+        print(f"gateway lifetimes: {len(per_life)}; sockets accepted per lifetime: {per_life}", file=out)
+        print(f"peak sockets open at once: {gateway.max_open_sockets}", file=out)
+        if any(n != 1 for n in per_life) or gateway.max_open_sockets != 1:
+            code = 1
+    print(f"peak TCP connections from this process (OS count): {tally.max_os_connections}", file=out)
+    if tally.max_os_connections > 1:
+        code = 1
+    for name in sorted(tally.answered.keys() | tally.failed.keys()):
+        failed = tally.failed[name]
+        note = f" ({failed} failed in flight during the restart)" if failed else ""
+        print(f"  {name:<22} answered {tally.answered[name]}{note}", file=out)
+    events = ", ".join(f"{name} {n}" for name, n in sorted(tally.events.items())) or "none"
+    print(f"events: {events}", file=out)
+    print(f"snapshots: {tally.snapshots}   seq gaps: {tally.gaps}", file=out)
+    print(f"states: {' -> '.join(tally.states) or 'none'}", file=out)
+    if gateway is not None and tally.snapshots != len(gateway.sockets_accepted_per_lifetime):
+        code = 1
+    if not tally.answered:
+        code = 1
+    print("OK: one gateway socket per process per lifetime" if code == 0 else "FAILED", file=out)
+    return code
