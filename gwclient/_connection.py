@@ -355,8 +355,9 @@ class GatewayConnection:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._bound = None  # the parent's socket is not ours
-            if self._bound is not None and self._bound[0] == config and self._bound[1].is_alive():
-                return self._bound[1]
+            bound = self._bound
+            if bound is not None and (bound[0] is config or bound[0] == config) and bound[1].is_alive():
+                return bound[1]
             rt = _current_runtime()
             with rt.lock:
                 rt.facades.setdefault(self._key, self)
