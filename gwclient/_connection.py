@@ -361,8 +361,7 @@ class GatewayConnection:
             rt = _current_runtime()
             with rt.lock:
                 rt.facades.setdefault(self._key, self)
-            ref = cast("pykka.ActorRef[GatewayChannelActor]",
-                       rt.connection_actor().ask(_Bind(self._slot, config)))
+            ref = cast("pykka.ActorRef[GatewayChannelActor]", _ask(rt.connection_actor(), _Bind(self._slot, config)))
             self._bound = (config, ref)
             return ref
 
@@ -491,7 +490,7 @@ class GatewayConnection:
         sub = Subscription(events, maxsize=size, include_state=include_state, on_close=unsubscribe)
         self._channel()  # bind first so the bus knows which channel feeds this slot
         rt_actor = _current_runtime().connection_actor()
-        rt_actor.ask(_Subscribe(self._slot, sub))
+        _ask(rt_actor, _Subscribe(self._slot, sub))
         self._tell(AwaitConnected(Future()))  # start connecting if idle
         return sub
 
@@ -519,7 +518,10 @@ class GatewayConnection:
             actor = rt.actor
         if actor is None or not actor.is_alive():
             return
-        refs = cast("list[pykka.ActorRef[GatewayChannelActor]]", actor.ask(_Release(self._slot)))
+        try:
+            refs = cast("list[pykka.ActorRef[GatewayChannelActor]]", _ask(actor, _Release(self._slot)))
+        except ClientClosed:  # the bus is gone already (shutdown_all raced us)
+            refs = []
         _stop_channels(refs, deadline)
         with rt.lock:
             # The last user is gone: stop the bus too, so no gwclient thread survives.
@@ -565,6 +567,17 @@ class GatewayConnection:
     def __repr__(self) -> str:
         what = repr(self._config) if self._config is not None else repr(self._provider or "environment")
         return f"<GatewayConnection {what}{' closed' if self._closed else ''}>"
+
+
+def _ask(ref: pykka.ActorRef[Any], message: Any, timeout: float = 30.0) -> Any:
+    """Ask one of our actors; they never block, so the timeout only guards against a bug or
+    an actor that is already gone.  No pykka exception crosses the public API."""
+    try:
+        return ref.ask(message, timeout=timeout)
+    except pykka.ActorDeadError as exc:
+        raise ClientClosed("the gwclient connection actor has stopped") from exc
+    except pykka.Timeout as exc:  # pragma: no cover - a bug
+        raise GatewayTimeout(f"gwclient actor did not answer {type(message).__name__} in {timeout:g} s") from exc
 
 
 def _stop_channels(refs: Iterable[pykka.ActorRef[GatewayChannelActor]], deadline: float) -> None:
