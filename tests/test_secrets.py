@@ -1,0 +1,68 @@
+"""Secrets (tokens, passwords, device keys, device tokens) never appear in logs, reprs or
+error messages, across a whole session: pairing, device tokens, auth failures, reconnects."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from gwclient import (
+    AuthRejected,
+    DeviceIdentity,
+    GatewayConfig,
+    GatewayConnection,
+    ProtocolMismatch,
+    RetryPolicy,
+)
+from gwclient.testing import DevGateway
+
+TOKEN = "s3cret-shared-token-XYZ"
+PASSWORD = "s3cret-password-ABC"
+
+
+@pytest.fixture(autouse=True)
+def _shutdown_all() -> Iterator[None]:
+    yield
+    GatewayConnection.shutdown_all()
+
+
+def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="gwclient")
+    fast = RetryPolicy(initial=0.05, maximum=0.2)
+    with DevGateway(token=TOKEN) as gw:
+        cfg = GatewayConfig(url=gw.url, token=TOKEN, retry=fast)
+        conn = GatewayConnection.shared(cfg)
+        hello = conn.connect()
+        device_token = hello.auth.device_token if hello.auth else None
+        assert device_token
+        conn.request("health")
+        gw.drop_connections()
+        conn.request("health")  # after a reconnect
+        bad = GatewayConnection.shared(cfg.with_changes(token="wrong-" + TOKEN, password=PASSWORD))
+        with pytest.raises(AuthRejected) as info:
+            bad.request("health")
+        assert "paused" in caplog.text and "channel" in caplog.text  # the logs were captured
+        texts = [caplog.text, repr(cfg), str(cfg), repr(conn), repr(bad), str(info.value), repr(info.value),
+                 repr(hello), repr(hello.auth)]
+        identity = DeviceIdentity.load_or_create(cfg.effective_state_dir)
+        texts.append(repr(identity))
+        stored = json.loads((cfg.effective_state_dir / "device.json").read_text())
+        secrets = [TOKEN, PASSWORD, device_token, stored["privateKey"]]
+        for text in texts:
+            for secret in secrets:
+                assert secret not in text
+
+
+def test_protocol_mismatch_is_typed_and_pauses() -> None:
+    with DevGateway(token=TOKEN) as gw:
+        gw.reject_next_connects(5, code="INVALID_REQUEST", message="protocol mismatch",
+                                details={"code": "PROTOCOL_MISMATCH", "expectedProtocol": 5},
+                                close_code=1002, close_reason="protocol mismatch")
+        conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN))
+        for _ in range(3):
+            with pytest.raises(ProtocolMismatch):
+                conn.request("health")
+        assert gw.connect_attempts == 1
