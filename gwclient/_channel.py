@@ -37,9 +37,11 @@ from ._errors import (
     Disconnected,
     GatewayError,
     ProtocolError,
+    ProtocolMismatch,
     RequestError,
 )
 from ._frames import (
+    PROTOCOL_VERSION,
     AuthParams,
     ClientInfo,
     ConnectChallenge,
@@ -388,6 +390,17 @@ class GatewayChannelActor(pykka.ThreadingActor):
             self._abandon_socket(1002, "bad hello-ok")
             self._attempt_failed(exc, transport=True)
             return
+        if hello.protocol != PROTOCOL_VERSION:
+            self._abandon_socket(1002, "protocol mismatch")
+            self._attempt_failed(
+                ProtocolMismatch(f"gateway speaks protocol {hello.protocol}, gwclient speaks {PROTOCOL_VERSION}"),
+                transport=False,
+            )
+            return
+        if hello.auth is not None:
+            missing = sorted(set(self.config.scopes) - set(hello.auth.scopes))
+            if missing and "operator.admin" not in hello.auth.scopes:
+                log.warning("gateway granted fewer scopes than requested; missing: %s", ", ".join(missing))
         self._hello = hello
         self._phase = "connected"
         self._attempt = 0
