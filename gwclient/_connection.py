@@ -89,6 +89,11 @@ class _ReleaseAll:
 
 
 @dataclass(frozen=True)
+class _State:
+    slot: int
+
+
+@dataclass(frozen=True)
 class _Retire:
     """Stop the bus; answers with the actor's thread so the caller can join it."""
 
@@ -139,6 +144,10 @@ class ConnectionActor(pykka.ThreadingActor):
                     subs.remove(message.sub)
         elif isinstance(message, _Release):
             return self._on_release(message.slot)
+        elif isinstance(message, _State):
+            config = self._slots.get(message.slot)
+            entry = self._channels.get(config) if config is not None else None
+            return (entry.state, entry.snapshot) if entry is not None else (ConnectionState.IDLE, None)
         elif isinstance(message, _Retire):
             self.stop()
             return threading.current_thread()
@@ -493,6 +502,28 @@ class GatewayConnection:
         _ask(rt_actor, _Subscribe(self._slot, sub))
         self._tell(AwaitConnected(Future()))  # start connecting if idle
         return sub
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state now (IDLE before first use, CLOSED after shutdown)."""
+        return self._status()[0]
+
+    @property
+    def last_snapshot(self) -> Snapshot | None:
+        """The latest hello-ok snapshot of the current connection, if connected."""
+        state, snapshot = self._status()
+        return snapshot if state == ConnectionState.CONNECTED else None
+
+    def _status(self) -> tuple[ConnectionState, Snapshot | None]:
+        if self._closed:
+            return ConnectionState.CLOSED, None
+        actor = _current_runtime().actor
+        if actor is None or self._bound is None:
+            return ConnectionState.IDLE, None
+        try:
+            return cast("tuple[ConnectionState, Snapshot | None]", _ask(actor, _State(self._slot)))
+        except ClientClosed:
+            return ConnectionState.CLOSED, None
 
     # -- shutting down ----------------------------------------------------------------
 

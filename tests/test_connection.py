@@ -78,10 +78,15 @@ def gwclient_threads() -> list[str]:
 
 def test_repeated_requests_open_no_further_socket(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(config(gw))
+    assert conn.state == ConnectionState.IDLE and conn.last_snapshot is None
     for i in range(50):
         assert conn.request("echo", {"i": i}) == {"i": i}
     assert conn.request("health")["ok"] is True
     assert gw.sockets_accepted == 1 and gw.handshakes_completed == 1
+    assert conn.state == ConnectionState.CONNECTED
+    assert conn.last_snapshot is not None and conn.last_snapshot.connection_number == 1
+    conn.shutdown()
+    assert conn.state == ConnectionState.CLOSED
 
 
 def test_concurrent_first_requests_share_one_socket(gw: DevGateway) -> None:
