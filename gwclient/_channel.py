@@ -407,25 +407,35 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._last_error = None
         self._ever_connected = True
         self._connections += 1
-        self._persist_device_token(hello)
+        saving = self._persist_device_token(hello)
         self._set_state(ConnectionState.CONNECTED, f"connection {self._connections}")
         self._publish(Snapshot(hello, self._connections))
         for event in self._early_events:
             self._deliver_event(event)
         self._early_events.clear()
         waiters, self._connect_waiters = self._connect_waiters, []
-        for fut in waiters:
-            _settle(fut, hello)
+        if saving and waiters:
+            # connect()/wait_for_pairing() promise that the device token is stored when
+            # they return, but the save runs on the writer thread: settle them from there,
+            # right after the save (found by the real-gateway pairing test: the token file
+            # was still empty when wait_for_pairing() returned).  The writer always runs
+            # its queue up to an abort/close marker, and nothing can be queued between
+            # these two chores, so the waiters cannot be left hanging.
+            assert self._worker is not None
+            self._worker.run_io(lambda: _settle_all(waiters, hello))
+        else:
+            _settle_all(waiters, hello)
         waiting, self._waiting = self._waiting, {}
         for req in waiting.values():
             self._send_request(req)
         self._arm_watchdog()
 
-    def _persist_device_token(self, hello: HelloOk) -> None:
+    def _persist_device_token(self, hello: HelloOk) -> bool:
+        """Queue saving the issued device token on the writer thread; True if queued."""
         creds = self._credentials
         auth = hello.auth
         if creds is None or creds.identity is None or auth is None or not auth.device_token:
-            return
+            return False
         cfg = self.config
         identity = creds.identity
         token = auth.device_token
@@ -443,6 +453,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
 
         assert self._worker is not None
         self._worker.run_io(save)
+        return True
 
     def _attempt_failed(self, error: BaseException, *, transport: bool) -> None:
         """The current attempt ended before hello-ok."""
@@ -722,6 +733,11 @@ def _settle(fut: Future[Any], outcome: Any) -> None:
             fut.set_result(outcome)
     except Exception:  # pragma: no cover - InvalidStateError race with a cancel
         pass
+
+
+def _settle_all(futures: list[Future[Any]], outcome: Any) -> None:
+    for fut in futures:
+        _settle(fut, outcome)
 
 
 def _describe(error: BaseException) -> str:

@@ -286,7 +286,12 @@ def _check_caller(what: str) -> None:
 def _join(threads: Iterable[threading.Thread], deadline: float) -> None:
     me = threading.current_thread()
     for thread in threads:
-        if thread is me:
+        # A socket worker whose open failed (e.g. connection refused while the gateway
+        # restarts) never starts its writer thread; join() on it would raise
+        # RuntimeError("cannot join thread before it is started").  Skipping it is safe:
+        # workers are listed reader first, and a reader starts its writer before it
+        # exits and joins it, so once the reader is joined an unstarted writer never runs.
+        if thread is me or thread.ident is None:
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
 

@@ -277,23 +277,41 @@ class SocketWorker:
     def _write_loop(self) -> None:
         transport = self._transport
         assert transport is not None
+        broken = False
         while True:
             item = self._outbox.get()
             if item is None:
-                return
+                break
             if isinstance(item, tuple):
                 _, code, reason = item
-                transport.close(code, reason)
+                if not broken:
+                    transport.close(code, reason)
                 transport.abort()
+                break
+            if callable(item):
+                _run_chore(item)
+            elif not broken:
+                try:
+                    transport.send(item)  # type: ignore[arg-type]
+                except TransportClosed:
+                    # Keep draining: chores queued behind this frame (a device-token save,
+                    # settling connect() waiters) must still run.  The abort wakes the
+                    # reader, which queues the final None.
+                    transport.abort()
+                    broken = True
+        # Chores queued after the end marker still run; frames are dropped (the channel
+        # fails their requests when the reader reports the close).
+        while True:
+            try:
+                item = self._outbox.get_nowait()
+            except queue.Empty:
                 return
             if callable(item):
-                try:
-                    item()
-                except Exception:  # pragma: no cover - the chore logs its own errors
-                    log.exception("I/O chore failed")
-                continue
-            try:
-                transport.send(item)  # type: ignore[arg-type]
-            except TransportClosed:
-                transport.abort()
-                return
+                _run_chore(item)
+
+
+def _run_chore(chore: Callable[[], None]) -> None:
+    try:
+        chore()
+    except Exception:  # pragma: no cover - the chore logs its own errors
+        log.exception("I/O chore failed")

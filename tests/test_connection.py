@@ -528,3 +528,20 @@ def test_interpreter_exit_without_shutdown_does_not_hang(gw: DevGateway) -> None
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "bye"
     assert gw.wait_for(lambda g: g.open_sockets == 0, timeout=5)
+
+
+def test_shutdown_while_connects_are_refused(gw: DevGateway) -> None:
+    """Workers whose open failed never started a writer thread: shutdown must cope."""
+    conn = GatewayConnection.shared(config(gw))
+    sub = conn.subscribe()
+    conn.request("health")
+    gw.restart_begin(restart_expected_ms=0)
+    connecting = 0
+    while connecting < 3:  # the port is closed: several refused attempts in a row
+        push = next_of(sub, StateChange)
+        if isinstance(push, StateChange) and push.state == ConnectionState.CONNECTING:
+            connecting += 1
+    conn.shutdown()
+    assert gwclient_threads() == []
+    gw.restart_end()
+    assert gw.sockets_accepted_per_lifetime[-1] == 0
