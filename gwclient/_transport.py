@@ -138,14 +138,22 @@ def open_transport(options: TransportOptions) -> Transport:
     if options.tls_fingerprint:
         # The pin replaces CA validation (self-signed gateway certificates are the norm).
         sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-    ws = websocket.create_connection(
-        options.url,
-        timeout=options.open_timeout,
-        suppress_origin=True,
-        enable_multithread=True,
-        sslopt=sslopt,
-        skip_utf8_validation=True,
-    )
+    try:
+        ws = websocket.create_connection(
+            options.url,
+            timeout=options.open_timeout,
+            suppress_origin=True,
+            enable_multithread=True,
+            sslopt=sslopt,
+            skip_utf8_validation=True,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        # Retrying cannot fix a certificate: a typed error that pauses reconnecting.
+        raise ConnectError(
+            f"TLS certificate of {options.url} is not trusted ({exc.verify_message}); "
+            "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
+            code="TLS_CERT_UNTRUSTED",
+        ) from exc
     try:
         if options.tls_fingerprint:
             sock: Any = ws.sock

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -108,6 +109,7 @@ class DevGateway(GatewayServerBase):
       and ``status``/``system-presence`` need ``operator.read`` (FORBIDDEN).
     * ``handshake_timeout``: seconds to wait for the connect frame (close 1000).
     * ``ping_interval``: server WebSocket ping period (None disables).
+    * ``ssl_context``: serve ``wss://`` with this server-side TLS context.
     * ``close_timeout``: seconds to wait for the client's close frame.
     """
 
@@ -124,12 +126,14 @@ class DevGateway(GatewayServerBase):
         handshake_timeout: float = 15.0,
         ping_interval: float | None = 25.0,
         close_timeout: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             host=host,
             port=port,
             tick_interval_ms=tick_interval_ms,
             ping_interval=ping_interval,
+            ssl_context=ssl_context,
             close_timeout=close_timeout,
         )
         self._token = token

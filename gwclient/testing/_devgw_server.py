@@ -13,6 +13,7 @@ import json
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,7 @@ class GatewayServerBase:
         tick_interval_ms: int,
         ping_interval: float | None,
         close_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if tick_interval_ms <= 0:
             raise ValueError("tick_interval_ms must be positive")
@@ -132,6 +134,7 @@ class GatewayServerBase:
         self._tick_interval_ms = tick_interval_ms
         self._ping_interval = ping_interval
         self._close_timeout = close_timeout
+        self._ssl_context = ssl_context
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -333,6 +336,13 @@ class GatewayServerBase:
         conn: _DevServerConnection | None = None
         try:
             item.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                # TLS handshake in this connection's own thread (bounded by a timeout).
+                item.sock.settimeout(10.0)
+                wrapped = self._ssl_context.wrap_socket(item.sock, server_side=True)
+                wrapped.settimeout(None)
+                with self._lock:
+                    item.sock = wrapped
             protocol = ServerProtocol(max_size=MAX_PAYLOAD, logger=_ws_log)
             conn = _DevServerConnection(
                 item.sock,
@@ -461,8 +471,8 @@ class GatewayServerBase:
 
     @property
     def url(self) -> str:
-        """``ws://<host>:<port>``."""
-        return f"ws://{self._host}:{self._port}"
+        """``ws://<host>:<port>`` (``wss://`` with an ``ssl_context``)."""
+        return f"{'wss' if self._ssl_context is not None else 'ws'}://{self._host}:{self._port}"
 
     @property
     def running(self) -> bool:
