@@ -591,7 +591,9 @@ class GatewayConnection:
             _stop_channels(refs, deadline)
             _retire(actor, deadline)
         # Channels retired by config changes stop by themselves; wait for their threads.
-        _join([t for t in threading.enumerate() if t.name.startswith("gwclient-")], deadline)
+        # (SSH tunnel threads belong to the ConnectionModeCoordinator: stop() it for those.)
+        _join([t for t in threading.enumerate()
+               if t.name.startswith("gwclient-") and not t.name.startswith("gwclient-tunnel-")], deadline)
 
     def __enter__(self) -> GatewayConnection:
         return self

@@ -1,0 +1,835 @@
+"""Remote mode over SSH: RemoteTunnelManager, GatewayEndpointStore, ConnectionModeCoordinator.
+
+Everything runs on loopback with real sockets: an in-process SSH server built with paramiko
+(public-key auth for one generated key, ``direct-tcpip`` to 127.0.0.1 only, every thread
+joined by ``stop()``) forwards to a :class:`DevGateway` playing the remote gateway.  SSH
+connections are counted by the SSH server, websockets by the gateway.  No sleeps: waits
+are on events, subscriptions and joins."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gwclient import (
+    ClientClosed,
+    ConfigError,
+    Disconnected,
+    GatewayConfig,
+    GatewayConnection,
+    GatewayError,
+    GatewayTimeout,
+    RetryPolicy,
+    SshTunnelConfig,
+)
+from gwclient._tunnel import (
+    ConnectionModeCoordinator,
+    EndpointConnecting,
+    EndpointNotReady,
+    EndpointReady,
+    EndpointState,
+    EndpointUnavailable,
+    GatewayEndpointStore,
+    RemoteTunnelManager,
+    TunnelError,
+    TunnelState,
+)
+from gwclient.testing import DevGateway
+
+TOKEN = "tunnel-test-token-9f1c"
+FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
+WAIT = 15.0
+
+
+# ============================================================== the test SSH server
+
+
+class SshTestServer:
+    """An SSH server on 127.0.0.1 that accepts one client key and forwards ``direct-tcpip``
+    channels to 127.0.0.1 ports.  Counts TCP connections, authentications and forwards."""
+
+    def __init__(self, host_key: paramiko.PKey, authorized: paramiko.PKey, port: int = 0) -> None:
+        self.host_key = host_key
+        self.authorized = authorized
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self.port: int = self._listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._transports: list[paramiko.Transport] = []
+        self._socks: list[socket.socket] = []
+        self.connections = 0          # TCP connections accepted
+        self.open_connections = 0     # SSH sessions not yet ended
+        self.authenticated = 0
+        self.auth_failures = 0
+        self.forwards: list[tuple[str, int]] = []
+        self._spawn("accept", self._accept_loop)
+
+    # -- threads ---------------------------------------------------------------------
+
+    def _spawn(self, kind: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"test-sshd-{kind}", daemon=True)
+        with self._cond:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                sel.select()
+                with self._cond:
+                    if self._closing:
+                        return
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    continue
+                with self._cond:
+                    if self._closing:
+                        conn.close()
+                        return
+                    self.connections += 1
+                    self.open_connections += 1
+                    self._socks.append(conn)
+                    self._cond.notify_all()
+                self._spawn("session", self._session, conn)
+
+    def _session(self, sock: socket.socket) -> None:
+        transport = paramiko.Transport(sock)
+        transport.name = "test-sshd-transport"
+        transport.set_log_channel("tests.sshd")
+        iface = _ServerInterface(self)
+        try:
+            with self._cond:
+                if self._closing:
+                    return
+                self._transports.append(transport)
+            transport.add_server_key(self.host_key)
+            try:
+                transport.start_server(server=iface)
+            except (paramiko.SSHException, EOFError, OSError):
+                return
+            while transport.is_active():
+                chan = transport.accept(timeout=0.2)
+                if chan is None:
+                    continue
+                target = iface.pending.pop(chan.get_id(), None)
+                if target is None:
+                    chan.close()
+                    continue
+                self._spawn("pump-up", self._pump_chan_to_sock, chan, target)
+                self._spawn("pump-down", self._pump_sock_to_chan, target, chan)
+        finally:
+            transport.close()
+            with self._cond:
+                self.open_connections -= 1
+                self._cond.notify_all()
+
+    @staticmethod
+    def _close_pair(chan: paramiko.Channel, sock: socket.socket) -> None:
+        chan.close()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _pump_chan_to_sock(self, chan: paramiko.Channel, sock: socket.socket) -> None:
+        try:
+            while data := chan.recv(65536):
+                sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close_pair(chan, sock)
+
+    def _pump_sock_to_chan(self, sock: socket.socket, chan: paramiko.Channel) -> None:
+        try:
+            while data := sock.recv(65536):
+                chan.sendall(data)
+        except (OSError, paramiko.SSHException):
+            pass
+        finally:
+            self._close_pair(chan, sock)
+
+    # -- control ---------------------------------------------------------------------
+
+    def _connect_upstream(self, port: int) -> socket.socket | None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            return None
+        upstream.settimeout(None)
+        with self._cond:
+            self._socks.append(upstream)
+        return upstream
+
+    def wait_idle(self, timeout: float = WAIT) -> None:
+        """Until no SSH session is open (e.g. the client closed its tunnel)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.open_connections == 0, timeout), "SSH session still open"
+
+    def stop(self) -> None:
+        """Close every session and socket, stop listening, join every thread.  Idempotent."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            transports = list(self._transports)
+            socks = list(self._socks)
+        self._wake_w.send(b"x")
+        for transport in transports:
+            transport.close()
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._cond:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(WAIT)
+            assert not thread.is_alive(), f"{thread.name} did not stop"
+        for transport in transports:
+            transport.join(WAIT)
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        for sock in socks:
+            sock.close()
+
+
+class _ServerInterface(paramiko.ServerInterface):
+    def __init__(self, server: SshTestServer) -> None:
+        self.server = server
+        self.pending: dict[int, socket.socket] = {}
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        with self.server._cond:
+            if key.asbytes() == self.server.authorized.asbytes():
+                self.server.authenticated += 1
+                return paramiko.AUTH_SUCCESSFUL
+            self.server.auth_failures += 1
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple[str, int],
+                                           destination: tuple[str, int]) -> int:
+        host, port = destination
+        if host not in ("127.0.0.1", "localhost"):
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        upstream = self.server._connect_upstream(port)
+        if upstream is None:
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        with self.server._cond:
+            self.server.forwards.append((host, port))
+        self.pending[chanid] = upstream
+        return paramiko.OPEN_SUCCEEDED
+
+
+# ============================================================== fixtures and helpers
+
+
+def _new_key(path: Path, passphrase: bytes | None = None) -> paramiko.PKey:
+    key = ed25519.Ed25519PrivateKey.generate()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption))
+    path.chmod(0o600)
+    if passphrase:
+        return None
+    return paramiko.PKey.from_path(str(path))
+
+
+@dataclass
+class Keys:
+    dir: Path
+    client_path: Path
+    client: paramiko.PKey
+    host: paramiko.PKey
+    known_hosts: Path
+
+    def trust(self, port: int, key: paramiko.PKey | None = None) -> None:
+        key = key or self.host
+        with self.known_hosts.open("a") as fh:
+            fh.write(f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    return Keys(tmp_path, tmp_path / "id_ed25519", _new_key(tmp_path / "id_ed25519"),
+                _new_key(tmp_path / "host_key"), known)
+
+
+@pytest.fixture
+def gw() -> Iterator[DevGateway]:
+    with DevGateway(token=TOKEN) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def sshd(keys: Keys) -> Iterator[SshTestServer]:
+    server = SshTestServer(keys.host, keys.client)
+    keys.trust(server.port)
+    yield server
+    server.stop()
+
+
+def _manager(keys: Keys, **kwargs: Any) -> RemoteTunnelManager:
+    options: dict[str, Any] = {"retry": FAST, "known_hosts": [keys.known_hosts], "ssh_config": None,
+                               "use_agent": False, "connect_timeout": 5.0}
+    options.update(kwargs)
+    return RemoteTunnelManager(**options)
+
+
+@pytest.fixture
+def manager(keys: Keys) -> Iterator[RemoteTunnelManager]:
+    mgr = _manager(keys)
+    yield mgr
+    mgr.stop_all()
+
+
+@pytest.fixture
+def coordinator(manager: RemoteTunnelManager) -> Iterator[ConnectionModeCoordinator]:
+    coord = ConnectionModeCoordinator(manager=manager, ensure_timeout=WAIT)
+    yield coord
+    # The coordinator first: GatewayConnection.shutdown_all() waits for every gwclient-*
+    # thread, tunnel threads included.
+    coord.stop()
+    GatewayConnection.shutdown_all()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ssh_config(keys: Keys, port: int, **changes: Any) -> SshTunnelConfig:
+    base: dict[str, Any] = {"host": "127.0.0.1", "port": port, "user": "u",
+                            "identity_file": str(keys.client_path), "remote_port": 1}
+    base.update(changes)
+    return SshTunnelConfig(**base)
+
+
+def remote_config(keys: Keys, sshd_port: int, gw: DevGateway, *, local_port: int | None = None,
+                  **ssh_changes: Any) -> GatewayConfig:
+    ssh_changes.setdefault("remote_port", gw.port)
+    return GatewayConfig(
+        url=f"ws://127.0.0.1:{local_port or free_port()}", token=TOKEN, retry=FAST, connect_timeout=5.0,
+        request_timeout=10.0, ssh=ssh_config(keys, sshd_port, **ssh_changes), state_dir=str(keys.dir / "state"),
+    )
+
+
+def wait_state(sub_store: GatewayEndpointStore, pred: Callable[[EndpointState], bool],
+               timeout: float = WAIT) -> EndpointState:
+    """Wait (on a subscription, which starts with the current state) for a matching state."""
+    deadline = time.monotonic() + timeout
+    with sub_store.subscribe() as sub:
+        while True:
+            state = sub.get(timeout=max(0.01, deadline - time.monotonic()))
+            if pred(state):
+                return state
+
+
+def is_ready(state: EndpointState) -> bool:
+    return isinstance(state, EndpointReady)
+
+
+def is_unavailable(state: EndpointState) -> bool:
+    return isinstance(state, EndpointUnavailable)
+
+
+def tunnel_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("gwclient-tunnel-"))
+
+
+def listening(port: int) -> bool:
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def assert_gwclient_error(exc: BaseException) -> None:
+    """A gwclient error whose chain may hold anything, but which is itself ours."""
+    assert isinstance(exc, GatewayError)
+    assert type(exc).__module__.startswith("gwclient"), type(exc)
+
+
+# ============================================================== the main path
+
+
+def test_request_goes_through_the_tunnel_on_one_socket_and_one_ssh_connection(
+        keys: Keys, gw: DevGateway, sshd: SshTestServer, coordinator: ConnectionModeCoordinator) -> None:
+    cfg = remote_config(keys, sshd.port, gw)
+    with coordinator.store.subscribe() as sub:
+        state = coordinator.apply(cfg)
+        assert state == EndpointReady(cfg)
+        seen = [sub.get(timeout=WAIT) for _ in range(3)]
+    assert isinstance(seen[0], EndpointUnavailable) and seen[0].reason == "not configured"
+    assert isinstance(seen[1], EndpointConnecting)
+    assert seen[2] == EndpointReady(cfg)
+
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    for _ in range(5):
+        assert conn.request("health")["ok"] is True
+    assert conn.request("echo", {"x": 1}) == {"x": 1}
+    assert gw.sockets_accepted == 1 and gw.handshakes_completed == 1
+    assert sshd.connections == 1 and sshd.authenticated == 1
+    assert sshd.forwards == [("127.0.0.1", gw.port)]  # sshtunnel's own tunnel check is off
+    names = tunnel_threads()
+    assert f"gwclient-tunnel-{cfg.port}" in names and f"gwclient-tunnel-listen-{cfg.port}" in names
+    assert any(n.startswith("gwclient-tunnel-ssh-") for n in names)
+    assert any(n.startswith("gwclient-tunnel-conn-") for n in names)
+
+
+def test_stop_leaves_no_thread_or_socket_and_requests_fail_clearly(
+        keys: Keys, gw: DevGateway, sshd: SshTestServer, coordinator: ConnectionModeCoordinator) -> None:
+    cfg = remote_config(keys, sshd.port, gw)
+    assert is_ready(coordinator.apply(cfg))
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    assert conn.request("health")["ok"] is True
+
+    coordinator.stop()
+    assert coordinator.store.current() == EndpointUnavailable("stopped")
+    assert tunnel_threads() == []
+    assert not listening(cfg.port)
+    sshd.wait_idle()
+    with pytest.raises(EndpointNotReady, match="remote endpoint unavailable: stopped") as info:
+        conn.request("health")
+    assert isinstance(info.value, Disconnected)
+    with pytest.raises(ClientClosed):
+        coordinator.apply(cfg)
+    GatewayConnection.shutdown_all()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("gwclient-")] == []
+    # (the autouse leak checker verifies sockets and threads once more)
+
+
+def test_ensure_reuses_a_running_tunnel(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                         manager: RemoteTunnelManager) -> None:
+    ssh = ssh_config(keys, sshd.port, remote_port=gw.port)
+    port = free_port()
+    assert manager.ensure(ssh, port, timeout=WAIT) == port
+    assert manager.ensure(ssh, port, timeout=WAIT) == port
+    status = manager.status(ssh, port)
+    assert status is not None and status.state is TunnelState.UP and status.attempts == 1
+    assert sshd.connections == 1
+    assert manager.tunnels() == [status]
+
+    manager.stop(ssh, port)
+    assert manager.status(ssh, port) is None
+    assert tunnel_threads() == []
+    assert not listening(port)
+    sshd.wait_idle()
+
+
+def test_concurrent_ensures_open_one_ssh_connection(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                                    manager: RemoteTunnelManager) -> None:
+    ssh = ssh_config(keys, sshd.port, remote_port=gw.port)
+    port = free_port()
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            results.append(manager.ensure(ssh, port, timeout=WAIT))
+        except GatewayError as exc:  # pragma: no cover - reported by the assert below
+            results.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert results == [port] * 8
+    assert sshd.connections == 1
+
+
+def test_a_listener_already_on_the_local_port_is_reused(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                                        coordinator: ConnectionModeCoordinator) -> None:
+    """Like the user's own ``ssh -L`` on the port: here the gateway itself listens there."""
+    cfg = remote_config(keys, sshd.port, gw, local_port=gw.port)
+    assert coordinator.apply(cfg) == EndpointReady(cfg)
+    status = coordinator.manager.status(cfg.ssh, gw.port)  # type: ignore[arg-type]
+    assert status is not None and status.state is TunnelState.EXTERNAL
+    assert GatewayConnection.shared(provider=coordinator.store).request("health")["ok"] is True
+    assert sshd.connections == 0 and tunnel_threads() == []
+    assert gw.sockets_accepted == 1  # the port probe binds, it never connects
+
+
+def test_config_change_stops_the_old_tunnel(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                            coordinator: ConnectionModeCoordinator) -> None:
+    remote = remote_config(keys, sshd.port, gw)
+    assert is_ready(coordinator.apply(remote))
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    assert conn.request("health")["ok"] is True
+
+    direct = GatewayConfig(url=gw.url, token=TOKEN, retry=FAST, connect_timeout=5.0,
+                           state_dir=remote.state_dir)
+    assert coordinator.apply(direct) == EndpointReady(direct)
+    assert coordinator.manager.tunnels() == [] and tunnel_threads() == []
+    assert not listening(remote.port)
+    sshd.wait_idle()
+    assert conn.request("health")["ok"] is True  # reconnected once, directly
+    assert gw.sockets_accepted == 2 and sshd.connections == 1
+
+    # Same SSH target, another local port: a new tunnel, the old port stays free.
+    again = remote_config(keys, sshd.port, gw)
+    assert is_ready(coordinator.apply(again))
+    assert conn.request("health")["ok"] is True
+    assert sshd.connections == 2 and gw.sockets_accepted == 3
+
+
+# ============================================================== host keys and keys
+
+
+def test_unknown_host_key_under_strict_is_a_config_error(keys: Keys, gw: DevGateway,
+                                                          coordinator: ConnectionModeCoordinator) -> None:
+    server = SshTestServer(keys.host, keys.client)  # not in known_hosts
+    try:
+        ssh = ssh_config(keys, server.port, remote_port=gw.port)
+        with pytest.raises(ConfigError, match="not trusted") as info:
+            coordinator.manager.ensure(ssh, free_port(), timeout=WAIT)
+        assert_gwclient_error(info.value)
+        assert keys.host.fingerprint in str(info.value)
+        status = coordinator.manager.status(ssh, next(iter(coordinator.manager.tunnels())).local_port)
+        assert status is not None and status.state is TunnelState.FAILED
+        assert server.authenticated == 0  # rejected before authenticating
+
+        cfg = remote_config(keys, server.port, gw)
+        state = coordinator.apply(cfg)
+        assert isinstance(state, EndpointUnavailable) and isinstance(state.error, ConfigError)
+        assert "not trusted" in state.reason
+        with pytest.raises(ConfigError, match=r"remote endpoint unavailable: .*not trusted"):
+            GatewayConnection.shared(provider=coordinator.store).request("health")
+        assert gw.sockets_accepted == 0
+    finally:
+        coordinator.stop()
+        coordinator.manager.stop_all()
+        server.stop()
+
+
+def test_changed_host_key_is_a_config_error(keys: Keys, gw: DevGateway, manager: RemoteTunnelManager) -> None:
+    server = SshTestServer(keys.host, keys.client)
+    impostor_key = _new_key(keys.dir / "other_host_key")
+    keys.trust(server.port, impostor_key)
+    try:
+        with pytest.raises(ConfigError, match="does not match known_hosts"):
+            manager.ensure(ssh_config(keys, server.port, remote_port=gw.port), free_port(), timeout=WAIT)
+        assert server.authenticated == 0
+    finally:
+        manager.stop_all()
+        server.stop()
+
+
+def test_openssh_policy_follows_the_ssh_config(keys: Keys, gw: DevGateway) -> None:
+    """``openssh`` defers to StrictHostKeyChecking: ``accept-new`` records the key; the
+    default (ask, impossible in batch mode) refuses; ``strict`` ignores the SSH config."""
+    server = SshTestServer(keys.host, keys.client)
+    recorded = keys.dir / "ssh" / "known_hosts"
+    config_file = keys.dir / "ssh_config"
+    config_file.write_text(
+        f"Host gw-alias\n  HostName 127.0.0.1\n  Port {server.port}\n  User u\n"
+        f"  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {recorded}\n"
+        f"Host *\n  IdentityFile {keys.client_path}\n"
+    )
+    mgr = _manager(keys, known_hosts=None, ssh_config=config_file)
+    try:
+        # strict: accept-new in the SSH config does not apply
+        strict = SshTunnelConfig(host="gw-alias", remote_port=gw.port, host_key_policy="strict")
+        with pytest.raises(ConfigError, match="'strict' requires a known host key"):
+            mgr.ensure(strict, free_port(), timeout=WAIT)
+        assert not recorded.exists()
+        mgr.stop_all()
+
+        openssh = SshTunnelConfig(host="gw-alias", remote_port=gw.port, host_key_policy="openssh")
+        port = free_port()
+        assert mgr.ensure(openssh, port, timeout=WAIT) == port
+        line = recorded.read_text()
+        assert line == f"[127.0.0.1]:{server.port} {keys.host.get_name()} {keys.host.get_base64()}\n"
+        assert (recorded.stat().st_mode & 0o777) == 0o600
+        mgr.stop_all()
+
+        # Now known: strict accepts it too (same file via the SSH config).
+        assert mgr.ensure(strict, port, timeout=WAIT) == port
+        mgr.stop_all()
+
+        # openssh without accept-new in the config: unknown keys are refused.
+        plain = keys.dir / "plain_config"
+        plain.write_text(f"Host *\n  IdentityFile {keys.client_path}\n  UserKnownHostsFile {keys.dir / 'none'}\n")
+        mgr2 = _manager(keys, known_hosts=None, ssh_config=plain)
+        with pytest.raises(ConfigError, match="StrictHostKeyChecking does not accept new keys"):
+            mgr2.ensure(SshTunnelConfig(host="127.0.0.1", port=server.port, remote_port=gw.port,
+                                        host_key_policy="openssh"), free_port(), timeout=WAIT)
+        mgr2.stop_all()
+    finally:
+        mgr.stop_all()
+        server.stop()
+
+
+def test_proxy_jump_in_the_ssh_config_is_refused_clearly(keys: Keys, tmp_path: Path) -> None:
+    config_file = tmp_path / "cfg"
+    config_file.write_text("Host behind\n  ProxyJump bastion\n")
+    mgr = _manager(keys, ssh_config=config_file)
+    try:
+        with pytest.raises(ConfigError, match=r"proxyjump.*open the tunnel yourself"):
+            mgr.ensure(SshTunnelConfig(host="behind", identity_file=str(keys.client_path)), free_port(),
+                       timeout=WAIT)
+    finally:
+        mgr.stop_all()
+
+
+@pytest.mark.parametrize("problem", ["missing", "junk", "encrypted", "unauthorized"])
+def test_unusable_identity_is_a_config_error(problem: str, keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                             manager: RemoteTunnelManager) -> None:
+    path = keys.dir / f"key-{problem}"
+    passphrase = "correct horse battery staple"
+    if problem == "junk":
+        path.write_text("not a key\n")
+    elif problem == "encrypted":
+        _new_key(path, passphrase.encode())
+    elif problem == "unauthorized":
+        _new_key(path)
+    expected = {"missing": "does not exist", "junk": "not a supported private key",
+                "encrypted": "passphrase-protected.*ssh-add", "unauthorized": "rejected the key"}[problem]
+    with pytest.raises(ConfigError, match=expected) as info:
+        manager.ensure(ssh_config(keys, sshd.port, identity_file=str(path), remote_port=gw.port), free_port(),
+                       timeout=WAIT)
+    assert_gwclient_error(info.value)
+    assert passphrase not in str(info.value)
+    assert sshd.connections == (1 if problem == "unauthorized" else 0)
+    assert sshd.authenticated == 0
+
+
+# ============================================================== the SSH server going away
+
+
+def test_ssh_server_down_means_unavailable_then_ready_when_it_returns(
+        keys: Keys, gw: DevGateway, coordinator: ConnectionModeCoordinator) -> None:
+    dead = SshTestServer(keys.host, keys.client)
+    port = dead.port
+    keys.trust(port)
+    dead.stop()  # nothing listens on the SSH port now
+
+    cfg = remote_config(keys, port, gw)
+    state = coordinator.apply(cfg)
+    assert isinstance(state, EndpointUnavailable), state
+    assert isinstance(state.error, TunnelError) and isinstance(state.error, Disconnected)
+    assert "cannot reach SSH server" in state.reason
+    assert isinstance(state.error.__cause__, OSError)
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    with pytest.raises(EndpointNotReady, match="remote endpoint unavailable: cannot reach SSH server") as info:
+        conn.request("health")
+    assert_gwclient_error(info.value)
+    assert gw.sockets_accepted == 0 and not listening(cfg.port)
+
+    # The tunnel keeps retrying with backoff; when the server is back, the store is ready.
+    revived = SshTestServer(keys.host, keys.client, port=port)
+    try:
+        assert wait_state(coordinator.store, is_ready) == EndpointReady(cfg)
+        assert conn.request("health")["ok"] is True
+        assert revived.connections == 1 and gw.sockets_accepted == 1
+    finally:
+        coordinator.stop()
+        revived.stop()
+
+
+def test_lost_tunnel_is_published_and_restarted(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                                coordinator: ConnectionModeCoordinator) -> None:
+    cfg = remote_config(keys, sshd.port, gw)
+    assert is_ready(coordinator.apply(cfg))
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    assert conn.request("health")["ok"] is True
+
+    with coordinator.store.subscribe() as sub:
+        assert sub.get(timeout=WAIT) == EndpointReady(cfg)
+        sshd.stop()
+        lost = sub.get(timeout=WAIT)
+        assert isinstance(lost, EndpointUnavailable) and "lost" in lost.reason
+        assert isinstance(lost.error, TunnelError)
+    with pytest.raises(EndpointNotReady):
+        conn.request("health")
+
+    revived = SshTestServer(keys.host, keys.client, port=sshd.port)
+    try:
+        assert wait_state(coordinator.store, is_ready) == EndpointReady(cfg)
+        assert conn.request("health")["ok"] is True
+        assert revived.connections == 1 and gw.sockets_accepted == 2
+        status = coordinator.manager.status(cfg.ssh, cfg.port)  # type: ignore[arg-type]
+        assert status is not None and status.state is TunnelState.UP and status.attempts >= 2
+    finally:
+        coordinator.stop()
+        revived.stop()
+
+
+def test_backoff_waits_go_through_the_injected_wait_and_stop_interrupts_them(keys: Keys, gw: DevGateway) -> None:
+    dead = SshTestServer(keys.host, keys.client)
+    port = dead.port
+    dead.stop()
+    in_backoff = threading.Event()
+    delays: list[float] = []
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        delays.append(seconds)
+        in_backoff.set()
+        return event.wait(seconds)
+
+    slow = RetryPolicy(initial=300.0, multiplier=2.0, maximum=600.0, jitter=0.0)
+    mgr = _manager(keys, retry=slow, wait=wait)
+    ssh = ssh_config(keys, port, remote_port=gw.port)
+    local = free_port()
+    try:
+        with pytest.raises(TunnelError, match="cannot reach SSH server"):
+            mgr.ensure(ssh, local, timeout=WAIT)
+        assert in_backoff.wait(WAIT)
+        assert delays == [300.0]
+        status = mgr.status(ssh, local)
+        assert status is not None and status.state is TunnelState.DOWN
+
+        # An explicit ensure() cuts the backoff short (one more attempt, same outcome).
+        with pytest.raises(TunnelError):
+            mgr.ensure(ssh, local, timeout=WAIT)
+        assert mgr.status(ssh, local).attempts == 2  # type: ignore[union-attr]
+
+        began = time.monotonic()
+        mgr.stop(ssh, local)
+        assert time.monotonic() - began < 5.0
+        assert tunnel_threads() == []
+    finally:
+        mgr.stop_all()
+
+
+# ============================================================== the endpoint store
+
+
+def test_store_publishes_in_order_current_state_first_and_is_a_provider(keys: Keys) -> None:
+    store = GatewayEndpointStore()
+    assert store.current() == EndpointUnavailable("not configured")
+    with pytest.raises(EndpointNotReady, match="remote endpoint unavailable: not configured"):
+        store()
+
+    cfg = GatewayConfig(token=TOKEN, state_dir=str(keys.dir))
+    first = store.subscribe()
+    assert store.publish(EndpointConnecting("opening"))
+    assert not store.publish(EndpointConnecting("opening"))  # equal: ignored
+    with pytest.raises(EndpointNotReady, match="not ready: opening") as info:
+        store.config()
+    assert isinstance(info.value.state, EndpointConnecting)
+    assert store.publish(EndpointReady(cfg))
+    assert store() is cfg and store.wait_ready(timeout=0) is cfg
+
+    late = store.subscribe()
+    assert late.get(timeout=0) == EndpointReady(cfg)  # the current state first
+    with pytest.raises(GatewayTimeout):
+        late.get(timeout=0.01)
+    assert [first.get(timeout=0) for _ in range(3)] == [
+        EndpointUnavailable("not configured"), EndpointConnecting("opening"), EndpointReady(cfg)]
+
+    error = ConfigError("bad key")
+    store.publish(EndpointUnavailable("bad key", error))
+    with pytest.raises(ConfigError, match="remote endpoint unavailable: bad key") as cinfo:
+        store()
+    assert cinfo.value.__cause__ is error
+    with pytest.raises(GatewayTimeout, match="not ready within"):
+        store.wait_ready(timeout=0.01)
+    first.close()
+    late.close()
+    assert list(late) == [EndpointUnavailable("bad key")]  # closed: drained, then the end
+    with pytest.raises(ClientClosed):
+        late.get(timeout=0)
+
+
+def test_store_subscription_keeps_the_newest_state_on_overflow(keys: Keys) -> None:
+    store = GatewayEndpointStore()
+    with store.subscribe(maxsize=2) as sub:
+        for i in range(10):
+            store.publish(EndpointConnecting(f"step {i}"))
+        assert [sub.get(timeout=0) for _ in range(2)] == [EndpointConnecting("step 8"), EndpointConnecting("step 9")]
+
+
+def test_direct_configs_are_ready_at_once_and_followed_by_the_connection(
+        keys: Keys, gw: DevGateway, coordinator: ConnectionModeCoordinator) -> None:
+    cfg = GatewayConfig(url=gw.url, token=TOKEN, retry=FAST, state_dir=str(keys.dir))
+    assert coordinator.apply(cfg) == EndpointReady(cfg)
+    conn = GatewayConnection.shared(provider=coordinator.store)
+    assert conn.request("health")["ok"] is True
+    assert coordinator.apply(cfg.with_changes(display_name="renamed")).config.display_name == "renamed"  # type: ignore[union-attr]
+    assert conn.request("health")["ok"] is True
+    assert gw.sockets_accepted == 2  # the config changed once: one reconnect
+    assert tunnel_threads() == []
+
+
+def test_ssh_tunnel_needs_an_ipv4_loopback_local_end(keys: Keys, coordinator: ConnectionModeCoordinator) -> None:
+    cfg = GatewayConfig(url="ws://[::1]:18789", ssh=SshTunnelConfig(host="example.invalid"),
+                        state_dir=str(keys.dir))
+    state = coordinator.apply(cfg)
+    assert isinstance(state, EndpointUnavailable) and isinstance(state.error, ConfigError)
+    assert "127.0.0.1" in state.reason
+
+
+def test_logs_carry_no_secrets(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                               coordinator: ConnectionModeCoordinator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    cfg = remote_config(keys, sshd.port, gw)
+    assert is_ready(coordinator.apply(cfg))
+    assert GatewayConnection.shared(provider=coordinator.store).request("health")["ok"] is True
+    coordinator.stop()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    names = {r.name for r in caplog.records}
+    # sshtunnel and paramiko log under gwclient (whose NullHandler keeps them off stderr).
+    assert {"gwclient.tunnel", "gwclient.tunnel.paramiko"} <= names, names
+    assert not any(n == "sshtunnel" or n.startswith("paramiko") for n in names), names
+    assert TOKEN not in text
+    secret_lines = [ln for ln in keys.client_path.read_text().splitlines() if not ln.startswith("-----")]
+    assert all(line not in text for line in secret_lines)
+
+
+def test_ensure_rejects_a_port_owned_by_another_tunnel(keys: Keys, gw: DevGateway, sshd: SshTestServer,
+                                                       manager: RemoteTunnelManager) -> None:
+    port = free_port()
+    manager.ensure(ssh_config(keys, sshd.port, remote_port=gw.port), port, timeout=WAIT)
+    with pytest.raises(ConfigError, match="already forwarded"):
+        manager.ensure(ssh_config(keys, sshd.port, remote_port=gw.port + 1 if gw.port < 65535 else 1), port,
+                       timeout=WAIT)
+    assert sshd.connections == 1
+
+
+def test_wrong_remote_port_keeps_the_tunnel_up_but_requests_fail(
+        keys: Keys, gw: DevGateway, sshd: SshTestServer, coordinator: ConnectionModeCoordinator) -> None:
+    """SSH is fine but nothing listens on the remote port: the endpoint is ready (as with
+    ``ssh -L``), each websocket attempt is refused at the far end, requests fail typed."""
+    cfg = remote_config(keys, sshd.port, gw, remote_port=free_port())
+    assert is_ready(coordinator.apply(cfg))
+    with pytest.raises(GatewayError) as info:
+        GatewayConnection.shared(provider=coordinator.store).request("health", timeout=2.0)
+    assert_gwclient_error(info.value)
+    assert sshd.connections == 1 and sshd.forwards == [] and gw.sockets_accepted == 0
