@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 from ._bus import Subscription
 from ._config import GatewayConfig, SshTunnelConfig, default_state_dir
 from ._connection import DEFAULT, GatewayConnection
-from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
+from ._device import DeviceIdentity, DeviceStoreError, DeviceTokenStore, StoredDeviceToken
 from ._errors import (
     AuthRejected,
     ClientClosed,
@@ -71,6 +71,7 @@ __all__ = [
     "ConnectionModeCoordinator",
     "ConnectionState",
     "DeviceIdentity",
+    "DeviceStoreError",
     "DeviceTokenStore",
     "Disconnected",
     "EndpointConnecting",

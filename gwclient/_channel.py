@@ -239,7 +239,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
                 self._abandon_socket(4000, "connect timeout")
                 self._attempt_failed(
                     ConnectError(
-                        f"gateway at {self.config.url} did not send "
+                        f"gateway at {self.config.redacted_url} did not send "
                         f"{'connect.challenge' if message.phase == 'challenge' else 'hello-ok'} "
                         f"within {self.config.connect_timeout:g} s",
                         code="TIMEOUT",
@@ -471,7 +471,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
             # A script's first request should not wait out its whole timeout when nothing
             # listens: fail the callers now, keep retrying in the background.
             self._fail_waiting(
-                Disconnected(f"cannot connect to the gateway at {self.config.url}: {_describe(error)}")
+                Disconnected(f"cannot connect to the gateway at {self.config.redacted_url}: {_describe(error)}")
             )
         delay_floor = 0.0
         if isinstance(error, ConnectError) and error.retry_after_ms:

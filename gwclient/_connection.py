@@ -196,7 +196,7 @@ class ConnectionActor(pykka.ThreadingActor):
         entry.slots.discard(slot)
         if entry.slots:
             return []
-        log.debug("closing the channel to %s (%s)", config.url, why)
+        log.debug("closing the channel to %s (%s)", config.redacted_url, why)
         del self._channels[config]
         return [entry.ref]
 
@@ -449,31 +449,38 @@ class GatewayConnection:
 
         Retries gently every ``poll_interval`` seconds (each retry is one connect attempt),
         calls ``on_waiting(error)`` and logs progress at INFO each time, and returns the
-        hello-ok once approved (the device token is stored).  Raises the last
-        :class:`PairingRequired` (or :class:`GatewayTimeout`) when ``timeout`` runs out."""
+        hello-ok once approved (the device token is stored by then).  When ``timeout``
+        runs out it raises the last :class:`PairingRequired` (it carries the request id
+        to approve), or :class:`GatewayTimeout` if no answer came at all.  Other connect
+        errors (bad token...) are raised at once."""
         _check_caller("wait_for_pairing")
         deadline = None if timeout is None else time.monotonic() + timeout
-        stop = threading.Event()
-        first = True
+        pause = threading.Event()  # never set: an interruptible wait, not a sleep
+        last: PairingRequired | None = None
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise GatewayTimeout(f"device was not approved within {timeout:g} s")
+                if last is not None:
+                    raise last
+                raise GatewayTimeout(f"not connected to the gateway within {timeout:g} s")
             try:
-                if not first:
+                if last is not None:
                     self.reconnect()
-                first = False
                 return self.connect(timeout=remaining)
             except PairingRequired as exc:
+                last = exc
                 log.info("waiting for pairing approval: %s", exc)
                 if on_waiting is not None:
                     on_waiting(exc)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise
-                wait = poll_interval if remaining is None else min(poll_interval, remaining)
-                if stop.wait(wait) or self._closed:  # interruptible; never busy-waits
-                    raise ClientClosed("shut down while waiting for pairing") from exc
+            except GatewayTimeout:
+                if last is not None:
+                    raise last from None
+                raise
+            remaining = None if deadline is None else deadline - time.monotonic()
+            wait = poll_interval if remaining is None else max(0.0, min(poll_interval, remaining))
+            pause.wait(wait)
+            if self._closed:
+                raise ClientClosed("shut down while waiting for pairing")
 
     # -- events -----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import websocket
 
+from ._config import redact_url
 from ._errors import ConnectError
 
 __all__ = ["SocketWorker", "Transport", "TransportClosed", "TransportFactory", "open_transport"]
@@ -150,7 +151,7 @@ def open_transport(options: TransportOptions) -> Transport:
     except ssl.SSLCertVerificationError as exc:
         # Retrying cannot fix a certificate: a typed error that pauses reconnecting.
         raise ConnectError(
-            f"TLS certificate of {options.url} is not trusted ({exc.verify_message}); "
+            f"TLS certificate of {redact_url(options.url)} is not trusted ({exc.verify_message}); "
             "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
             code="TLS_CERT_UNTRUSTED",
         ) from exc
@@ -161,7 +162,7 @@ def open_transport(options: TransportOptions) -> Transport:
             seen = hashlib.sha256(der or b"").hexdigest()
             if seen != options.tls_fingerprint:
                 err = ConnectError(
-                    f"TLS certificate fingerprint mismatch for {options.url}: "
+                    f"TLS certificate fingerprint mismatch for {redact_url(options.url)}: "
                     f"expected sha256 {options.tls_fingerprint}, got {seen}",
                     code="TLS_FINGERPRINT_MISMATCH",
                 )
