@@ -54,3 +54,11 @@ def no_leaks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if leaked or fds_after:
         GatewayConnection.shutdown_all(timeout=5)
         pytest.fail(f"test leaked threads {sorted(leaked)} / sockets {sorted(map(str, fds_after))}")
+
+
+@pytest.fixture
+def shutdown_all_after() -> Iterator[None]:
+    """Shut every gwclient connection down after the test (before the leak check, which
+    then proves shutdown_all() really leaves nothing behind)."""
+    yield
+    GatewayConnection.shutdown_all()

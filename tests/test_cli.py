@@ -36,6 +36,8 @@ from gwclient._netstat import (
 from gwclient.cli import _connection_lines, main
 from gwclient.testing import DevGateway, DevGatewayError
 
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
+
 TOKEN = "cli-test-token-5d1f"
 WAIT = 15.0  # seconds any single step may take before the test fails
 
@@ -44,12 +46,6 @@ WAIT = 15.0  # seconds any single step may take before the test fails
 def gw() -> Iterator[DevGateway]:
     with DevGateway(token=TOKEN) as gateway:
         yield gateway
-
-
-@pytest.fixture(autouse=True)
-def _shutdown_all() -> Iterator[None]:
-    yield
-    GatewayConnection.shutdown_all()
 
 
 def gateway_args(gw: DevGateway) -> list[str]:

@@ -37,6 +37,8 @@ from gwclient import (
 )
 from gwclient.testing import DevGateway
 
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
+
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
 TOKEN = "dev-token-1"
 
@@ -45,12 +47,6 @@ TOKEN = "dev-token-1"
 def gw() -> Iterator[DevGateway]:
     with DevGateway(token=TOKEN) as gateway:
         yield gateway
-
-
-@pytest.fixture(autouse=True)
-def _shutdown_all() -> Iterator[None]:
-    yield
-    GatewayConnection.shutdown_all()
 
 
 def config(gw: DevGateway, **changes: object) -> GatewayConfig:

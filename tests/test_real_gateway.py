@@ -54,7 +54,7 @@ from gwclient import (
 )
 from gwclient.testing._realgateway import OPENCLAW_VERSION, RealGateway
 
-pytestmark = pytest.mark.realgateway
+pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
 
 RETRY = RetryPolicy(initial=0.2, maximum=2.0)
 NO_AUTO_APPROVE = {"gateway": {"nodes": {"pairing": {"autoApproveLocal": False}}}}
@@ -71,12 +71,6 @@ def gateway() -> Iterator[RealGateway]:
 def pairing_gateway() -> Iterator[RealGateway]:
     with RealGateway(config=NO_AUTO_APPROVE) as gw:
         yield gw
-
-
-@pytest.fixture(autouse=True)
-def _shutdown_all() -> Iterator[None]:
-    yield
-    GatewayConnection.shutdown_all()
 
 
 def config(gw: RealGateway, **changes: object) -> GatewayConfig:

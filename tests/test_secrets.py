@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,14 +18,10 @@ from gwclient import (
 )
 from gwclient.testing import DevGateway
 
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
+
 TOKEN = "s3cret-shared-token-XYZ"
 PASSWORD = "s3cret-password-ABC"
-
-
-@pytest.fixture(autouse=True)
-def _shutdown_all() -> Iterator[None]:
-    yield
-    GatewayConnection.shutdown_all()
 
 
 def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
