@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import pickle
 import stat
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from gwclient._device import (
 )
 from gwclient._errors import ConfigError
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 N_PROCS = 8
 
 
@@ -110,7 +108,6 @@ def test_from_seed_round_trip() -> None:
         DeviceIdentity.from_seed(b"short")
 
 
-@posix_only
 def test_load_or_create_file_format_and_modes(tmp_path: Path) -> None:
     state = tmp_path / "a" / "state"
     old_umask = os.umask(0)  # even with a permissive umask the files stay private
@@ -141,7 +138,6 @@ def test_load_or_create_reuses_the_identity(tmp_path: Path) -> None:
     assert (tmp_path / "device.json").read_bytes() == before
 
 
-@posix_only
 def test_existing_directory_mode_is_not_changed(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     DeviceIdentity.load_or_create(tmp_path)
@@ -149,7 +145,6 @@ def test_existing_directory_mode_is_not_changed(tmp_path: Path) -> None:
     assert mode_of(tmp_path / "device.json") == 0o600
 
 
-@posix_only
 def test_loose_identity_file_mode_is_tightened(tmp_path: Path) -> None:
     DeviceIdentity.load_or_create(tmp_path)
     (tmp_path / "device.json").chmod(0o644)
@@ -296,7 +291,6 @@ def test_token_store_clear(tmp_path: Path) -> None:
     assert data == {"version": 1, "tokens": {}}
 
 
-@posix_only
 def test_token_store_file_modes(tmp_path: Path) -> None:
     state = tmp_path / "new-state"
     old_umask = os.umask(0)
