@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
-from ._errors import ClientClosed, GatewayTimeout
+from ._errors import ClientClosed, GatewayTimeout, check_caller
 from ._pushes import Event, Overflow, Push, StateChange
 
 __all__ = ["Subscription"]
@@ -87,6 +87,7 @@ class Subscription:
         """Next item; waits up to ``timeout`` seconds (``None`` = forever).  Raises
         :class:`GatewayTimeout` when nothing arrived in time, :class:`ClientClosed` when
         the subscription has ended and is drained."""
+        check_caller("Subscription.get()")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:

@@ -30,7 +30,7 @@ import pykka
 from ._bus import Subscription
 from ._channel import AwaitConnected, Cancel, GatewayChannelActor, Request, Retry, Stop
 from ._config import GatewayConfig
-from ._errors import ClientClosed, GatewayError, GatewayTimeout, PairingRequired, UsageError
+from ._errors import ClientClosed, GatewayError, GatewayTimeout, PairingRequired, UsageError, check_caller
 from ._frames import HelloOk
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
@@ -276,11 +276,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_caller(what: str) -> None:
-    if threading.current_thread().name.startswith("gwclient-"):
-        raise UsageError(
-            f"GatewayConnection.{what}() would block a gwclient thread and deadlock; "
-            "call it from your own thread"
-        )
+    check_caller(f"GatewayConnection.{what}()")
 
 
 def _join(threads: Iterable[threading.Thread], deadline: float) -> None:

@@ -23,6 +23,7 @@ Messages never contain secrets (tokens, passwords, device keys or tokens).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -161,3 +162,10 @@ class PairingRequired(ConnectError):
     @property
     def approve_command(self) -> str | None:
         return f"openclaw devices approve {self.request_id}" if self.request_id else None
+
+
+def check_caller(what: str) -> None:
+    """Raise :class:`UsageError` when a blocking call is made from a gwclient thread (it
+    would wait for the very thread it runs on: a deadlock)."""
+    if threading.current_thread().name.startswith("gwclient-"):
+        raise UsageError(f"{what} would block a gwclient thread and deadlock; call it from your own thread")

@@ -181,16 +181,24 @@ def test_use_from_a_gwclient_thread_raises(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(config(gw))
     outcome: Future[BaseException] = Future()
 
+    sub = conn.subscribe()
+    sub_outcome: Future[BaseException] = Future()
+
     def misuse() -> None:
         try:
             conn.request("health")
         except BaseException as exc:
             outcome.set_result(exc)
+        try:
+            sub.get(timeout=1)
+        except BaseException as exc:
+            sub_outcome.set_result(exc)
 
     thread = threading.Thread(target=misuse, name="gwclient-pretend")
     thread.start()
     thread.join()
     assert isinstance(outcome.result(timeout=5), UsageError)
+    assert isinstance(sub_outcome.result(timeout=5), UsageError)
     with pytest.raises(UsageError):
         GatewayConnection(config=None, provider=None, key=1)
 
