@@ -549,3 +549,32 @@ def test_shutdown_while_connects_are_refused(gw: DevGateway) -> None:
     assert gwclient_threads() == []
     gw.restart_end()
     assert gw.sockets_accepted_per_lifetime[-1] == 0
+
+
+def test_rejected_device_token_is_cleared_and_reported_once(gw: DevGateway) -> None:
+    from gwclient import DeviceIdentity, DeviceTokenStore
+
+    cfg = config(gw)
+    hello = GatewayConnection.shared(cfg).connect()  # shared token; the device gets a token
+    assert hello.auth is not None and hello.auth.device_token
+    GatewayConnection.shutdown_all()
+    device_only = cfg.with_changes(token=None)
+    store = DeviceTokenStore(device_only.effective_state_dir)
+    device_id = DeviceIdentity.load_or_create(device_only.effective_state_dir).device_id
+    assert store.load(device_only.gateway_key, device_id, "operator") is not None
+    conn = GatewayConnection.shared(device_only)
+    conn.request("health")  # with the stored device token
+    sub = conn.subscribe()
+    gw.invalidate_device_tokens()
+    attempts_before = gw.connect_attempts
+    gw.drop_connections()
+    state = next_of(sub, StateChange)
+    while not (isinstance(state, StateChange) and state.state == ConnectionState.PAUSED):
+        state = next_of(sub, StateChange)
+    assert isinstance(state.error, AuthRejected)
+    for _ in range(5):
+        with pytest.raises(AuthRejected) as info:
+            conn.request("health")
+        assert info.value.detail_code == "AUTH_DEVICE_TOKEN_MISMATCH"
+    assert gw.connect_attempts - attempts_before == 1  # paused: no loop
+    assert store.load(device_only.gateway_key, device_id, "operator") is None  # cleared

@@ -15,6 +15,7 @@ from gwclient import (
     GatewayConnection,
     ProtocolMismatch,
     RetryPolicy,
+    Snapshot,
 )
 from gwclient.testing import DevGateway
 
@@ -34,7 +35,11 @@ def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> 
         device_token = hello.auth.device_token if hello.auth else None
         assert device_token
         conn.request("health")
-        gw.drop_connections()
+        with conn.subscribe(include_state=False) as sub:
+            assert isinstance(sub.get(timeout=5), Snapshot)
+            gw.drop_connections()
+            while not isinstance(sub.get(timeout=10), Snapshot):  # the reconnect's snapshot
+                pass
         conn.request("health")  # after a reconnect
         bad = GatewayConnection.shared(cfg.with_changes(token="wrong-" + TOKEN, password=PASSWORD))
         with pytest.raises(AuthRejected) as info:
