@@ -522,6 +522,8 @@ class _Watch:
                        f"gap: expected seq {push.expected}, received {push.received} "
                        f"({push.missed} missed; re-read state)")
         elif isinstance(push, StateChange):
+            if self.snapshots == 0 and push.state != ConnectionState.PAUSED:
+                return  # the first connect's own states: its snapshot line says it all
             detail = f" ({push.detail})" if push.detail else ""
             self._emit({"type": "state", "state": push.state.value, "detail": push.detail},
                        f"state: {push.state.value}{detail}")
@@ -583,12 +585,14 @@ def _cmd_watch(session: _Session) -> int:
     connected = False
     with _connection(config) as conn:
         try:
-            # Connect first, so an unreachable gateway or bad credentials fail fast with
-            # one error line instead of an endless stream of reconnecting states.
-            left = remaining()
-            conn.connect(timeout=DEFAULT if left is None else min(left, 2 * config.connect_timeout))
-            connected = True
             with conn.subscribe(events) as sub:
+                # Subscribed before the handshake completes, so the events the gateway sends
+                # right after hello-ok (health) are seen too; then wait for the connect, so
+                # an unreachable gateway or bad credentials fail fast with one error line
+                # instead of an endless stream of reconnecting states.
+                left = remaining()
+                conn.connect(timeout=DEFAULT if left is None else min(left, 2 * config.connect_timeout))
+                connected = True
                 while args.count is None or view.events < args.count:
                     left = remaining()
                     if left is not None and left <= 0:

@@ -338,6 +338,16 @@ def test_version_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
 # ----------------------------------------------------------------------------- watch
 
 
+def test_watch_sees_the_events_sent_right_after_hello(gw: DevGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    """watch subscribes before the handshake completes: the gateway's post-hello health
+    event is not lost."""
+    result = run(capsys, *gateway_args(gw), "watch", "--json", "--events", "health", "--count", "1",
+                 "--timeout", "10")
+    assert result.code == 0
+    events = [json.loads(line) for line in result.out.splitlines() if '"event"' in line]
+    assert [e["event"] for e in events if e["type"] == "event"] == ["health"]
+
+
 def test_watch_json_lines_with_count(gw: DevGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     bg = Background(monkeypatch, [*gateway_args(gw), "watch", "--json", "--events", "custom.a",
                                   "--count", "3", "--timeout", "30"])
