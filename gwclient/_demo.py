@@ -93,8 +93,11 @@ def run_demo(*, out: TextIO, url: str | None = None, token: str | None = None, p
             guarded("rpc status", "status")
             guarded("rpc system-presence", "system-presence")
 
+    # Subscribed before connecting, so the watcher also sees what follows the first hello.
+    subscription = GatewayConnection.shared(config).subscribe()
+
     def watcher() -> None:
-        with GatewayConnection.shared(config).subscribe() as sub:
+        with subscription as sub:
             while not stop.is_set():
                 try:
                     push = sub.get(timeout=0.2)
