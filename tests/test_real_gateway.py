@@ -13,8 +13,10 @@ subscriptions and conditions fed by real traffic.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +54,7 @@ from gwclient import (
     Subscription,
     presence_entries,
 )
+from gwclient._demo import run_demo
 from gwclient.testing._realgateway import OPENCLAW_VERSION, RealGateway
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
@@ -431,6 +434,18 @@ def test_shutdown_leaves_no_connection_and_no_thread(gateway: RealGateway) -> No
 
 
 # ------------------------------------------------------------------ 3: restarts
+
+
+@pytest.mark.timeout(60)
+def test_demo_main_job_on_the_real_gateway(gateway: RealGateway) -> None:
+    """``gwclient demo --url`` (the main job, three consumers) against the real gateway:
+    every consumer answered, one TCP connection counted from the OS."""
+    out = io.StringIO()
+    assert run_demo(out=out, url=gateway.url, token=gateway.token, phase_seconds=1.0) == 0, out.getvalue()
+    report = out.getvalue()
+    assert "peak TCP connections from this process (OS count): 1" in report
+    assert re.search(r"rpc status\s+answered [1-9]", report) and re.search(r"poller health\s+answered [1-9]", report)
+    assert "snapshots: 1" in report
 
 
 @pytest.mark.timeout(120)
