@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
@@ -42,11 +41,7 @@ from ._errors import (
 )
 from ._frames import (
     PROTOCOL_VERSION,
-    AuthParams,
-    ClientInfo,
     ConnectChallenge,
-    ConnectParams,
-    DeviceProof,
     EventFrame,
     HelloOk,
     RequestFrame,
@@ -54,11 +49,25 @@ from ._frames import (
     decode_frame,
     encode_frame,
 )
+from ._handshake import Credentials, build_connect_params
+from ._messages import (
+    AwaitConnected,
+    Cancel,
+    Closed,
+    FrameIn,
+    HandshakeTimeout,
+    Opened,
+    OpenFailed,
+    Reconnect,
+    Request,
+    Retry,
+    Stop,
+    Watchdog,
+)
 from ._protocol import (
     PendingTable,
     SeqTracker,
     connect_error_from_close,
-    device_auth_payload_v3,
     error_from_shape,
     new_request_id,
 )
@@ -70,88 +79,6 @@ from ._transport import SocketWorker, TransportFactory, TransportOptions, open_t
 __all__ = ["GatewayChannelActor"]
 
 log = logging.getLogger("gwclient.channel")
-
-
-# ---------------------------------------------------------------- public messages
-
-
-@dataclass(frozen=True)
-class Request:
-    request_id: str
-    method: str
-    params: Any
-    future: Future[Any] = field(compare=False)
-    expect_final: bool = False
-
-
-@dataclass(frozen=True)
-class Cancel:
-    request_id: str
-
-
-@dataclass(frozen=True)
-class AwaitConnected:
-    future: Future[HelloOk] = field(compare=False)
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Leave PAUSED (or cut a backoff wait short) and connect now."""
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: str = "shutdown"
-
-
-# -------------------------------------------------------------- internal messages
-
-
-@dataclass(frozen=True)
-class _Opened:
-    gen: int
-    worker: SocketWorker
-
-
-@dataclass(frozen=True)
-class _OpenFailed:
-    gen: int
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class _Frame:
-    gen: int
-    text: str
-
-
-@dataclass(frozen=True)
-class _Closed:
-    gen: int
-    code: int | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class _HandshakeTimeout:
-    gen: int
-    phase: str
-
-
-@dataclass(frozen=True)
-class _Reconnect:
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Watchdog:
-    gen: int
-
-
-@dataclass
-class _Credentials:
-    identity: DeviceIdentity | None
-    stored: StoredDeviceToken | None
 
 
 class GatewayChannelActor(pykka.ThreadingActor):
@@ -190,7 +117,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._early_events: list[EventFrame] = []
         self._seq = SeqTracker()
         self._hello: HelloOk | None = None
-        self._credentials: _Credentials | None = None
+        self._credentials: Credentials | None = None
         self._attempt = 0
         self._paused: GatewayError | None = None
         self._last_error: BaseException | None = None
@@ -218,7 +145,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
             return None
 
     def _dispatch(self, message: Any) -> Any:
-        if isinstance(message, _Frame):
+        if isinstance(message, FrameIn):
             if message.gen == self._gen:
                 self._on_frame(message.text)
         elif isinstance(message, Request):
@@ -226,15 +153,15 @@ class GatewayChannelActor(pykka.ThreadingActor):
         elif isinstance(message, Cancel):
             self._pending.remove(message.request_id)
             self._waiting.pop(message.request_id, None)
-        elif isinstance(message, _Opened):
+        elif isinstance(message, Opened):
             self._on_opened(message)
-        elif isinstance(message, _OpenFailed):
+        elif isinstance(message, OpenFailed):
             if message.gen == self._gen:
                 self._attempt_failed(message.error, transport=True)
-        elif isinstance(message, _Closed):
+        elif isinstance(message, Closed):
             if message.gen == self._gen:
                 self._on_closed(message.code, message.reason)
-        elif isinstance(message, _HandshakeTimeout):
+        elif isinstance(message, HandshakeTimeout):
             if message.gen == self._gen and self._phase == message.phase:
                 self._abandon_socket(4000, "connect timeout")
                 self._attempt_failed(
@@ -247,11 +174,11 @@ class GatewayChannelActor(pykka.ThreadingActor):
                     ),
                     transport=True,
                 )
-        elif isinstance(message, _Reconnect):
+        elif isinstance(message, Reconnect):
             if message.gen == self._gen and self._state == ConnectionState.RECONNECTING:
                 self._reconnect_timer = None
                 self._start_attempt()
-        elif isinstance(message, _Watchdog):
+        elif isinstance(message, Watchdog):
             if message.gen == self._gen:
                 self._on_watchdog()
         elif isinstance(message, AwaitConnected):
@@ -292,17 +219,17 @@ class GatewayChannelActor(pykka.ThreadingActor):
             self._factory,
             options,
             prepare=lambda: _load_credentials(config),
-            on_open=lambda w: _tell(me, _Opened(gen, w)),
-            on_open_failed=lambda exc: _tell(me, _OpenFailed(gen, exc)),
-            on_frame=lambda text: _tell(me, _Frame(gen, text)),
-            on_closed=lambda code, reason: _tell(me, _Closed(gen, code, reason)),
+            on_open=lambda w: _tell(me, Opened(gen, w)),
+            on_open_failed=lambda exc: _tell(me, OpenFailed(gen, exc)),
+            on_frame=lambda text: _tell(me, FrameIn(gen, text)),
+            on_closed=lambda code, reason: _tell(me, Closed(gen, code, reason)),
             label=self._label,
         )
         self._worker = worker
         self._workers = [w for w in self._workers if w.reader.is_alive()] + [worker]
         worker.start()
 
-    def _on_opened(self, message: _Opened) -> None:
+    def _on_opened(self, message: Opened) -> None:
         if message.gen != self._gen or self._state == ConnectionState.CLOSED:
             message.worker.abort()
             return
@@ -316,54 +243,13 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._handshake_timer = self._timer.call_later(
-            self.config.connect_timeout, lambda: _tell(me, _HandshakeTimeout(gen, "challenge"))
+            self.config.connect_timeout, lambda: _tell(me, HandshakeTimeout(gen, "challenge"))
         )
 
     def _send_connect(self, challenge: ConnectChallenge) -> None:
         assert self._worker is not None and self._timer is not None
         cfg = self.config
-        creds = self._credentials or _Credentials(None, None)
-        auth = AuthParams(token=cfg.token, password=cfg.password)
-        if not (cfg.token or cfg.password) and creds.stored is not None:
-            auth = AuthParams(device_token=creds.stored.token)
-        scopes = list(cfg.scopes)
-        device = None
-        if creds.identity is not None:
-            payload = device_auth_payload_v3(
-                device_id=creds.identity.device_id,
-                client_id=cfg.client_id,
-                client_mode=cfg.client_mode,
-                role=cfg.role,
-                scopes=scopes,
-                signed_at_ms=challenge.ts,
-                token=auth.signing_token,
-                nonce=challenge.nonce,
-                platform=cfg.platform,
-                device_family=cfg.device_family,
-            )
-            device = DeviceProof(
-                id=creds.identity.device_id,
-                public_key=creds.identity.public_key_b64url,
-                signature=creds.identity.sign(payload),
-                signed_at=challenge.ts,
-                nonce=challenge.nonce,
-            )
-        params = ConnectParams(
-            client=ClientInfo(
-                id=cfg.client_id,
-                version=cfg.client_version,
-                platform=cfg.platform,
-                mode=cfg.client_mode,
-                display_name=cfg.display_name,
-                device_family=cfg.device_family,
-                instance_id=cfg.instance_id,
-            ),
-            role=cfg.role,
-            scopes=scopes,
-            caps=list(cfg.caps),
-            auth=auth,
-            device=device,
-        )
+        params = build_connect_params(cfg, challenge, self._credentials or Credentials(None, None))
         self._connect_id = new_request_id()
         self._worker.send(encode_frame(RequestFrame(self._connect_id, "connect", params.to_wire())))
         self._phase = "hello"
@@ -371,7 +257,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._handshake_timer = self._timer.call_later(
-            cfg.connect_timeout, lambda: _tell(me, _HandshakeTimeout(gen, "hello"))
+            cfg.connect_timeout, lambda: _tell(me, HandshakeTimeout(gen, "hello"))
         )
 
     def _on_hello(self, frame: ResponseFrame) -> None:
@@ -507,7 +393,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._timer.cancel(self._reconnect_timer)
-        self._reconnect_timer = self._timer.call_later(delay, lambda: _tell(me, _Reconnect(gen)))
+        self._reconnect_timer = self._timer.call_later(delay, lambda: _tell(me, Reconnect(gen)))
 
     def _abandon_socket(self, code: int, reason: str) -> None:
         """Stop listening to the current socket and close it; its frames become stale."""
@@ -633,7 +519,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         me = self.actor_ref
         gen = self._gen
         self._timer.cancel(self._watchdog_timer)
-        self._watchdog_timer = self._timer.call_later(interval, lambda: _tell(me, _Watchdog(gen)))
+        self._watchdog_timer = self._timer.call_later(interval, lambda: _tell(me, Watchdog(gen)))
 
     def _on_watchdog(self) -> None:
         if self._phase != "connected" or self._hello is None:
@@ -745,13 +631,13 @@ def _describe(error: BaseException) -> str:
     return text
 
 
-def _load_credentials(config: GatewayConfig) -> _Credentials:
+def _load_credentials(config: GatewayConfig) -> Credentials:
     """Runs on a reader thread: device identity and stored device token (file I/O)."""
     if not config.device_identity:
-        return _Credentials(None, None)
+        return Credentials(None, None)
     state_dir = config.effective_state_dir
     identity = DeviceIdentity.load_or_create(state_dir)
     stored = None
     if not (config.token or config.password):
         stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
-    return _Credentials(identity, stored)
+    return Credentials(identity, stored)

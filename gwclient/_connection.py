@@ -28,10 +28,11 @@ from typing import Any, cast
 import pykka
 
 from ._bus import Subscription
-from ._channel import AwaitConnected, Cancel, GatewayChannelActor, Request, Retry, Stop
+from ._channel import GatewayChannelActor
 from ._config import GatewayConfig
 from ._errors import ClientClosed, GatewayError, GatewayTimeout, PairingRequired, UsageError, check_caller
 from ._frames import HelloOk
+from ._messages import AwaitConnected, Cancel, Request, Retry, Stop
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Push, Snapshot, StateChange
