@@ -120,7 +120,6 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._credentials: Credentials | None = None
         self._attempt = 0
         self._paused: GatewayError | None = None
-        self._last_error: BaseException | None = None
         self._ever_connected = False
         self._restart_expected_ms: int | None = None
         self._last_rx = 0.0
@@ -290,7 +289,6 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._hello = hello
         self._phase = "connected"
         self._attempt = 0
-        self._last_error = None
         self._ever_connected = True
         self._connections += 1
         saving = self._persist_device_token(hello)
@@ -304,9 +302,8 @@ class GatewayChannelActor(pykka.ThreadingActor):
             # connect()/wait_for_pairing() promise that the device token is stored when
             # they return, but the save runs on the writer thread: settle them from there,
             # right after the save (found by the real-gateway pairing test: the token file
-            # was still empty when wait_for_pairing() returned).  The writer always runs
-            # its queue up to an abort/close marker, and nothing can be queued between
-            # these two chores, so the waiters cannot be left hanging.
+            # was still empty when wait_for_pairing() returned).  The writer runs every
+            # queued chore, even after its socket has ended, so they cannot be left hanging.
             assert self._worker is not None
             self._worker.run_io(lambda: _settle_all(waiters, hello))
         else:
@@ -347,7 +344,6 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._timer.cancel(self._handshake_timer)
         self._handshake_timer = None
         self._phase = "idle"
-        self._last_error = error
         if isinstance(error, AuthRejected) and error.detail_code == "AUTH_DEVICE_TOKEN_MISMATCH":
             self._forget_device_token()
         if (isinstance(error, ConnectError) and error.pauses_reconnect) or isinstance(error, ConfigError):
@@ -382,6 +378,9 @@ class GatewayChannelActor(pykka.ThreadingActor):
         role = creds.stored.role
         creds.stored = None
         log.warning("the gateway rejected the stored device token; it was cleared")
+        # A small local file write on the actor thread, on this rare path only (the socket
+        # and its writer are gone already); the lock it takes is held by gwclient's own
+        # short file operations, never across any network wait.
         try:
             DeviceTokenStore(cfg.effective_state_dir).clear(cfg.gateway_key, device_id, role)
         except OSError as exc:  # pragma: no cover - disk trouble
@@ -627,8 +626,7 @@ def _settle_all(futures: list[Future[Any]], outcome: Any) -> None:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text
+    return str(error) or type(error).__name__
 
 
 def _load_credentials(config: GatewayConfig) -> Credentials:
