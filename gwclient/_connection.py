@@ -358,8 +358,9 @@ class GatewayConnection:
             return self._config
         return (self._provider or _environment_provider())()
 
-    def _channel(self) -> pykka.ActorRef[GatewayChannelActor]:
-        config = self.config
+    def _channel(self, config: GatewayConfig | None = None) -> pykka.ActorRef[GatewayChannelActor]:
+        if config is None:
+            config = self.config
         with self._lock:
             if self._closed:
                 raise ClientClosed("this GatewayConnection was shut down; call GatewayConnection.shared() again")
@@ -376,16 +377,18 @@ class GatewayConnection:
             self._bound = (config, ref)
             return ref
 
-    def _tell(self, message: Any) -> pykka.ActorRef[GatewayChannelActor]:
+    def _tell(self, message: Any, config: GatewayConfig | None = None) -> pykka.ActorRef[GatewayChannelActor]:
         for _ in range(3):
-            ref = self._channel()
+            ref = self._channel(config)
             try:
                 ref.tell(message)
                 return ref
             except pykka.ActorDeadError:
-                # The channel was retired (config change) between binding and telling.
+                # The channel was retired (config change) between binding and telling:
+                # bind again to the config as it is now.
                 with self._lock:
                     self._bound = None
+                config = None
         raise ClientClosed("the gateway channel is shutting down")
 
     # -- requests ---------------------------------------------------------------------
@@ -406,13 +409,14 @@ class GatewayConnection:
         _check_caller("request")
         if not isinstance(method, str) or not method:
             raise UsageError("method must be a non-empty string")
+        config = self.config  # once per request: a provider may do work to answer
         if timeout is DEFAULT:
-            timeout = self.config.request_timeout
+            timeout = config.request_timeout
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
         fut: Future[Any] = Future()
-        ref = self._tell(Request(request_id, method, params, fut, expect_final))
+        ref = self._tell(Request(request_id, method, params, fut, expect_final), config)
         try:
             return fut.result(timeout)
         except FutureTimeout:
