@@ -187,7 +187,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
                 self._paused = None
                 self._start_attempt()
         elif isinstance(message, Stop):
-            return self._on_stop(message.reason)
+            return self._on_stop(message.reason, retired=message.retired)
         return None
 
     # -- connecting -----------------------------------------------------------------
@@ -569,8 +569,11 @@ class GatewayChannelActor(pykka.ThreadingActor):
 
     # -- stopping -------------------------------------------------------------------
 
-    def _on_stop(self, reason: str) -> list[threading.Thread]:
-        self._close_everything(ClientClosed(f"the gateway connection was shut down ({reason})"))
+    def _on_stop(self, reason: str, *, retired: bool = False) -> list[threading.Thread]:
+        if retired:
+            self._close_everything(Disconnected(f"gateway connection closed ({reason}); retry to use the new one"))
+        else:
+            self._close_everything(ClientClosed(f"the gateway connection was shut down ({reason})"))
         threads: list[threading.Thread] = []
         for worker in self._workers:
             threads.extend(worker.threads)

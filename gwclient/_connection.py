@@ -169,7 +169,7 @@ class ConnectionActor(pykka.ThreadingActor):
             return self._channels[config].ref
         if old is not None:
             for ref in self._unbind(slot, old, "config changed"):
-                ref.tell(Stop("config changed"))
+                ref.tell(Stop("config changed", retired=True))
         entry = self._channels.get(config)
         if entry is None:
             me = self.actor_ref

@@ -59,7 +59,12 @@ class Retry:
 
 @dataclass(frozen=True)
 class Stop:
+    """Close the socket and stop.  ``retired`` means the config changed (the facade moved
+    to another channel): pending callers get :class:`Disconnected`, which they may retry,
+    rather than :class:`ClientClosed`."""
+
     reason: str = "shutdown"
+    retired: bool = False
 
 
 # -------------------------------------------------------------- internal messages

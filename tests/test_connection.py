@@ -578,3 +578,43 @@ def test_rejected_device_token_is_cleared_and_reported_once(gw: DevGateway) -> N
         assert info.value.detail_code == "AUTH_DEVICE_TOKEN_MISMATCH"
     assert gw.connect_attempts - attempts_before == 1  # paused: no loop
     assert store.load(device_only.gateway_key, device_id, "operator") is None  # cleared
+
+
+def test_config_flips_under_load_never_hang_and_end_on_one_socket(gw: DevGateway) -> None:
+    """A provider whose answer keeps changing while 8 threads request: every request is
+    answered or fails with a retryable Disconnected; no ClientClosed, no hang; at the end
+    only the current config's socket is open."""
+    configs = [config(gw), config(gw, display_name="flipped")]
+    current = {"i": 0}
+    conn = GatewayConnection.shared(provider=lambda: configs[current["i"] % 2])
+    stop = threading.Event()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                conn.request("echo", 1, timeout=5)
+                what = "ok"
+            except Disconnected:
+                what = "disconnected"
+            except GatewayError as exc:  # e.g. ClientClosed: wrong for a config change
+                what = type(exc).__name__
+            with lock:
+                outcomes.append(what)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for flip in range(1, 11):
+        assert gw.wait_for(lambda g, f=flip: g.requests_by_method.get("echo", 0) >= 50 * f, timeout=10)
+        current["i"] = flip
+    stop.set()
+    for t in threads:
+        t.join()
+    assert set(outcomes) <= {"ok", "disconnected"}
+    # A flip fails only what was in flight on the retired socket: at most one per thread.
+    assert outcomes.count("disconnected") <= 8 * 10 < outcomes.count("ok")
+    assert conn.request("echo", "last") == "last"
+    assert gw.wait_for(lambda g: g.open_sockets == 1, timeout=5)
+    assert gw.handshakes_completed == 11  # one connect per config change, none more
