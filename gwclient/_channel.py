@@ -352,8 +352,12 @@ class GatewayChannelActor(pykka.ThreadingActor):
         if transport and not self._ever_connected:
             # A script's first request should not wait out its whole timeout when nothing
             # listens: fail the callers now, keep retrying in the background.
+            hint = ""
+            if self.config.ssh is not None:
+                hint = (f" (remote mode over SSH to {self.config.ssh.host}: is the tunnel up? start it with "
+                        "ConnectionModeCoordinator, see docs/remote.md)")
             self._fail_waiting(
-                Disconnected(f"cannot connect to the gateway at {self.config.redacted_url}: {_describe(error)}")
+                Disconnected(f"cannot connect to the gateway at {self.config.redacted_url}: {_describe(error)}{hint}")
             )
         delay_floor = 0.0
         if isinstance(error, ConnectError) and error.retry_after_ms:

@@ -833,3 +833,17 @@ def test_wrong_remote_port_keeps_the_tunnel_up_but_requests_fail(
         GatewayConnection.shared(provider=coordinator.store).request("health", timeout=2.0)
     assert_gwclient_error(info.value)
     assert sshd.connections == 1 and sshd.forwards == [] and gw.sockets_accepted == 0
+
+
+def test_ssh_config_used_without_a_tunnel_says_how_to_start_it(tmp_path: Path) -> None:
+    """No tunnel side effects from requests: a request never starts the tunnel; when the
+    local end is not listening the error says what to do."""
+    port = free_port()
+    cfg = GatewayConfig(url=f"ws://127.0.0.1:{port}", token=TOKEN, state_dir=str(tmp_path),
+                        ssh=SshTunnelConfig(host="gateway-host.invalid", user="u", remote_port=18789))
+    conn = GatewayConnection.shared(cfg)
+    try:
+        with pytest.raises(Disconnected, match="ConnectionModeCoordinator"):
+            conn.request("health", timeout=10)
+    finally:
+        conn.shutdown()
