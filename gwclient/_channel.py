@@ -292,6 +292,8 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._ever_connected = True
         self._connections += 1
         saving = self._persist_device_token(hello)
+        if self._connections > 1:
+            log.info("reconnected to %s (connection %d)", self._label, self._connections)
         self._set_state(ConnectionState.CONNECTED, f"connection {self._connections}")
         self._publish(Snapshot(hello, self._connections))
         for event in self._early_events:
@@ -568,6 +570,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
             delay = self._restart_expected_ms / 1000.0
         else:
             delay = self._retry.delay(0)
+        log.info("gateway connection to %s lost (%s); reconnecting in %.2f s", self._label, what, delay)
         self._attempt = 1
         self._schedule_reconnect(delay, f"connection closed ({what})")
 
