@@ -58,6 +58,7 @@ from ._messages import (
     HandshakeTimeout,
     Opened,
     OpenFailed,
+    PingDue,
     Reconnect,
     Request,
     Retry,
@@ -111,6 +112,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._handshake_timer: int | None = None
         self._reconnect_timer: int | None = None
         self._watchdog_timer: int | None = None
+        self._ping_timer: int | None = None
         self._pending: PendingTable[Future[Any]] = PendingTable()
         self._waiting: dict[str, Request] = {}
         self._connect_waiters: list[Future[HelloOk]] = []
@@ -180,6 +182,10 @@ class GatewayChannelActor(pykka.ThreadingActor):
         elif isinstance(message, Watchdog):
             if message.gen == self._gen:
                 self._on_watchdog()
+        elif isinstance(message, PingDue):
+            if message.gen == self._gen and self._phase == "connected" and self._worker is not None:
+                self._worker.ping()
+                self._arm_ping()
         elif isinstance(message, AwaitConnected):
             self._on_await_connected(message.future)
         elif isinstance(message, Retry):
@@ -314,6 +320,17 @@ class GatewayChannelActor(pykka.ThreadingActor):
         for req in waiting.values():
             self._send_request(req)
         self._arm_watchdog()
+        self._arm_ping()
+
+    def _arm_ping(self) -> None:
+        interval = self.config.ping_interval
+        if interval is None:
+            return
+        assert self._timer is not None
+        me = self.actor_ref
+        gen = self._gen
+        self._timer.cancel(self._ping_timer)
+        self._ping_timer = self._timer.call_later(interval, lambda: _tell(me, PingDue(gen)))
 
     def _persist_device_token(self, hello: HelloOk) -> bool:
         """Queue saving the issued device token on the writer thread; True if queued."""

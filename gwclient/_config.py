@@ -367,6 +367,9 @@ class GatewayConfig:
     max_queue: int = 1000
     #: Reconnect backoff; ``None`` = the channel's default :class:`RetryPolicy`.
     retry: RetryPolicy | None = None
+    #: Send a websocket ping every this many seconds (NAT/proxy keepalive); ``None`` = off.
+    #: The gateway already pings every 25 s and ticks every 30 s.
+    ping_interval: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -432,6 +435,8 @@ class GatewayConfig:
             raise ConfigError("retry must be a RetryPolicy or None")
         _check_timeout("connect_timeout", self.connect_timeout)
         _check_timeout("request_timeout", self.request_timeout)
+        if self.ping_interval is not None:
+            _check_timeout("ping_interval", self.ping_interval)
         if self.state_dir is not None:
             if isinstance(self.state_dir, os.PathLike):
                 set_(self, "state_dir", os.fspath(self.state_dir))

@@ -22,6 +22,7 @@ __all__ = [
     "HandshakeTimeout",
     "OpenFailed",
     "Opened",
+    "PingDue",
     "Reconnect",
     "Request",
     "Retry",
@@ -108,4 +109,9 @@ class Reconnect:
 
 @dataclass(frozen=True)
 class Watchdog:
+    gen: int
+
+
+@dataclass(frozen=True)
+class PingDue:
     gen: int

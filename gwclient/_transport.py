@@ -65,6 +65,10 @@ class Transport(Protocol):
         """Send a close frame (best effort, may block briefly)."""
         ...
 
+    def ping(self) -> None:
+        """Send a websocket ping frame (raise :class:`TransportClosed` on failure)."""
+        ...
+
     def abort(self) -> None: ...
 
     def release(self) -> None:
@@ -111,6 +115,12 @@ class _WebSocketTransport:
                     reason = data[2:].decode("utf-8", "replace")
                 raise TransportClosed(code, reason)
             # ping/pong/continuation control frames: websocket-client answers pings itself.
+
+    def ping(self) -> None:
+        try:
+            self._ws.ping()
+        except (OSError, websocket.WebSocketException) as exc:
+            raise TransportClosed(None, f"ping failed: {exc}") from exc
 
     def close(self, code: int, reason: str) -> None:
         try:
@@ -177,6 +187,7 @@ def open_transport(options: TransportOptions) -> Transport:
 
 
 _CLOSE = object()
+_PING = object()
 
 
 class SocketWorker:
@@ -228,6 +239,10 @@ class SocketWorker:
     def send(self, text: str) -> None:
         """Queue a frame for the writer thread (never blocks)."""
         self._outbox.put(text)
+
+    def ping(self) -> None:
+        """Queue a websocket ping for the writer thread (never blocks)."""
+        self._outbox.put(_PING)
 
     def run_io(self, fn: Callable[[], None]) -> None:
         """Run a small blocking chore (e.g. a file write) on the writer thread, in order
@@ -301,7 +316,10 @@ class SocketWorker:
                 _run_chore(item)
             elif not broken:
                 try:
-                    transport.send(item)  # type: ignore[arg-type]
+                    if item is _PING:
+                        transport.ping()
+                    else:
+                        transport.send(item)  # type: ignore[arg-type]
                 except TransportClosed:
                     # Keep draining: chores queued behind this frame (a device-token save,
                     # settling connect() waiters) must still run.  The abort wakes the

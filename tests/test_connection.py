@@ -618,3 +618,14 @@ def test_config_flips_under_load_never_hang_and_end_on_one_socket(gw: DevGateway
     assert conn.request("echo", "last") == "last"
     assert gw.wait_for(lambda g: g.open_sockets == 1, timeout=5)
     assert gw.handshakes_completed == 11  # one connect per config change, none more
+
+
+def test_optional_websocket_pings_reach_the_gateway(gw: DevGateway) -> None:
+    quiet = GatewayConnection.shared(config(gw))  # ping_interval=None: no pings
+    quiet.request("health")
+    assert gw.pings_received == 0
+    pinging = GatewayConnection.shared(config(gw, ping_interval=0.05))
+    pinging.request("health")
+    assert gw.wait_for(lambda g: g.pings_received >= 3, timeout=10)
+    assert pinging.request("echo", "still answering") == "still answering"
+    assert gw.sockets_accepted == 2

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -42,6 +43,19 @@ def _now_ms() -> int:
 
 def _tname(kind: str) -> str:
     return f"devgw-{kind}-{next(_thread_ids)}"
+
+
+class _CountingProtocol(ServerProtocol):
+    """ServerProtocol that reports each websocket ping a client sends."""
+
+    def __init__(self, on_ping: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_ping = on_ping
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            self._on_ping()
+        super().recv_frame(frame)
 
 
 class _DevServerConnection(ServerConnection):
@@ -154,6 +168,7 @@ class GatewayServerBase:
         self._open_sockets = 0
         self._max_open_sockets = 0
         self._origin_headers_seen = 0
+        self._pings_received = 0
         self._lifetimes = 0
         self._per_lifetime: list[int] = []
 
@@ -343,7 +358,7 @@ class GatewayServerBase:
                 wrapped.settimeout(None)
                 with self._lock:
                     item.sock = wrapped
-            protocol = ServerProtocol(max_size=MAX_PAYLOAD, logger=_ws_log)
+            protocol = _CountingProtocol(self._count_ping, max_size=MAX_PAYLOAD, logger=_ws_log)
             conn = _DevServerConnection(
                 item.sock,
                 protocol,
@@ -511,6 +526,17 @@ class GatewayServerBase:
         """Upgrade requests that carried an ``Origin`` header."""
         with self._lock:
             return self._origin_headers_seen
+
+    @property
+    def pings_received(self) -> int:
+        """Websocket ping frames received from clients (keepalive), over all lifetimes."""
+        with self._lock:
+            return self._pings_received
+
+    def _count_ping(self) -> None:
+        with self._cond:
+            self._pings_received += 1
+            self._cond.notify_all()
 
     @property
     def lifetimes(self) -> int:
