@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-class ConnectionState(str, enum.Enum):
+class ConnectionState(enum.StrEnum):
     """The channel's state machine (DESIGN.md)::
 
         IDLE -> CONNECTING -> CONNECTED -> RECONNECTING -> CONNECTING -> ...
