@@ -501,7 +501,8 @@ class GatewayChannelActor(pykka.ThreadingActor):
             )
             return
         limit = self._hello.policy.max_payload
-        if limit and len(text.encode("utf-8")) > limit:
+        # UTF-8 needs at most 4 bytes a character: only long frames pay for the encode.
+        if limit and len(text) * 4 > limit and len(text.encode("utf-8")) > limit:
             req.future.set_exception(
                 RequestError(
                     f"{req.method} request is larger than the gateway's maxPayload ({limit} bytes)",

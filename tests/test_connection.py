@@ -629,3 +629,18 @@ def test_optional_websocket_pings_reach_the_gateway(gw: DevGateway) -> None:
     assert gw.wait_for(lambda g: g.pings_received >= 3, timeout=10)
     assert pinging.request("echo", "still answering") == "still answering"
     assert gw.sockets_accepted == 2
+
+
+def test_oversized_or_unencodable_params_fail_before_sending(gw: DevGateway) -> None:
+    from gwclient import RequestError
+
+    conn = GatewayConnection.shared(config(gw))
+    hello = conn.connect()
+    with pytest.raises(RequestError) as info:
+        conn.request("echo", "x" * (hello.policy.max_payload + 1))
+    assert info.value.code == "PAYLOAD_TOO_LARGE" and str(hello.policy.max_payload) in str(info.value)
+    with pytest.raises(RequestError) as info:
+        conn.request("echo", {"not json": object()})
+    assert info.value.code == "CLIENT_ENCODE"
+    assert gw.requests_by_method.get("echo", 0) == 0  # neither left the client
+    assert conn.request("echo", "fine") == "fine" and gw.sockets_accepted == 1
