@@ -644,3 +644,30 @@ def test_oversized_or_unencodable_params_fail_before_sending(gw: DevGateway) -> 
     assert info.value.code == "CLIENT_ENCODE"
     assert gw.requests_by_method.get("echo", 0) == 0  # neither left the client
     assert conn.request("echo", "fine") == "fine" and gw.sockets_accepted == 1
+
+
+def test_a_silent_server_is_a_handshake_timeout_not_a_hang() -> None:
+    """A websocket server that never sends connect.challenge: the first request fails
+    after connect_timeout with a clear message, and gwclient keeps retrying quietly."""
+    from websockets.sync.server import ServerConnection, serve
+
+    release = threading.Event()
+
+    def silent(ws: ServerConnection) -> None:
+        release.wait()
+
+    with serve(silent, "127.0.0.1", 0) as server:
+        runner = threading.Thread(target=server.serve_forever)
+        runner.start()
+        port = server.socket.getsockname()[1]
+        try:
+            conn = GatewayConnection.shared(GatewayConfig(url=f"ws://127.0.0.1:{port}", token=TOKEN,
+                                                          connect_timeout=0.3, retry=FAST))
+            # (a hang would end in GatewayTimeout after 10 s, not in this Disconnected)
+            with pytest.raises(Disconnected, match=r"did not send connect\.challenge within 0\.3 s"):
+                conn.request("health", timeout=10)
+            conn.shutdown()
+        finally:
+            release.set()
+            server.shutdown()
+            runner.join()
