@@ -47,6 +47,7 @@ class Subscription:
         self._dropped_pending = 0
         self.dropped_total = 0
         self._ended = False
+        self._closed_by_user = False
 
     # -- producer side (connection actor thread; never blocks) ------------------------
 
@@ -119,15 +120,13 @@ class Subscription:
     def close(self) -> None:
         """Stop receiving; pending items are discarded and iteration ends."""
         with self._cond:
-            if self._ended and not self._items:
-                already = True
-            else:
-                already = False
+            first = not self._closed_by_user
+            self._closed_by_user = True
             self._ended = True
             self._items.clear()
             self._dropped_pending = 0
             self._cond.notify_all()
-        if not already and self._on_close is not None:
+        if first and self._on_close is not None:
             self._on_close(self)
 
     def __enter__(self) -> Subscription:

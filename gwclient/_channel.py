@@ -475,19 +475,29 @@ class GatewayChannelActor(pykka.ThreadingActor):
 
     # -- requests -------------------------------------------------------------------
 
+    def _refusal(self) -> GatewayError | None:
+        """Why a caller cannot wait for a connection now (shut down, or paused), if so."""
+        if self._state == ConnectionState.CLOSED:
+            return ClientClosed("the gateway connection was shut down")
+        if self._paused is not None:
+            return copy.copy(self._paused)
+        return None
+
+    def _connect_if_idle(self) -> None:
+        if self._state == ConnectionState.IDLE:
+            self._start_attempt()
+
     def _on_request(self, req: Request) -> None:
         if req.future.done():
             return
-        if self._state == ConnectionState.CLOSED:
-            req.future.set_exception(ClientClosed("the gateway connection was shut down"))
-        elif self._paused is not None:
-            req.future.set_exception(copy.copy(self._paused))
+        refusal = self._refusal()
+        if refusal is not None:
+            req.future.set_exception(refusal)
         elif self._phase == "connected":
             self._send_request(req)
         else:
             self._waiting[req.request_id] = req
-            if self._state == ConnectionState.IDLE:
-                self._start_attempt()
+            self._connect_if_idle()
 
     def _send_request(self, req: Request) -> None:
         if req.future.done():
@@ -515,16 +525,14 @@ class GatewayChannelActor(pykka.ThreadingActor):
         self._worker.send(text)
 
     def _on_await_connected(self, fut: Future[HelloOk]) -> None:
-        if self._state == ConnectionState.CLOSED:
-            fut.set_exception(ClientClosed("the gateway connection was shut down"))
+        refusal = self._refusal()
+        if refusal is not None:
+            fut.set_exception(refusal)
         elif self._phase == "connected" and self._hello is not None:
             fut.set_result(self._hello)
-        elif self._paused is not None:
-            fut.set_exception(copy.copy(self._paused))
         else:
             self._connect_waiters.append(fut)
-            if self._state == ConnectionState.IDLE:
-                self._start_attempt()
+            self._connect_if_idle()
 
     def _fail_waiting(self, error: BaseException) -> None:
         waiting, self._waiting = self._waiting, {}
