@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-import psutil
-
 from ._config import GatewayConfig
 from ._connection import GatewayConnection
 from ._errors import Disconnected, GatewayError, GatewayTimeout
+from ._netstat import gateway_connections
 from ._pushes import Event, SeqGap, Snapshot, StateChange
 from ._retry import RetryPolicy
 
@@ -53,8 +52,9 @@ class _Tally:
 
 
 def _os_connections(port: int) -> int:
-    conns = psutil.Process(os.getpid()).net_connections(kind="inet")
-    return sum(1 for c in conns if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+    """This process's ESTABLISHED connections to ``port``, as ``gwclient connections`` sees them."""
+    report = gateway_connections(port)
+    return sum(p.count for p in report.processes if p.pid == os.getpid())
 
 
 def run_demo(*, out: TextIO, url: str | None = None, token: str | None = None, phase_seconds: float = 2.0) -> int:
