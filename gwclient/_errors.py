@@ -6,11 +6,14 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
 
     GatewayError
      +-- ConfigError            the configuration is unusable; fix it
+     |    +-- DeviceStoreError      (_device) the device-token file could not be written
      +-- ProtocolError          the peer sent something that is not protocol 4
      +-- ClientClosed           shutdown() was called; make a new connection
      +-- UsageError             the API was misused (e.g. a blocking call on a gwclient thread)
      +-- GatewayTimeout         no answer in time; retry or give up
      +-- Disconnected           the socket dropped while the request was pending
+     |    +-- TunnelError           (_tunnel) the SSH tunnel could not be opened or was lost
+     |    +-- EndpointNotReady      (_tunnel) the remote endpoint is not ready yet
      +-- RequestError           the gateway answered ok:false (code, details)
      |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
      +-- ConnectError           the handshake was refused
