@@ -65,6 +65,14 @@ def next_of(sub: Subscription, kind: type, timeout: float = 10.0) -> Push:
             return item
 
 
+def until_state(sub: Subscription, state: ConnectionState, timeout: float = 10.0) -> StateChange:
+    """The next StateChange into ``state`` (earlier pushes are skipped)."""
+    while True:
+        push = next_of(sub, StateChange, timeout)
+        if isinstance(push, StateChange) and push.state == state:
+            return push
+
+
 def gwclient_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("gwclient-")]
 
@@ -169,9 +177,7 @@ def test_shutdown_while_reconnecting_leaves_nothing(gw: DevGateway) -> None:
     sub = conn.subscribe(include_state=True)
     conn.request("health")
     gw.drop_connections()
-    state = next_of(sub, StateChange)
-    while not (isinstance(state, StateChange) and state.state == ConnectionState.RECONNECTING):
-        state = next_of(sub, StateChange)
+    until_state(sub, ConnectionState.RECONNECTING)
     conn.shutdown(timeout=5)  # interrupts the 30 s backoff wait
     assert gwclient_threads() == []
     assert gw.sockets_accepted == 1
@@ -540,11 +546,8 @@ def test_shutdown_while_connects_are_refused(gw: DevGateway) -> None:
     sub = conn.subscribe()
     conn.request("health")
     gw.restart_begin(restart_expected_ms=0)
-    connecting = 0
-    while connecting < 3:  # the port is closed: several refused attempts in a row
-        push = next_of(sub, StateChange)
-        if isinstance(push, StateChange) and push.state == ConnectionState.CONNECTING:
-            connecting += 1
+    for _ in range(3):  # the port is closed: several refused attempts in a row
+        until_state(sub, ConnectionState.CONNECTING)
     conn.shutdown()
     assert gwclient_threads() == []
     gw.restart_end()
@@ -568,10 +571,7 @@ def test_rejected_device_token_is_cleared_and_reported_once(gw: DevGateway) -> N
     gw.invalidate_device_tokens()
     attempts_before = gw.connect_attempts
     gw.drop_connections()
-    state = next_of(sub, StateChange)
-    while not (isinstance(state, StateChange) and state.state == ConnectionState.PAUSED):
-        state = next_of(sub, StateChange)
-    assert isinstance(state.error, AuthRejected)
+    assert isinstance(until_state(sub, ConnectionState.PAUSED).error, AuthRejected)
     for _ in range(5):
         with pytest.raises(AuthRejected) as info:
             conn.request("health")
