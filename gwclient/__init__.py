@@ -14,7 +14,6 @@ import logging
 
 __version__ = "0.1.0"
 
-from ._bus import Subscription
 from ._config import GatewayConfig, SshTunnelConfig, default_state_dir
 from ._connection import DEFAULT, GatewayConnection
 from ._device import DeviceIdentity, DeviceStoreError, DeviceTokenStore, StoredDeviceToken
@@ -46,6 +45,7 @@ from ._payloads import (
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
 from ._retry import RetryPolicy
+from ._subscription import Subscription
 from ._tunnel import (
     ConnectionModeCoordinator,
     EndpointConnecting,

@@ -1,147 +1,243 @@
-"""Subscriptions: bounded, queue-based event streams for user threads.
+"""The process's channel registry (:class:`ConnectionActor`) and its event bus (:class:`Bus`).
 
-The connection actor offers pushes with :meth:`Subscription._offer`, which never blocks:
-a slow subscriber cannot stall the socket or other subscribers.  **Overflow policy**: when
-the queue is full the *oldest* item is dropped; the next :meth:`~Subscription.get` then
-returns an :class:`Overflow` marker with the number dropped, before the remaining items.
+The connection actor (``gwclient-connection``) enforces **one websocket per effective
+config**: facades *bind* a slot to a config (an ``ask``: lifecycle, not per request), the
+actor hands back the one channel for it (creating it on first use) and stops a channel
+when its last slot moves to another config or shuts down.
+
+The bus is a lock-protected structure the actor owns, not a mailbox: the channel's reader,
+timer and actor threads publish into it directly, and :meth:`Bus.publish` offers each push
+to every subscription of every slot bound to that channel under one lock.  Subscribing
+takes the same lock, so a new subscriber sees the latest snapshot (or state) first and
+then every later push in order.  Offers never block (bounded queues, drop-oldest).
 """
 
 from __future__ import annotations
 
-import collections
+import itertools
+import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from ._errors import ClientClosed, GatewayTimeout, check_caller
-from ._pushes import Event, Overflow, Push, StateChange
+import pykka
 
-__all__ = ["Subscription"]
+from ._channel import GatewayChannelActor, Stop
+from ._config import GatewayConfig
+from ._link import Link
+from ._pushes import ConnectionState, Push, Snapshot, StateChange
+from ._subscription import Subscription
+from ._transport import TransportFactory, open_transport
+
+__all__ = ["Bus", "Channel", "ConnectionActor"]
+
+log = logging.getLogger("gwclient.connection")
 
 
-class Subscription:
-    """An iterable stream of :data:`Push` items (``Snapshot``, ``Event``, ``SeqGap``,
-    ``StateChange``, ``Overflow``).  Thread-safe; usually consumed by one thread.
+@dataclass(frozen=True)
+class Channel:
+    """What a facade holds for its config: the lifecycle actor and the data-plane link."""
 
-    Iteration ends (and :meth:`get` raises :class:`ClientClosed`) after :meth:`close` or
-    when the connection is shut down; items queued before a shutdown are still delivered.
-    """
+    ref: pykka.ActorRef[GatewayChannelActor] = field(compare=False)
+    link: Link = field(compare=False)
+    number: int = 0
 
-    def __init__(
-        self,
-        events: Iterable[str] | None = None,
-        *,
-        maxsize: int = 1000,
-        include_state: bool = True,
-        on_close: Callable[[Subscription], None] | None = None,
-    ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be >= 1")
-        self.events = frozenset(events) if events is not None else None
-        self.maxsize = maxsize
-        self.include_state = include_state
-        self._on_close = on_close
-        self._items: collections.deque[Push] = collections.deque()
-        self._cond = threading.Condition()
-        self._dropped_pending = 0
-        self.dropped_total = 0
-        self._ended = False
-        self._closed_by_user = False
 
-    # -- producer side (connection actor thread; never blocks) ------------------------
+@dataclass
+class _Feed:
+    channel: Channel
+    slots: set[int] = field(default_factory=set)
+    snapshot: Snapshot | None = None
+    state: ConnectionState = ConnectionState.IDLE
 
-    def _wants(self, push: Push) -> bool:
-        if isinstance(push, Event):
-            return self.events is None or push.event in self.events
-        if isinstance(push, StateChange):
-            return self.include_state
-        return True
 
-    def _offer(self, push: Push) -> None:
-        if not self._wants(push):
-            return
-        with self._cond:
-            if self._ended:
+class Bus:
+    """Pushes from channels to subscriptions.  Thread-safe; methods never block."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._feeds: dict[int, _Feed] = {}
+        self._slot_feed: dict[int, int] = {}
+        self._subs: dict[int, list[Subscription]] = {}
+        self._complained = False
+
+    def publisher(self, number: int) -> Callable[[Push, int], None]:
+        def publish(push: Push, size: int = 0) -> None:
+            self.publish(number, push, size)
+
+        return publish
+
+    def publish(self, number: int, push: Push, size: int = 0) -> None:
+        with self.lock:
+            feed = self._feeds.get(number)
+            if feed is None:
+                return  # a channel being retired
+            if isinstance(push, Snapshot):
+                feed.snapshot = push
+            elif isinstance(push, StateChange):
+                feed.state = push.state
+            for slot in feed.slots:
+                for sub in self._subs.get(slot, ()):
+                    try:
+                        sub._offer(push, size)
+                    except Exception:  # pragma: no cover - a bug; never kill the publisher
+                        if not self._complained:
+                            self._complained = True
+                            log.exception("a subscription refused a push")
+
+    def subscribe(self, slot: int, sub: Subscription) -> None:
+        with self.lock:
+            self._subs.setdefault(slot, []).append(sub)
+            number = self._slot_feed.get(slot)
+            feed = self._feeds.get(number) if number is not None else None
+            if feed is None:
                 return
-            if len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self._dropped_pending += 1
-                self.dropped_total += 1
-            self._items.append(push)
-            self._cond.notify()
+            if feed.state == ConnectionState.CONNECTED and feed.snapshot is not None:
+                sub._offer(feed.snapshot)
+            elif feed.state != ConnectionState.IDLE:
+                sub._offer(StateChange(feed.state, "current state"))
 
-    def _end(self) -> None:
-        """The connection is gone: deliver what is queued, then stop."""
-        with self._cond:
-            self._ended = True
-            self._cond.notify_all()
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self.lock:
+            for subs in self._subs.values():
+                if sub in subs:
+                    subs.remove(sub)
 
-    # -- consumer side ----------------------------------------------------------------
+    def status(self, slot: int) -> tuple[ConnectionState, Snapshot | None]:
+        with self.lock:
+            number = self._slot_feed.get(slot)
+            feed = self._feeds.get(number) if number is not None else None
+            return (feed.state, feed.snapshot) if feed is not None else (ConnectionState.IDLE, None)
 
-    @property
-    def closed(self) -> bool:
-        with self._cond:
-            return self._ended and not self._items and not self._dropped_pending
+    # -- registry side (connection actor thread) ------------------------------------------
 
-    def get(self, timeout: float | None = None) -> Push:
-        """Next item; waits up to ``timeout`` seconds (``None`` = forever).  Raises
-        :class:`GatewayTimeout` when nothing arrived in time, :class:`ClientClosed` when
-        the subscription has ended and is drained."""
-        check_caller("Subscription.get()")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._dropped_pending:
-                    marker = Overflow(self._dropped_pending)
-                    self._dropped_pending = 0
-                    return marker
-                if self._items:
-                    return self._items.popleft()
-                if self._ended:
-                    raise ClientClosed("subscription closed")
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise GatewayTimeout(f"no gateway push within {timeout:g} s")
-                    self._cond.wait(remaining)
+    def add_feed(self, channel: Channel) -> None:
+        with self.lock:
+            self._feeds[channel.number] = _Feed(channel)
 
-    def __iter__(self) -> Iterator[Push]:
-        return self
+    def bind(self, slot: int, number: int) -> None:
+        with self.lock:
+            self._slot_feed[slot] = number
+            self._feeds[number].slots.add(slot)
 
-    def __next__(self) -> Push:
-        try:
-            return self.get()
-        except ClientClosed:
-            raise StopIteration from None
+    def unbind(self, slot: int) -> Channel | None:
+        """Forget the slot's binding; returns the channel if the slot was its last user."""
+        with self.lock:
+            number = self._slot_feed.pop(slot, None)
+            feed = self._feeds.get(number) if number is not None else None
+            if feed is None:
+                return None
+            feed.slots.discard(slot)
+            if feed.slots:
+                return None
+            del self._feeds[feed.channel.number]
+            return feed.channel
 
-    def close(self) -> None:
-        """Stop receiving; pending items are discarded and iteration ends."""
-        with self._cond:
-            first = not self._closed_by_user
-            self._closed_by_user = True
-            self._ended = True
-            self._items.clear()
-            self._dropped_pending = 0
-            self._cond.notify_all()
-        if first and self._on_close is not None:
-            self._on_close(self)
+    def end_slot(self, slot: int) -> None:
+        with self.lock:
+            subs = self._subs.pop(slot, [])
+        for sub in subs:
+            sub._end()
 
-    def __enter__(self) -> Subscription:
-        return self
+    def slots(self) -> list[int]:
+        with self.lock:
+            return list(self._slot_feed)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def end_all(self) -> None:
+        with self.lock:
+            subs = [s for group in self._subs.values() for s in group]
+            self._subs.clear()
+        for sub in subs:
+            sub._end()
 
-    def __repr__(self) -> str:
-        with self._cond:
-            n = len(self._items)
-        events = "all" if self.events is None else ",".join(sorted(self.events))
-        return f"<Subscription events={events} queued={n} dropped={self.dropped_total}>"
+
+# ------------------------------------------------------------------ actor messages
+
+
+@dataclass(frozen=True)
+class Bind:
+    slot: int
+    config: GatewayConfig
+
+
+@dataclass(frozen=True)
+class Release:
+    slot: int
+
+
+@dataclass(frozen=True)
+class ReleaseAll:
+    pass
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Stop the registry; answers with the actor's thread so the caller can join it."""
+
+
+class ConnectionActor(pykka.ThreadingActor):
+    """The process's channel registry.  Runs on ``gwclient-connection``; never blocks."""
+
+    use_daemon_thread = True
+
+    def __init__(self, bus: Bus, transport_factory: TransportFactory | None = None) -> None:
+        super().__init__()
+        self._factory = transport_factory
+        self.bus = bus
+        self._channels: dict[GatewayConfig, Channel] = {}
+        self._slots: dict[int, GatewayConfig] = {}
+        self._numbers = itertools.count(1)
+
+    def on_start(self) -> None:
+        threading.current_thread().name = "gwclient-connection"
+
+    def on_receive(self, message: Any) -> Any:
+        # Only asks arrive here (a bug in one is reported to its asker by pykka, and the
+        # actor keeps running): publishing never goes through this mailbox.
+        if isinstance(message, Bind):
+            return self._on_bind(message.slot, message.config)
+        if isinstance(message, Release):
+            return self._on_release(message.slot)
+        if isinstance(message, ReleaseAll):
+            refs: list[pykka.ActorRef[GatewayChannelActor]] = []
+            for slot in list(self._slots):
+                refs.extend(self._on_release(slot))
+            self.bus.end_all()
+            return refs
+        if isinstance(message, Retire):
+            self.stop()
+            return threading.current_thread()
+        return None
+
+    def _on_bind(self, slot: int, config: GatewayConfig) -> Channel:
+        old = self._slots.get(slot)
+        if old == config:
+            return self._channels[config]
+        if old is not None:
+            for ref in self._unbind(slot, "config changed"):
+                ref.tell(Stop("config changed", retired=True))
+        channel = self._channels.get(config)
+        if channel is None:
+            number = next(self._numbers)
+            link = Link(config, self.bus.publisher(number), self._factory or open_transport)
+            actor = GatewayChannelActor.start(link, retry_policy=config.retry)
+            channel = Channel(actor, link, number)
+            self._channels[config] = channel
+            self.bus.add_feed(channel)
+        self.bus.bind(slot, channel.number)
+        self._slots[slot] = config
+        return channel
+
+    def _unbind(self, slot: int, why: str) -> list[pykka.ActorRef[GatewayChannelActor]]:
+        config = self._slots.pop(slot, None)
+        retired = self.bus.unbind(slot)
+        if retired is None or config is None:
+            return []
+        log.debug("closing the channel to %s (%s)", config.redacted_url, why)
+        self._channels.pop(config, None)
+        return [retired.ref]
+
+    def _on_release(self, slot: int) -> list[pykka.ActorRef[GatewayChannelActor]]:
+        self.bus.end_slot(slot)
+        return self._unbind(slot, "shutdown") if slot in self._slots else []

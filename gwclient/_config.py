@@ -370,6 +370,15 @@ class GatewayConfig:
     #: Send a websocket ping every this many seconds (NAT/proxy keepalive); ``None`` = off.
     #: The gateway already pings every 25 s and ticks every 30 s.
     ping_interval: float | None = None
+    #: Longest wait, in seconds, without receiving anything (event, answer, tick, pong)
+    #: before the socket is declared dead and replaced; ``None`` = twice the gateway's tick
+    #: interval.  When shorter than the tick interval, gwclient pings to provoke pongs.
+    liveness_timeout: float | None = None
+    #: Byte bound of a subscription queue (besides ``max_queue`` items); ``None`` = unbounded.
+    max_queue_bytes: int | None = 64 * 1024 * 1024
+    #: Largest inbound frame accepted before hello-ok (after it: the gateway's
+    #: ``policy.maxPayload``); a larger frame closes the socket (1009) unread.
+    max_frame_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -437,6 +446,14 @@ class GatewayConfig:
         _check_timeout("request_timeout", self.request_timeout)
         if self.ping_interval is not None:
             _check_timeout("ping_interval", self.ping_interval)
+        if self.liveness_timeout is not None:
+            _check_timeout("liveness_timeout", self.liveness_timeout)
+        for name, low in (("max_queue_bytes", 1), ("max_frame_bytes", 1024)):
+            value = getattr(self, name)
+            if value is None and name == "max_queue_bytes":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}")
         if self.state_dir is not None:
             if isinstance(self.state_dir, os.PathLike):
                 set_(self, "state_dir", os.fspath(self.state_dir))

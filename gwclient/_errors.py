@@ -82,6 +82,11 @@ class Disconnected(GatewayError):
         self.close_reason = reason
 
 
+class ChannelRetired(Disconnected):
+    """Internal: a request reached a channel that a config change had just retired before
+    anything was sent; the facade binds to the new channel and submits again."""
+
+
 class _CodedError(GatewayError):
     """An error shape sent by the gateway: ``{code, message, details?, retryable?, retryAfterMs?}``."""
 

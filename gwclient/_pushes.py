@@ -88,10 +88,12 @@ class StateChange:
 
 @dataclass(frozen=True)
 class Overflow:
-    """This subscriber's queue was full: ``dropped`` oldest items were discarded to make
-    room (the overflow policy is *drop oldest, then tell*)."""
+    """This subscriber's queue was full (``maxsize`` items or ``max_bytes`` bytes):
+    ``dropped`` oldest items, ``dropped_bytes`` bytes of event frames, were discarded to
+    make room (the overflow policy is *drop oldest, then tell*)."""
 
     dropped: int
+    dropped_bytes: int = 0
 
 
 Push = Union[Snapshot, Event, SeqGap, StateChange, Overflow]  # noqa: UP007 (a runtime alias)

@@ -1,45 +1,82 @@
-"""A tiny timer thread for the channel actor (actors cannot sleep).
+"""A tiny timer thread for one channel (actors cannot sleep).
 
-Due callbacks run on the ``gwclient-timer-<label>`` thread and must only ``tell`` an actor.
-Waits use a ``Condition`` so :meth:`Timer.stop` interrupts them at once; the clock is
-injectable (``time.monotonic`` by default) for tests of the policy code.
+Due callbacks run on the ``gwclient-timer-<label>`` thread; they only take the channel's
+short lock or ``tell`` an actor, never block.  The thread is supervised: a callback that
+raises is logged once with its traceback and reported to ``on_fault`` (the channel then
+abandons its socket and reconnects); the thread itself carries on.  Delays are clamped to
+:data:`~gwclient._deadline.MAX_TIMEOUT` (a gateway value of 1e13 ms used to kill it).
+
+Cancelled entries are removed eagerly when they pile up, so a long-lived connection that
+re-arms timers forever keeps a bounded heap.  Waits use a ``Condition`` so :meth:`stop`
+interrupts them at once; the clock is injectable for tests.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Timer"]
+from ._deadline import MAX_TIMEOUT
+
+__all__ = ["Timer", "TimerHandle"]
+
+log = logging.getLogger("gwclient.timer")
+
+
+class TimerHandle:
+    __slots__ = ("cancelled", "due", "fn")
+
+    def __init__(self, due: float, fn: Callable[[], None]) -> None:
+        self.due = due
+        self.fn = fn
+        self.cancelled = False
 
 
 class Timer:
-    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic,
+                 on_fault: Callable[[BaseException], None] | None = None) -> None:
         self._clock = clock
+        self._on_fault = on_fault
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._cancelled = 0
         self._ids = itertools.count(1)
         self._stopped = False
         self.thread = threading.Thread(target=self._run, name=f"gwclient-timer-{label}", daemon=True)
         self.thread.start()
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> int:
-        """Run ``fn`` after ``delay`` seconds; returns a handle for :meth:`cancel`."""
+    def __len__(self) -> int:
         with self._cond:
-            handle = next(self._ids)
-            heapq.heappush(self._heap, (self._clock() + max(0.0, delay), handle, fn))
+            return len(self._heap)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle:
+        """Run ``fn`` after ``delay`` seconds (clamped to [0, MAX_TIMEOUT])."""
+        if not delay >= 0 or math.isnan(delay):
+            delay = 0.0
+        delay = min(delay, MAX_TIMEOUT)
+        with self._cond:
+            handle = TimerHandle(self._clock() + delay, fn)
+            heapq.heappush(self._heap, (handle.due, next(self._ids), handle))
             self._cond.notify()
             return handle
 
-    def cancel(self, handle: int | None) -> None:
+    def cancel(self, handle: TimerHandle | None) -> None:
         if handle is None:
             return
         with self._cond:
-            self._cancelled.add(handle)
+            if handle.cancelled:
+                return
+            handle.cancelled = True
+            self._cancelled += 1
+            if self._cancelled > 32 and self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def stop(self) -> None:
         """Stop the thread (does not wait for it; join ``thread`` for that)."""
@@ -51,19 +88,29 @@ class Timer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped:
-                    if self._heap:
-                        due, handle, fn = self._heap[0]
-                        wait = due - self._clock()
-                        if wait <= 0:
-                            heapq.heappop(self._heap)
-                            if handle in self._cancelled:
-                                self._cancelled.discard(handle)
-                                continue
-                            break
-                        self._cond.wait(wait)
-                    else:
+                while True:
+                    if self._stopped:
+                        return
+                    if not self._heap:
                         self._cond.wait()
-                else:
-                    return
-            fn()
+                        continue
+                    due, _, handle = self._heap[0]
+                    if handle.cancelled:
+                        heapq.heappop(self._heap)
+                        self._cancelled = max(0, self._cancelled - 1)
+                        continue
+                    wait = due - self._clock()
+                    if wait <= 0:
+                        heapq.heappop(self._heap)
+                        handle.cancelled = True  # fired: a later cancel() is a no-op
+                        break
+                    self._cond.wait(wait)
+            try:
+                handle.fn()
+            except Exception as exc:
+                log.exception("timer callback failed")
+                if self._on_fault is not None:
+                    try:
+                        self._on_fault(exc)
+                    except Exception:  # pragma: no cover - last resort
+                        log.exception("timer fault handler failed")

@@ -1,0 +1,135 @@
+"""The one bounded queue type: drop-oldest, bounded by count and by bytes, with an
+overflow count the consumer sees.
+
+Used by :class:`~gwclient.Subscription` and the remote endpoint store's subscription.
+Producers (gwclient threads) never block in :meth:`BoundedQueue.offer`; consumers (user
+threads) block in :meth:`BoundedQueue.get` with a deadline.
+
+**Overflow policy**: when an offer would exceed ``maxsize`` items or ``max_bytes`` bytes,
+the *oldest* items are dropped until it fits; the next :meth:`get` then returns
+``on_overflow(dropped, dropped_bytes)`` (a marker) before the remaining items.  An item
+larger than ``max_bytes`` on its own is kept alone (a queue never refuses its newest item),
+so one big event cannot be lost silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from ._deadline import Deadline
+
+__all__ = ["BoundedQueue", "QueueEmpty", "QueueEnded"]
+
+T = TypeVar("T")
+
+
+class QueueEmpty(Exception):
+    """Internal: nothing arrived before the deadline."""
+
+
+class QueueEnded(Exception):
+    """Internal: the queue was ended and is drained."""
+
+
+class BoundedQueue(Generic[T]):
+    def __init__(
+        self,
+        maxsize: int,
+        max_bytes: int | None,
+        on_overflow: Callable[[int, int], T],
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1 or None")
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self._on_overflow = on_overflow
+        self._items: collections.deque[tuple[T, int]] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._dropped = 0
+        self._dropped_bytes = 0
+        self.dropped_total = 0
+        self.dropped_bytes_total = 0
+        self._ended = False
+
+    # -- producer side: never blocks ----------------------------------------------------
+
+    def offer(self, item: T, size: int = 0) -> bool:
+        """Queue ``item`` (``size`` bytes); drop the oldest items if full.  False if ended."""
+        with self._cond:
+            if self._ended:
+                return False
+            items = self._items
+            limit = self.max_bytes
+            while items and (len(items) >= self.maxsize or (limit is not None and self._bytes + size > limit)):
+                _, old_size = items.popleft()
+                self._bytes -= old_size
+                self._dropped += 1
+                self._dropped_bytes += old_size
+                self.dropped_total += 1
+                self.dropped_bytes_total += old_size
+            items.append((item, size))
+            self._bytes += size
+            self._cond.notify()
+            return True
+
+    def end(self, *, discard: bool = False) -> bool:
+        """No more items: waiting consumers wake; what is queued is still delivered unless
+        ``discard``.  Returns True the first time."""
+        with self._cond:
+            first = not self._ended
+            self._ended = True
+            if discard:
+                self._items.clear()
+                self._bytes = 0
+                self._dropped = self._dropped_bytes = 0
+            self._cond.notify_all()
+            return first
+
+    # -- consumer side ------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        with self._cond:
+            return self._ended
+
+    @property
+    def drained(self) -> bool:
+        """Ended, and nothing (not even an overflow marker) left to deliver."""
+        with self._cond:
+            return self._ended and not self._items and not self._dropped
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._cond:
+            return self._bytes
+
+    def get(self, timeout: float | None) -> T:
+        """The next item (an overflow marker first if items were dropped); raises
+        :class:`QueueEmpty` at the deadline, :class:`QueueEnded` once ended and drained."""
+        deadline = Deadline(timeout)
+        with self._cond:
+            while True:
+                if self._dropped:
+                    marker = self._on_overflow(self._dropped, self._dropped_bytes)
+                    self._dropped = self._dropped_bytes = 0
+                    return marker
+                if self._items:
+                    item, size = self._items.popleft()
+                    self._bytes -= size
+                    return item
+                if self._ended:
+                    raise QueueEnded
+                remaining = deadline.remaining()
+                if remaining is not None and remaining <= 0:
+                    raise QueueEmpty
+                self._cond.wait(remaining)

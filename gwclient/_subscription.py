@@ -1,0 +1,133 @@
+"""Subscriptions: bounded, queue-based event streams for user threads.
+
+The bus offers pushes with :meth:`Subscription._offer` from gwclient threads (the reader,
+the timer, the channel actor); it never blocks, so a slow subscriber cannot stall the
+socket or other subscribers.  **Overflow policy** (:mod:`gwclient._queue`): when the queue
+holds ``maxsize`` items or ``max_bytes`` bytes of event frames, the *oldest* items are
+dropped; the next :meth:`~Subscription.get` returns an :class:`Overflow` marker saying how
+many items and bytes were dropped, before the remaining items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+
+from ._deadline import check_timeout
+from ._errors import ClientClosed, GatewayTimeout, UsageError, check_caller
+from ._pushes import Event, Overflow, Push, StateChange
+from ._queue import BoundedQueue, QueueEmpty, QueueEnded
+
+__all__ = ["Subscription"]
+
+
+def _overflow(dropped: int, dropped_bytes: int) -> Push:
+    return Overflow(dropped, dropped_bytes)
+
+
+class Subscription:
+    """An iterable stream of :data:`Push` items (``Snapshot``, ``Event``, ``SeqGap``,
+    ``StateChange``, ``Overflow``).  Thread-safe; usually consumed by one thread.
+
+    Iteration ends (and :meth:`get` raises :class:`ClientClosed`) after :meth:`close` or
+    when the connection is shut down; items queued before a shutdown are still delivered.
+    """
+
+    def __init__(
+        self,
+        events: Iterable[str] | None = None,
+        *,
+        maxsize: int = 1000,
+        max_bytes: int | None = None,
+        include_state: bool = True,
+        on_close: Callable[[Subscription], None] | None = None,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise UsageError("maxsize must be an integer >= 1")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
+                                      or max_bytes < 1):
+            raise UsageError("max_bytes must be an integer >= 1 or None")
+        self.events = frozenset(events) if events is not None else None
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.include_state = include_state
+        self._on_close = on_close
+        self._queue: BoundedQueue[Push] = BoundedQueue(maxsize, max_bytes, _overflow)
+        self._closed_by_user = False
+
+    # -- producer side (gwclient threads; never blocks) ---------------------------------
+
+    def _wants(self, push: Push) -> bool:
+        if isinstance(push, Event):
+            return self.events is None or push.event in self.events
+        if isinstance(push, StateChange):
+            return self.include_state
+        return True
+
+    def _offer(self, push: Push, size: int = 0) -> None:
+        if self._wants(push):
+            self._queue.offer(push, size)
+
+    def _end(self) -> None:
+        """The connection is gone: deliver what is queued, then stop."""
+        self._queue.end()
+
+    # -- consumer side ------------------------------------------------------------------
+
+    @property
+    def dropped_total(self) -> int:
+        """Items dropped by the overflow policy so far."""
+        return self._queue.dropped_total
+
+    @property
+    def dropped_bytes_total(self) -> int:
+        return self._queue.dropped_bytes_total
+
+    @property
+    def closed(self) -> bool:
+        return self._queue.drained
+
+    def get(self, timeout: float | None = None) -> Push:
+        """Next item; waits up to ``timeout`` seconds (``None`` = forever).  Raises
+        :class:`GatewayTimeout` when nothing arrived in time, :class:`ClientClosed` when
+        the subscription has ended and is drained."""
+        check_caller("Subscription.get()")
+        seconds = check_timeout(timeout)
+        try:
+            return self._queue.get(seconds)
+        except QueueEmpty:
+            raise GatewayTimeout(f"no gateway push within {seconds:g} s") from None
+        except QueueEnded:
+            raise ClientClosed("subscription closed") from None
+
+    def __iter__(self) -> Iterator[Push]:
+        return self
+
+    def __next__(self) -> Push:
+        try:
+            return self.get()
+        except ClientClosed:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Stop receiving; pending items are discarded and iteration ends."""
+        first = not self._closed_by_user
+        self._closed_by_user = True
+        self._queue.end(discard=True)
+        if first and self._on_close is not None:
+            self._on_close(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        events = "all" if self.events is None else ",".join(sorted(self.events))
+        return f"<Subscription events={events} queued={len(self._queue)} dropped={self.dropped_total}>"
