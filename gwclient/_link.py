@@ -278,6 +278,11 @@ class Link:
                         transport.send(effect.data)
                     except TransportClosed:
                         transport.abort()  # the reader reports the close and fails pending
+                    except Exception:
+                        # A frame may be half written: the stream is unusable for everyone.
+                        # Logged once; the reader reports the close, pending requests fail.
+                        log.exception("sending on %s failed unexpectedly; replacing the socket", self.label)
+                        transport.abort()
             elif isinstance(effect, Publish):
                 if isinstance(effect.push, StateChange):
                     log.debug("channel %s -> %s %s", self.label, effect.push.state.value, effect.push.detail)

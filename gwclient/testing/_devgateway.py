@@ -149,6 +149,9 @@ class DevGateway(GatewayServerBase):
         self._never: set[str] = set()
         self._rejections: deque[_Rejection] = deque()
         self._state_version = {"presence": 1, "health": 1}
+        #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
+        #: gateway's own tick cadence is unchanged.
+        self.policy_overrides: dict[str, Any] = {}
 
         self._handshakes_completed = 0
         self._connect_attempts = 0
@@ -320,6 +323,7 @@ class DevGateway(GatewayServerBase):
                 "maxPayload": MAX_PAYLOAD,
                 "maxBufferedBytes": MAX_BUFFERED_BYTES,
                 "tickIntervalMs": self._tick_interval_ms,
+                **self.policy_overrides,
             },
             "auth": auth,
         }

@@ -425,6 +425,10 @@ class GatewayServerBase:
 
     def _send(self, cs: _Conn, frame: dict[str, Any]) -> bool:
         text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: escape them, as JSON.stringify does
+            text = json.dumps(frame, separators=(",", ":"))
         with cs.send_lock:
             try:
                 cs.ws.send(text)

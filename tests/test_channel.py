@@ -1,0 +1,360 @@
+"""The channel issue's hostile and frozen peers, against the dev gateway (a real websocket
+server on loopback), a freezing TCP relay, and faults injected through the transport seam."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from gwclient import (
+    ClientClosed,
+    ConnectionState,
+    Disconnected,
+    GatewayConfig,
+    GatewayConnection,
+    GatewayTimeout,
+    PairingRequired,
+    RetryPolicy,
+    Snapshot,
+    StateChange,
+    UsageError,
+)
+from gwclient._runtime import current_runtime
+from gwclient._transport import OpenGuard, Transport, TransportOptions, open_transport
+from gwclient.testing import DevGateway, TcpRelay
+
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
+
+FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
+TOKEN = "dev-token-1"
+
+
+@pytest.fixture
+def gw() -> Iterator[DevGateway]:
+    with DevGateway(token=TOKEN) as gateway:
+        yield gateway
+
+
+def config(url: str, **changes: Any) -> GatewayConfig:
+    base: dict[str, Any] = {"url": url, "token": TOKEN, "retry": FAST, "connect_timeout": 5.0,
+                            "request_timeout": 10.0}
+    base.update(changes)
+    return GatewayConfig(**base)
+
+
+def readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gwclient-reader-")]
+
+
+# ------------------------------------------------------------ call-site encoding
+
+
+def test_a_lone_surrogate_fails_nobody_and_round_trips(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    name = os.fsdecode(b"report-\xff.txt")  # 'report-\udcff.txt': not encodable as UTF-8
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> int:
+        barrier.wait()
+        done = 0
+        for i in range(50):
+            params = {"path": name} if n == 0 and i == 0 else {"n": n, "i": i}
+            assert conn.request("echo", params) == params
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(worker, range(8))) == 400
+    assert conn.state == ConnectionState.CONNECTED and gw.sockets_accepted == 1
+
+
+def test_unencodable_params_fail_only_their_caller_at_once(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    conn.connect()
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    for bad in (float("nan"), {"x": float("inf")}, nested, {1, 2}):
+        with pytest.raises(UsageError):
+            conn.request("echo", bad, timeout=None)  # would hang forever if it were queued
+    for bad_timeout in (-1, float("nan"), "5"):
+        with pytest.raises(UsageError):
+            conn.request("echo", 1, timeout=bad_timeout)  # type: ignore[arg-type]
+    for method in ("", "has space", 5):
+        with pytest.raises(UsageError):
+            conn.request(method)  # type: ignore[arg-type]
+    assert conn.request("echo", 1, timeout=float("inf")) == 1
+    assert conn.request("echo", 2, timeout=1e20) == 2
+    with conn.subscribe() as sub:
+        assert isinstance(sub.get(timeout=1e20), Snapshot)
+    assert gw.requests_by_method.get("echo") == 2 and gw.sockets_accepted == 1
+
+
+# --------------------------------------------------------------- server values
+
+
+def test_absurd_server_values_cannot_kill_a_thread(gw: DevGateway) -> None:
+    gw.policy_overrides.update({"tickIntervalMs": 10**13, "maxPayload": 10**13, "maxBufferedBytes": -5})
+    conn = GatewayConnection.shared(config(gw.url))
+    hello = conn.connect()
+    assert hello.policy.tick_interval_ms == 3_600_000
+    sub = conn.subscribe(events=["shutdown"])
+    gw.broadcast("shutdown", {"reason": "restarting", "restartExpectedMs": 10**13})
+    while not isinstance(sub.get(timeout=10), type(None)) and gw.handshakes_completed < 1:
+        pass  # (the shutdown event reached the client)
+    gw.drop_connections()
+    assert gw.wait_for(lambda g: g.handshakes_completed >= 2, timeout=10)  # not parked for 1e13 ms
+    assert conn.request("health")["ok"] is True
+    names = {t.name for t in threading.enumerate()}
+    assert any(n.startswith("gwclient-timer-") for n in names)
+    sub.close()
+
+
+def test_a_one_hour_restart_hint_does_not_park_a_loopback_client(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url, retry=RetryPolicy()))
+    conn.request("health")
+    with conn.subscribe() as sub:
+        gw.restart_begin(restart_expected_ms=3_600_000)
+        while True:  # wait until the client saw the loss
+            push = sub.get(timeout=10)
+            if isinstance(push, StateChange) and push.state == ConnectionState.RECONNECTING:
+                break
+        gw.restart_end()
+        assert conn.request("health", timeout=10)["ok"] is True
+    assert gw.handshakes_completed == 2
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def test_a_frozen_gateway_is_replaced_within_the_liveness_timeout(gw: DevGateway) -> None:
+    with TcpRelay(gw.port) as relay:
+        conn = GatewayConnection.shared(config(relay.url, liveness_timeout=1.0))
+        conn.request("health")
+        old_readers = readers()
+        assert relay.freeze() == 1
+        # Pending on the frozen socket: fails with Disconnected once liveness runs out
+        # (the request's own 30 s timeout would say GatewayTimeout).
+        with pytest.raises(Disconnected, match="nothing received"):
+            conn.request("health", timeout=30)
+        assert conn.request("health", timeout=30)["ok"] is True  # a fresh socket
+        assert gw.handshakes_completed == 2 and relay.accepted == 2
+        for thread in old_readers:  # the abandoned socket was shut down: its reader returned
+            thread.join(10)
+            assert not thread.is_alive()
+        conn.shutdown()
+
+
+def test_shutdown_is_prompt_against_a_frozen_gateway(gw: DevGateway) -> None:
+    with TcpRelay(gw.port) as relay:
+        conn = GatewayConnection.shared(config(relay.url))
+        conn.request("health")
+        relay.freeze()
+        pending: Future[Any] = Future()
+
+        def call() -> None:
+            try:
+                pending.set_result(conn.request("health", timeout=None))
+            except BaseException as exc:
+                pending.set_exception(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert gw.wait_for(lambda g: g.requests_by_method.get("health", 0) >= 1, timeout=10)
+        conn.shutdown(timeout=3)
+        with pytest.raises(ClientClosed):
+            pending.result(timeout=5)
+        caller.join(5)
+        assert [t.name for t in threading.enumerate() if t.name.startswith("gwclient-")] == []
+
+
+def test_pongs_count_as_life(gw: DevGateway) -> None:
+    """The dev gateway ticks every 30 s; a 1 s liveness bound holds only because pings
+    provoke pongs (and the pongs are counted)."""
+    conn = GatewayConnection.shared(config(gw.url, liveness_timeout=1.0))
+    conn.request("health")
+    assert gw.wait_for(lambda g: g.pings_received >= 6, timeout=15)
+    assert conn.request("health")["ok"] is True
+    assert gw.sockets_accepted == 1
+
+
+# ------------------------------------------------------------------ supervision
+
+
+class _Faults:
+    def __init__(self) -> None:
+        self.recv = threading.Event()
+        self.send = threading.Event()
+        self.ping = threading.Event()
+
+
+class _FaultyTransport:
+    def __init__(self, inner: Transport, faults: _Faults) -> None:
+        self._inner = inner
+        self._faults = faults
+
+    def send(self, data: bytes) -> None:
+        if self._faults.send.is_set() and b'"method":"echo"' in data:
+            self._faults.send.clear()
+            raise RuntimeError("injected send fault")
+        self._inner.send(data)
+
+    def recv(self) -> bytes | None:
+        data = self._inner.recv()
+        if self._faults.recv.is_set():
+            self._faults.recv.clear()
+            raise RuntimeError("injected reader fault")
+        return data
+
+    def set_max_frame(self, limit: int) -> None:
+        self._inner.set_max_frame(limit)
+
+    def ping_nowait(self) -> bool:
+        if self._faults.ping.is_set():
+            self._faults.ping.clear()
+            raise RuntimeError("injected timer fault")
+        return self._inner.ping_nowait()
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        self._inner.close_nowait(code, reason)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def release(self) -> None:
+        self._inner.release()
+
+
+@pytest.fixture
+def faults() -> Iterator[_Faults]:
+    state = _Faults()
+
+    def factory(options: TransportOptions, guard: OpenGuard) -> Transport:
+        return _FaultyTransport(open_transport(options, guard), state)
+
+    rt = current_runtime()
+    rt.transport_factory = factory
+    try:
+        yield state
+    finally:
+        GatewayConnection.shutdown_all()
+        rt.transport_factory = None
+
+
+def _recovers(gw: DevGateway, conn: GatewayConnection, inject: Callable[[], None],
+              caplog: pytest.LogCaptureFixture) -> None:
+    conn.request("health")
+    with caplog.at_level(logging.ERROR, logger="gwclient"):
+        inject()
+        assert gw.wait_for(lambda g: g.handshakes_completed >= 2, timeout=10)
+    assert conn.request("echo", "after") == "after"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # logged once, with the traceback
+
+
+def test_a_reader_fault_reconnects(gw: DevGateway, faults: _Faults, caplog: pytest.LogCaptureFixture) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+
+    def inject() -> None:
+        faults.recv.set()
+        gw.broadcast("presence", {})
+
+    _recovers(gw, conn, inject, caplog)
+
+
+def test_a_send_fault_fails_its_caller_only_and_reconnects(gw: DevGateway, faults: _Faults,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+
+    def inject() -> None:
+        faults.send.set()
+        with pytest.raises(Disconnected):
+            conn.request("echo", "boom")
+
+    _recovers(gw, conn, inject, caplog)
+
+
+def test_a_timer_fault_reconnects(gw: DevGateway, faults: _Faults, caplog: pytest.LogCaptureFixture) -> None:
+    conn = GatewayConnection.shared(config(gw.url, ping_interval=0.05))
+    _recovers(gw, conn, faults.ping.set, caplog)
+
+
+def test_a_failing_subscriber_does_not_stop_the_bus(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    bad = conn.subscribe(events=["presence"])
+    good = conn.subscribe(events=["presence"])
+
+    def explode(push: Any, size: int = 0) -> None:
+        raise RuntimeError("subscriber bug")
+
+    bad._offer = explode  # type: ignore[method-assign]
+    conn.request("health")
+    gw.broadcast("presence", {"n": 1})
+    gw.broadcast("presence", {"n": 2})
+    got = []
+    while len(got) < 2:
+        push = good.get(timeout=10)
+        if getattr(push, "event", None) == "presence":
+            got.append(push.payload)  # type: ignore[union-attr]
+    assert got == [{"n": 1}, {"n": 2}] and conn.request("health")["ok"] is True
+    good.close()
+
+
+def test_shutdown_cuts_wait_for_pairing_short() -> None:
+    with DevGateway(auto_approve=False) as gw:
+        conn = GatewayConnection.shared(config(gw.url, token=None))
+        asked = threading.Event()
+        outcome: Future[Any] = Future()
+
+        def wait() -> None:
+            try:
+                outcome.set_result(conn.wait_for_pairing(timeout=120, poll_interval=60,
+                                                         on_waiting=lambda _e: asked.set()))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert asked.wait(10)
+        conn.shutdown()
+        with pytest.raises((ClientClosed, PairingRequired)):
+            outcome.result(timeout=10)  # not after the 60 s poll interval
+        waiter.join(5)
+        assert not waiter.is_alive()
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def test_submit_pipelines_from_one_thread(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    futures = [conn.submit("echo", i) for i in range(2000)]
+    assert [f.result(timeout=30) for f in futures] == list(range(2000))
+    gw.never_answer("dev.silent")
+    slow = conn.submit("dev.silent", timeout=0.2)
+    with pytest.raises(GatewayTimeout):
+        slow.result(timeout=10)
+    with pytest.raises(UsageError):
+        conn.submit("echo", float("nan"))
+    assert gw.sockets_accepted == 1
+
+
+def test_oversized_frames_are_refused_unread(gw: DevGateway) -> None:
+    gw.policy_overrides["maxPayload"] = 4096
+    conn = GatewayConnection.shared(config(gw.url, max_frame_bytes=2048))
+    conn.request("health")
+    with conn.subscribe(events=["big"]) as sub:
+        gw.broadcast("big", "x" * 100_000)
+        assert gw.wait_for(lambda g: g.handshakes_completed >= 2, timeout=10)
+        assert conn.request("echo", "small") == "small"
+        while True:
+            push = sub.get(timeout=10)
+            assert getattr(push, "event", None) != "big"
+            if isinstance(push, Snapshot) and push.connection_number == 2:
+                break

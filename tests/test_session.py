@@ -1,0 +1,340 @@
+"""The socket-free session core, driven with plain asserts: no threads, no sockets, no clock.
+DESIGN invariants 8-10 and 12 live here as pure tests."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from gwclient import (
+    AuthRejected,
+    ClientClosed,
+    ConnectError,
+    ConnectionState,
+    Disconnected,
+    Event,
+    GatewayUnavailable,
+    PairingRequired,
+    ProtocolMismatch,
+    RequestError,
+    SeqGap,
+    Snapshot,
+    StateChange,
+)
+from gwclient._frames import ConnectChallenge
+from gwclient._retry import RetryPolicy
+from gwclient._session import (
+    AttemptEnded,
+    CloseSocket,
+    Connected,
+    Effect,
+    Lost,
+    Ping,
+    Publish,
+    Send,
+    Session,
+    SessionLimits,
+    Settle,
+    Timer,
+)
+
+
+def build(challenge: ConnectChallenge, request_id: str) -> bytes:
+    return json.dumps({"type": "req", "id": request_id, "method": "connect",
+                       "params": {"nonce": challenge.nonce}}).encode()
+
+
+def challenge() -> str:
+    return json.dumps({"type": "event", "event": "connect.challenge", "payload": {"nonce": "n1", "ts": 5}})
+
+
+def hello(**policy: Any) -> dict[str, Any]:
+    return {"type": "hello-ok", "protocol": 4, "server": {"version": "t", "connId": "c"},
+            "policy": {"tickIntervalMs": 30000, "maxPayload": 1 << 20, **policy}}
+
+
+def sent(effects: list[Effect]) -> list[dict[str, Any]]:
+    return [json.loads(e.data) for e in effects if isinstance(e, Send)]
+
+
+def pushes(effects: list[Effect]) -> list[Any]:
+    return [e.push for e in effects if isinstance(e, Publish)]
+
+
+def settles(effects: list[Effect]) -> list[Settle]:
+    return [e for e in effects if isinstance(e, Settle)]
+
+
+def event(name: str, seq: int | None, payload: Any = None) -> str:
+    frame: dict[str, Any] = {"type": "event", "event": name, "payload": payload}
+    if seq is not None:
+        frame["seq"] = seq
+    return json.dumps(frame)
+
+
+def res(request_id: str, payload: Any = None, *, ok: bool = True, error: dict[str, Any] | None = None) -> str:
+    frame: dict[str, Any] = {"type": "res", "id": request_id, "ok": ok}
+    if ok:
+        frame["payload"] = payload
+    else:
+        frame["error"] = error
+    return json.dumps(frame)
+
+
+def connected(session: Session | None = None, **policy: Any) -> tuple[Session, list[Effect]]:
+    """A session driven through begin -> opened -> challenge -> hello-ok."""
+    s = session or Session(SessionLimits(connect_timeout=2.0, label="gw"))
+    s.begin(1)
+    s.opened(build, 0.0)
+    out = s.received(challenge(), 0.0)
+    connect = sent(out)[0]
+    assert connect["method"] == "connect" and s.phase == "hello"
+    effects = s.received(res(connect["id"], hello(**policy)), 0.0)
+    assert s.phase == "connected"
+    return s, effects
+
+
+def refuse(s: Session, error: dict[str, Any]) -> list[Effect]:
+    s.begin(1)
+    s.opened(build, 0.0)
+    connect = sent(s.received(challenge(), 0.0))[0]
+    return s.received(res(connect["id"], ok=False, error=error), 0.0)
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def test_hello_publishes_state_then_snapshot_and_arms_liveness() -> None:
+    s, effects = connected()
+    kinds = [type(p).__name__ for p in pushes(effects)]
+    assert kinds == ["StateChange", "Snapshot"]
+    assert any(isinstance(e, Connected) for e in effects)
+    assert Timer("liveness", 60.0) in effects and Timer("handshake", None) in effects
+    assert s.state == ConnectionState.CONNECTED
+
+
+def test_absurd_policy_values_are_clamped() -> None:
+    s, _ = connected(tickIntervalMs=10**13, maxPayload=10**13)
+    assert s.hello is not None
+    assert s.hello.policy.tick_interval_ms == 3_600_000 and s.hello.policy.max_payload == 1 << 30
+    assert s.liveness == 7200.0
+    s2, _ = connected(tickIntervalMs=0, maxPayload=1)
+    assert s2.hello is not None and s2.hello.policy.tick_interval_ms == 10 and s2.hello.policy.max_payload == 1024
+
+
+def test_handshake_timer_fails_the_attempt_in_each_phase() -> None:
+    for steps in (0, 1, 2):
+        s = Session(SessionLimits(connect_timeout=0.5))
+        s.begin(1)
+        if steps >= 1:
+            s.opened(build, 0.0)
+        if steps >= 2:
+            s.received(challenge(), 0.0)
+        effects = s.timer("handshake", 1.0)
+        assert isinstance(effects[0], CloseSocket)
+        ended = [e for e in effects if isinstance(e, AttemptEnded)]
+        assert len(ended) == 1 and not ended[0].paused and "within 0.5 s" in str(ended[0].error)
+        assert s.phase == "idle" and s.timer("handshake", 2.0) == []
+
+
+def test_waiting_requests_are_sent_after_the_snapshot() -> None:
+    s = Session(SessionLimits())
+    fut: Future[Any] = Future()
+    effects, need = s.submit("r1", "health", b'{"type":"req","id":"r1","method":"health"}', fut)
+    assert effects == [] and need  # idle: the shell asks the actor to connect
+    _, effects = connected(s)
+    order = [type(e).__name__ for e in effects]
+    assert order.index("Send") > order.index("Publish")
+    assert "r1" in s.pending
+    assert settles(s.received(res("r1", {"ok": True}), 1.0))[0].outcome == {"ok": True}
+
+
+def test_sticky_requests_go_out_before_the_snapshot_on_every_connect() -> None:
+    s = Session(SessionLimits())
+    assert s.add_sticky("k", "sessions.messages.subscribe", {"key": "a"}) == []  # not connected yet
+    for _ in range(2):
+        _, effects = connected(s)
+        names = [type(e).__name__ if not isinstance(e, Publish) else type(e.push).__name__ for e in effects]
+        assert sent(effects)[0]["method"] == "sessions.messages.subscribe"
+        assert names.index("Send") < names.index("Snapshot")
+        s.closed(1006, "")
+    assert s.remove_sticky("k") and not s.remove_sticky("k")
+
+
+def test_events_before_hello_are_bounded() -> None:
+    s = Session(SessionLimits(max_early_events=3))
+    s.begin(1)
+    s.opened(build, 0.0)
+    connect = sent(s.received(challenge(), 0.0))[0]
+    for i in range(10):
+        assert s.received(event("presence", i + 1), 0.0) == []
+    effects = s.received(res(connect["id"], hello()), 0.0)
+    assert [p.seq for p in pushes(effects) if isinstance(p, Event)] == [1, 2, 3]
+
+
+# ------------------------------------------------------------ invariant 8: seq gaps
+
+
+def test_seq_gap_of_one_is_reported_before_the_event() -> None:
+    s, _ = connected()
+    s.received(event("tick", 1), 1.0)
+    out = pushes(s.received(event("tick", 3), 1.0))
+    assert out[0] == SeqGap(expected=2, received=3) and isinstance(out[1], Event) and out[1].seq == 3
+    assert pushes(s.received(event("tick", 4), 1.0))[0] == Event("tick", None, 4)
+
+
+def test_seq_tracking_restarts_on_every_new_socket() -> None:
+    s, _ = connected()
+    s.received(event("tick", 7), 1.0)
+    s.closed(1006, "")
+    connected(s)
+    assert not any(isinstance(p, SeqGap) for p in pushes(s.received(event("tick", 1), 2.0)))
+
+
+# -------------------------------------------------------- invariant 9: snapshots
+
+
+def test_every_reconnect_yields_a_fresh_snapshot() -> None:
+    s = Session(SessionLimits())
+    numbers = []
+    for _ in range(3):
+        _, effects = connected(s)
+        numbers += [p.connection_number for p in pushes(effects) if isinstance(p, Snapshot)]
+        s.closed(1012, "restart")
+    assert numbers == [1, 2, 3]
+
+
+# ---------------------------------------------- invariant 10: disconnect fails all
+
+
+def test_disconnect_fails_every_pending_request_at_once() -> None:
+    s, _ = connected()
+    futs = [Future[Any]() for _ in range(5)]
+    for i, fut in enumerate(futs):
+        effects, _ = s.submit(f"r{i}", "health", b"{}", fut)
+        assert isinstance(effects[0], Send)
+    effects = s.closed(1006, "gone")
+    failed = settles(effects)
+    assert {id(f.waiter) for f in failed} == {id(f) for f in futs}
+    assert all(isinstance(f.outcome, Disconnected) and "before health" in str(f.outcome) for f in failed)
+    assert isinstance(effects[-1], Lost) and len(s.pending) == 0
+
+
+def test_liveness_timer_replaces_a_silent_socket_and_rearms_otherwise() -> None:
+    s, _ = connected()
+    s.received(event("tick", 1), 50.0)
+    assert s.timer("liveness", 60.0) == [Timer("liveness", 50.0)]  # 10 s silent of 60
+    effects = s.timer("liveness", 111.0)
+    assert isinstance(effects[0], CloseSocket) and effects[0].reason == "liveness timeout"
+    assert isinstance(effects[-1], Lost) and s.phase == "idle"
+
+
+def test_liveness_timeout_shorter_than_ticks_adds_pings() -> None:
+    s, effects = connected(Session(SessionLimits(liveness_timeout=3.0)))
+    assert Timer("ping", 1.0) in effects and Timer("liveness", 3.0) in effects
+    assert s.timer("ping", 1.0) == [Ping(), Timer("ping", 1.0)]
+    s2, effects2 = connected()
+    assert not any(isinstance(e, Timer) and e.name == "ping" for e in effects2)
+
+
+# ---------------------------------------------------- invariant 12: pause, no loop
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    ({"code": "NOT_PAIRED", "message": "pair", "details": {"requestId": "r9"}}, PairingRequired),
+    ({"code": "INVALID_REQUEST", "message": "m", "details": {"code": "PAIRING_REQUIRED"}}, PairingRequired),
+    ({"code": "INVALID_REQUEST", "message": "bad token", "details": {"code": "AUTH_TOKEN_MISMATCH"}}, AuthRejected),
+    ({"code": "INVALID_REQUEST", "message": "old", "details": {"code": "PROTOCOL_MISMATCH"}}, ProtocolMismatch),
+])
+def test_non_recoverable_refusals_pause_and_refuse_callers(error: dict[str, Any], kind: type) -> None:
+    s = Session(SessionLimits())
+    waiting: Future[Any] = Future()
+    s.submit("w", "health", b"{}", waiting)
+    effects = refuse(s, error)
+    ended = [e for e in effects if isinstance(e, AttemptEnded)]
+    assert len(ended) == 1 and ended[0].paused and isinstance(ended[0].error, kind)
+    assert s.state == ConnectionState.PAUSED
+    assert [type(st.outcome) for st in settles(effects)] == [kind]
+    later: Future[Any] = Future()
+    out, need = s.submit("x", "health", b"{}", later)
+    assert isinstance(out[0].outcome, kind) and not need  # type: ignore[union-attr]
+    assert any(isinstance(p, StateChange) and p.state == ConnectionState.PAUSED for p in pushes(effects))
+
+
+def test_unavailable_is_retried_with_the_servers_hint() -> None:
+    s = Session(SessionLimits())
+    effects = refuse(s, {"code": "UNAVAILABLE", "message": "gateway starting", "retryAfterMs": 400})
+    ended = [e for e in effects if isinstance(e, AttemptEnded)][0]
+    assert not ended.paused and ended.retry_after_ms == 400 and s.paused is None
+    assert RetryPolicy().after_failure(3, retry_after_ms=ended.retry_after_ms, loopback=True) == 0.4
+
+
+def test_retryable_refusal_does_not_pause_but_pause_reconnect_false_is_honoured() -> None:
+    s = Session(SessionLimits())
+    ended = [e for e in refuse(s, {"code": "INVALID_REQUEST", "message": "busy", "retryable": True})
+             if isinstance(e, AttemptEnded)][0]
+    assert not ended.paused
+    ended = [e for e in refuse(s, {"code": "NOT_PAIRED", "message": "wait",
+                                   "details": {"code": "PAIRING_REQUIRED", "pauseReconnect": False}})
+             if isinstance(e, AttemptEnded)][0]
+    assert isinstance(ended.error, PairingRequired) and not ended.paused
+
+
+def test_close_1002_in_handshake_is_a_protocol_mismatch() -> None:
+    s = Session(SessionLimits())
+    s.begin(1)
+    s.opened(build, 0.0)
+    ended = [e for e in s.closed(1002, "protocol mismatch") if isinstance(e, AttemptEnded)][0]
+    assert isinstance(ended.error, ProtocolMismatch) and ended.paused
+
+
+# ------------------------------------------------------------------- requests
+
+
+def test_expect_final_answered_in_one_stage_is_settled() -> None:
+    s, _ = connected()
+    fut: Future[Any] = Future()
+    s.submit("a", "agent", b"{}", fut, expect_final=True)
+    assert settles(s.received(res("a", {"status": "accepted"}), 1.0)) == []
+    assert settles(s.received(res("a", {"status": "ok"}), 1.0))[0].outcome == {"status": "ok"}
+    fut2: Future[Any] = Future()
+    s.submit("b", "agent", b"{}", fut2, expect_final=True)
+    assert settles(s.received(res("b", {"status": "error"}), 1.0))[0].outcome == {"status": "error"}
+
+
+def test_errors_unknown_ids_and_oversized_requests() -> None:
+    s, _ = connected(maxPayload=2048)
+    fut: Future[Any] = Future()
+    s.submit("e", "x", b"{}", fut)
+    out = settles(s.received(res("e", ok=False, error={"code": "UNAVAILABLE", "message": "busy"}), 1.0))
+    assert isinstance(out[0].outcome, GatewayUnavailable)
+    assert s.received(res("nobody", 1), 1.0) == []
+    assert s.received("not json", 1.0) == [] and s.received("[" * 100_000, 1.0) == []
+    big, _ = s.submit("big", "x", b"x" * 4096, Future())
+    assert isinstance(big[0], Settle) and isinstance(big[0].outcome, RequestError)
+    assert big[0].outcome.code == "PAYLOAD_TOO_LARGE"
+
+
+def test_shutdown_fails_everyone_and_refuses_later() -> None:
+    s, _ = connected()
+    pending: Future[Any] = Future()
+    s.submit("p", "x", b"{}", pending)
+    effects = s.shutdown(ClientClosed("bye"))
+    assert isinstance(settles(effects)[0].outcome, ClientClosed)
+    assert s.state == ConnectionState.CLOSED and s.shutdown(ClientClosed("again")) == []
+    out, _ = s.submit("q", "x", b"{}", Future())
+    assert isinstance(out[0].outcome, ClientClosed)  # type: ignore[union-attr]
+
+
+def test_restart_hint_never_exceeds_the_backoff_cap() -> None:
+    policy = RetryPolicy(maximum=5.0)
+    assert policy.after_loss(restart_expected_ms=3_600_000) == 5.0
+    assert policy.after_loss(restart_expected_ms=10**13) == 5.0
+    assert policy.after_loss(restart_expected_ms=3_600_000, loopback=True) <= policy.loopback_interval * 1.2
+    assert policy.after_failure(9, loopback=True, refused=True) <= policy.loopback_interval * 1.2
+    assert policy.after_failure(9) >= 4.0  # remote endpoints keep the long backoff
+    err = ConnectError("x", retry_after_ms=10**13)
+    assert policy.after_failure(0, retry_after_ms=err.retry_after_ms) == 2.0
