@@ -236,7 +236,7 @@ def test_liveness_timeout_shorter_than_ticks_adds_pings() -> None:
     s, effects = connected(Session(SessionLimits(liveness_timeout=3.0)))
     assert Timer("ping", 1.0) in effects and Timer("liveness", 3.0) in effects
     assert s.timer("ping", 1.0) == [Ping(), Timer("ping", 1.0)]
-    s2, effects2 = connected()
+    _s2, effects2 = connected()
     assert not any(isinstance(e, Timer) and e.name == "ping" for e in effects2)
 
 
@@ -267,19 +267,19 @@ def test_non_recoverable_refusals_pause_and_refuse_callers(error: dict[str, Any]
 def test_unavailable_is_retried_with_the_servers_hint() -> None:
     s = Session(SessionLimits())
     effects = refuse(s, {"code": "UNAVAILABLE", "message": "gateway starting", "retryAfterMs": 400})
-    ended = [e for e in effects if isinstance(e, AttemptEnded)][0]
+    ended = next(e for e in effects if isinstance(e, AttemptEnded))
     assert not ended.paused and ended.retry_after_ms == 400 and s.paused is None
     assert RetryPolicy().after_failure(3, retry_after_ms=ended.retry_after_ms, loopback=True) == 0.4
 
 
 def test_retryable_refusal_does_not_pause_but_pause_reconnect_false_is_honoured() -> None:
     s = Session(SessionLimits())
-    ended = [e for e in refuse(s, {"code": "INVALID_REQUEST", "message": "busy", "retryable": True})
-             if isinstance(e, AttemptEnded)][0]
+    ended = next(e for e in refuse(s, {"code": "INVALID_REQUEST", "message": "busy", "retryable": True})
+             if isinstance(e, AttemptEnded))
     assert not ended.paused
-    ended = [e for e in refuse(s, {"code": "NOT_PAIRED", "message": "wait",
+    ended = next(e for e in refuse(s, {"code": "NOT_PAIRED", "message": "wait",
                                    "details": {"code": "PAIRING_REQUIRED", "pauseReconnect": False}})
-             if isinstance(e, AttemptEnded)][0]
+             if isinstance(e, AttemptEnded))
     assert isinstance(ended.error, PairingRequired) and not ended.paused
 
 
@@ -287,7 +287,7 @@ def test_close_1002_in_handshake_is_a_protocol_mismatch() -> None:
     s = Session(SessionLimits())
     s.begin(1)
     s.opened(build, 0.0)
-    ended = [e for e in s.closed(1002, "protocol mismatch") if isinstance(e, AttemptEnded)][0]
+    ended = next(e for e in s.closed(1002, "protocol mismatch") if isinstance(e, AttemptEnded))
     assert isinstance(ended.error, ProtocolMismatch) and ended.paused
 
 
