@@ -41,8 +41,9 @@ from ._errors import (
 from ._frames import HelloOk
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
-from ._pushes import ConnectionState, Snapshot
+from ._pushes import ConnectionState, Event, Snapshot
 from ._runtime import ask, current_runtime, join, retire, stop_channels
+from ._sessions import SessionsMixin
 from ._subscription import Subscription
 
 __all__ = ["DEFAULT", "Default", "GatewayConnection"]
@@ -78,7 +79,7 @@ def _check_caller(what: str) -> None:
     check_caller(f"GatewayConnection.{what}()")
 
 
-class GatewayConnection:
+class GatewayConnection(SessionsMixin):
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets
@@ -98,6 +99,7 @@ class GatewayConnection:
         self._closed = False
         self._pid = os.getpid()
         self._bound: tuple[GatewayConfig, Channel] | None = None
+        self._stickies: dict[object, list[Any]] = {}  # key -> [method, params, users]
 
     @classmethod
     def shared(cls, config: GatewayConfig | None = None, *,
@@ -157,11 +159,18 @@ class GatewayConnection:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._bound = None  # the parent's socket is not ours
+            bound = self._bound
             rt = current_runtime()
             with rt.lock:
                 rt.facades.setdefault(self._key, self)
             actor, _ = rt.connection_actor()
             channel = cast(Channel, ask(actor, Bind(self._slot, config)))
+            if bound is not None and bound[1] is not channel:
+                # Moved to another channel (a config change): bring the sticky session
+                # subscriptions along.
+                for key, (method, params, users) in list(self._stickies.items()):
+                    for _ in range(users):
+                        channel.link.add_sticky(key, method, params)
             self._bound = (config, channel)
             return channel
 
@@ -326,13 +335,24 @@ class GatewayConnection:
             events = list(events)
             if not all(isinstance(e, str) for e in events):
                 raise UsageError("events must be event names (strings)")
+        return self._subscribe(events, maxsize, max_bytes, include_state=include_state)
+
+    def _subscribe(self, events: list[str] | None, maxsize: int | None, max_bytes: int | Default | None, *,
+                   include_state: bool = True, accept: Callable[[Event], bool] | None = None,
+                   on_close: Callable[[], None] | None = None) -> Subscription:
         config = self.config
         size = maxsize if maxsize is not None else config.max_queue
         limit = config.max_queue_bytes if max_bytes is DEFAULT else max_bytes
         channel = self._channel(config)  # bind first so the bus knows which channel feeds this slot
         _, bus = current_runtime().connection_actor()
+
+        def closed(sub: Subscription) -> None:
+            bus.unsubscribe(sub)
+            if on_close is not None:
+                on_close()
+
         sub = Subscription(events, maxsize=size, max_bytes=limit, include_state=include_state,
-                           on_close=bus.unsubscribe)
+                           on_close=closed, accept=accept)
         bus.subscribe(self._slot, sub)
         channel.link.await_connected(Future())  # start connecting if idle
         return sub

@@ -126,9 +126,13 @@ class Link:
             transport, gen = self._transport, self._gen
         self._run(effects, transport, gen)
 
-    def remove_sticky(self, key: object) -> None:
+    def remove_sticky(self, key: object, unsubscribe: tuple[str, Any] | None = None) -> None:
+        """One user of ``key`` fewer; the last one sends ``unsubscribe`` (method, params)."""
         with self._lock:
-            self.session.remove_sticky(key)
+            last = self.session.remove_sticky(key)
+            effects = self.session.fire(*unsubscribe) if last and unsubscribe is not None else []
+            transport, gen = self._transport, self._gen
+        self._run(effects, transport, gen)
 
     # -- actor thread -----------------------------------------------------------------------
 

@@ -180,6 +180,7 @@ class Session:
         self.waiting: dict[str, _Waiting] = {}
         self.connect_waiters: list[Any] = []
         self.sticky: dict[object, tuple[str, Any]] = {}
+        self._sticky_users: dict[object, int] = {}
         self.seq = SeqTracker()
         self.hello: HelloOk | None = None
         self.paused: GatewayError | None = None
@@ -416,12 +417,28 @@ class Session:
         return [Send(data)]
 
     def add_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
-        """Remember a request to re-send after every hello-ok; send it now if connected."""
+        """Count one more user of a request re-sent after every hello-ok (a session
+        subscription); the first user sends it now if connected."""
+        count = self._sticky_users.get(key, 0)
+        self._sticky_users[key] = count + 1
+        if count:
+            return []
         self.sticky[key] = (method, params)
         return self._send_sticky(key, method, params) if self.phase == "connected" else []
 
     def remove_sticky(self, key: object) -> bool:
-        return self.sticky.pop(key, None) is not None
+        """One user fewer; True when it was the last (the caller then unsubscribes)."""
+        count = self._sticky_users.get(key, 0)
+        if count <= 1:
+            self._sticky_users.pop(key, None)
+            return self.sticky.pop(key, None) is not None
+        self._sticky_users[key] = count - 1
+        return False
+
+    def fire(self, method: str, params: Any) -> list[Effect]:
+        """A request nobody waits for (an unsubscribe); dropped when not connected (the
+        server forgets per-connection subscriptions with the socket anyway)."""
+        return self._send_sticky(None, method, params) if self.phase == "connected" else []
 
     def await_connected(self, waiter: Any) -> tuple[list[Effect], bool]:
         refusal = self.refusal()

@@ -41,6 +41,7 @@ class Subscription:
         max_bytes: int | None = None,
         include_state: bool = True,
         on_close: Callable[[Subscription], None] | None = None,
+        accept: Callable[[Event], bool] | None = None,
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise UsageError("maxsize must be an integer >= 1")
@@ -52,6 +53,7 @@ class Subscription:
         self.max_bytes = max_bytes
         self.include_state = include_state
         self._on_close = on_close
+        self._accept = accept
         self._queue: BoundedQueue[Push] = BoundedQueue(maxsize, max_bytes, _overflow)
         self._closed_by_user = False
 
@@ -59,7 +61,9 @@ class Subscription:
 
     def _wants(self, push: Push) -> bool:
         if isinstance(push, Event):
-            return self.events is None or push.event in self.events
+            if self.events is not None and push.event not in self.events:
+                return False
+            return self._accept is None or self._accept(push)
         if isinstance(push, StateChange):
             return self.include_state
         return True

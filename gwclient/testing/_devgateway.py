@@ -66,11 +66,18 @@ _log = logging.getLogger("gwclient.testing.devgateway")
 
 Handler = Callable[[Any], Any]
 
-BUILTIN_METHODS = ("health", "status", "system-presence", "echo", "dev.twostage")
+BUILTIN_METHODS = ("health", "status", "system-presence", "echo", "dev.twostage", "sessions.messages.subscribe",
+                   "sessions.messages.unsubscribe", "sessions.subscribe")
 EVENTS = ("connect.challenge", "tick", "health", "shutdown", "presence", "heartbeat")
 # method -> scope required when enforce_scopes=True (health/echo/dev.* need none)
 METHOD_SCOPES = {"status": "operator.read", "system-presence": "operator.read"}
 _EPHEMERAL_MODES = ("cli", "backend", "probe")
+
+
+def canonical_session_key(key: str, agent_id: str = "main") -> str:
+    """``"main"`` -> ``agent:main:main``; keys without the ``agent:<id>:`` prefix get it."""
+    key = key.strip()
+    return key if key.startswith("agent:") else f"agent:{agent_id}:{key}"
 
 
 class _Reject(Exception):
@@ -152,6 +159,8 @@ class DevGateway(GatewayServerBase):
         #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
         #: gateway's own tick cadence is unchanged.
         self.policy_overrides: dict[str, Any] = {}
+        self._session_subs: dict[str, set[str]] = {}
+        self._sessions_subscribed: set[str] = set()
 
         self._handshakes_completed = 0
         self._connect_attempts = 0
@@ -540,12 +549,57 @@ class DevGateway(GatewayServerBase):
                     return True, self._presence_entries()
             if method == "echo":
                 return True, params
+            if method in ("sessions.messages.subscribe", "sessions.messages.unsubscribe", "sessions.subscribe"):
+                return self._session_subscription(cs, method, params)
         except DevGatewayError as exc:
             return False, exc.shape()
         except Exception as exc:
             _log.warning("handler for %s failed", method, exc_info=True)
             return False, error_shape("UNAVAILABLE", f"handler failed: {exc}", retryable=True)
         return False, error_shape("INVALID_REQUEST", f"unknown method: {method}")
+
+    def _session_subscription(self, cs: _Conn, method: str, params: Any) -> tuple[bool, Any]:
+        """Per-connection subscriptions, like the real gateway's (keyed by connection:
+        lost on reconnect until the client subscribes again)."""
+        if method == "sessions.subscribe":
+            with self._lock:
+                self._sessions_subscribed.add(cs.conn_id)
+            return True, {"subscribed": True}
+        key = params.get("key") if isinstance(params, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            return False, error_shape("INVALID_REQUEST", "invalid sessions.messages params: key required")
+        canonical = canonical_session_key(key)
+        with self._lock:
+            keys = self._session_subs.setdefault(cs.conn_id, set())
+            if method.endswith(".subscribe"):
+                keys.add(canonical)
+            else:
+                keys.discard(canonical)
+            subscribed = canonical in keys
+        return True, {"subscribed": subscribed, "key": canonical}
+
+    def session_subscribers(self, key: str) -> int:
+        """How many open connections are subscribed to ``key``'s messages."""
+        canonical = canonical_session_key(key)
+        open_ids = {cs.conn_id for cs in self._handshaken()}
+        with self._lock:
+            return sum(1 for cid, keys in self._session_subs.items() if cid in open_ids and canonical in keys)
+
+    def publish_session_message(self, key: str, message: Any) -> int:
+        """Send ``session.message`` to the connections subscribed to ``key``."""
+        canonical = canonical_session_key(key)
+        with self._lock:
+            targets = {cid for cid, keys in self._session_subs.items() if canonical in keys}
+        payload = {"sessionKey": canonical, "agentId": canonical.split(":")[1], "message": message}
+        return sum(1 for cs in self._handshaken()
+                   if cs.conn_id in targets and self._send_event(cs, "session.message", payload))
+
+    def publish_sessions_changed(self, payload: Any) -> int:
+        """Send ``sessions.changed`` to the connections that called ``sessions.subscribe``."""
+        with self._lock:
+            targets = set(self._sessions_subscribed)
+        return sum(1 for cs in self._handshaken()
+                   if cs.conn_id in targets and self._send_event(cs, "sessions.changed", payload))
 
     def _uptime_ms(self) -> int:
         return int((time.monotonic() - self._start_monotonic) * 1000)
