@@ -1,0 +1,131 @@
+"""What the session core returns (effects) and the clamps it applies to server values.
+Pure data: frozen dataclasses, executed in order by :mod:`gwclient._link`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ._frames import HelloOk
+from ._pushes import Push
+
+__all__ = [
+    "AttemptEnded",
+    "CloseSocket",
+    "Connected",
+    "Effect",
+    "Lost",
+    "Ping",
+    "Publish",
+    "Send",
+    "SessionLimits",
+    "Settle",
+    "Timer",
+    "clamp_hello",
+]
+
+# ------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Settle:
+    waiter: Any
+    outcome: Any
+
+
+@dataclass(frozen=True)
+class Publish:
+    push: Push
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Connected:
+    """hello-ok accepted: persist the device token (before the Settle effects that follow)."""
+
+    hello: HelloOk
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Arm (``delay`` seconds) or cancel (``delay`` None) the timer called ``name``."""
+
+    name: str
+    delay: float | None
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class CloseSocket:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """The attempt ended before hello-ok.  ``paused``: do not retry (the actor publishes
+    nothing more); otherwise the actor schedules a retry.  ``refused``: nothing listened."""
+
+    error: BaseException
+    paused: bool
+    transport: bool
+    retry_after_ms: int | None = None
+    close_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A connected socket ended; pending requests were failed."""
+
+    why: str
+    restart_expected_ms: int | None
+
+
+Effect = Send | Settle | Publish | Connected | Timer | Ping | CloseSocket | AttemptEnded | Lost
+
+# ------------------------------------------------------------------- limits and clamps
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    connect_timeout: float = 15.0
+    liveness_timeout: float | None = None
+    ping_interval: float | None = None
+    max_early_events: int = 256
+    label: str = "gateway"
+    #: Appended when nothing listens (e.g. how to start the SSH tunnel in remote mode).
+    unreachable_hint: str = ""
+
+
+#: Server values are clamped into these ranges (a value from the network never kills a
+#: thread: ``tickIntervalMs: 1e13`` used to overflow the timer).
+TICK_MS_RANGE = (10, 3_600_000)
+MAX_PAYLOAD_RANGE = (1024, 1 << 30)
+RESTART_HINT_MAX_MS = 3_600_000
+
+
+def _clamp(value: int, bounds: tuple[int, int]) -> int:
+    return max(bounds[0], min(bounds[1], value))
+
+
+def clamp_hello(hello: HelloOk) -> HelloOk:
+    policy = hello.policy
+    clamped = dataclasses.replace(
+        policy,
+        tick_interval_ms=_clamp(policy.tick_interval_ms, TICK_MS_RANGE),
+        max_payload=_clamp(policy.max_payload, MAX_PAYLOAD_RANGE),
+        max_buffered_bytes=_clamp(policy.max_buffered_bytes, MAX_PAYLOAD_RANGE),
+    )
+    return hello if clamped == policy else dataclasses.replace(hello, policy=clamped)
+
+
