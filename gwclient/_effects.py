@@ -103,6 +103,8 @@ class SessionLimits:
     ping_interval: float | None = None
     max_early_events: int = 256
     label: str = "gateway"
+    #: The scopes asked for (a warning names those the gateway did not grant).
+    scopes: tuple[str, ...] = ()
     #: Appended when nothing listens (e.g. how to start the SSH tunnel in remote mode).
     unreachable_hint: str = ""
 

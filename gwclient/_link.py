@@ -81,6 +81,7 @@ class Link:
             liveness_timeout=config.liveness_timeout,
             ping_interval=config.ping_interval,
             label=config.redacted_url,
+            scopes=config.scopes,
             unreachable_hint="" if config.ssh is None else (
                 f" (remote mode over SSH to {config.ssh.host}: is the tunnel up? start it with "
                 "ConnectionModeCoordinator, see docs/remote.md)"),

@@ -255,6 +255,10 @@ class Session:
         if hello.protocol != PROTOCOL_VERSION:
             error = ProtocolMismatch(f"gateway speaks protocol {hello.protocol}, gwclient speaks {PROTOCOL_VERSION}")
             return [CloseSocket(1002, "protocol mismatch"), *self._attempt_failed(error, transport=False)]
+        if hello.auth is not None:
+            missing = sorted(set(self.limits.scopes) - set(hello.auth.scopes))
+            if missing and "operator.admin" not in hello.auth.scopes:
+                log.warning("gateway granted fewer scopes than requested; missing: %s", ", ".join(missing))
         self.hello = hello
         self.phase = "connected"
         self.ever_connected = True
