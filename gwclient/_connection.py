@@ -26,7 +26,7 @@ import pykka
 from ._bus import Bind, Channel, Release, ReleaseAll
 from ._channel import Retry
 from ._config import GatewayConfig
-from ._deadline import Deadline, check_timeout
+from ._deadline import check_timeout
 from ._encode import check_method, encode_request
 from ._errors import (
     ChannelRetired,
@@ -34,11 +34,11 @@ from ._errors import (
     ConfigError,
     GatewayError,
     GatewayTimeout,
-    PairingRequired,
     UsageError,
     check_caller,
 )
 from ._frames import HelloOk
+from ._pairing import PairingMixin
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Snapshot
@@ -79,7 +79,7 @@ def _check_caller(what: str) -> None:
     check_caller(f"GatewayConnection.{what}()")
 
 
-class GatewayConnection(SessionsMixin):
+class GatewayConnection(SessionsMixin, PairingMixin):
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets
@@ -263,56 +263,6 @@ class GatewayConnection(SessionsMixin):
             self._channel().ref.tell(Retry())
         except pykka.ActorDeadError:
             raise ClientClosed("the gateway channel has stopped") from None
-
-    def wait_for_pairing(self, *, timeout: float | None = 300.0, poll_interval: float = 3.0,
-                         on_waiting: Callable[[PairingRequired], None] | None = None) -> HelloOk:
-        """Connect, waiting for an operator to approve this device if pairing is required.
-
-        Retries every ``poll_interval`` seconds (each retry is one connect attempt), calls
-        ``on_waiting(error)`` and logs progress at INFO each time, and returns the hello-ok
-        once approved (the device token is stored by then).  When ``timeout`` runs out it
-        raises the last :class:`PairingRequired` (it carries the request id to approve), or
-        :class:`GatewayTimeout` if no answer came at all.  Other connect errors are raised
-        at once; :meth:`shutdown` from another thread ends the wait with
-        :class:`ClientClosed`."""
-        _check_caller("wait_for_pairing")
-        deadline = Deadline(check_timeout(timeout))
-        poll = check_timeout(poll_interval, "poll_interval") or 3.0
-        last: PairingRequired | None = None
-        while True:
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                if last is not None:
-                    raise last
-                raise GatewayTimeout(f"not connected to the gateway {deadline.describe()}")
-            try:
-                if last is not None:
-                    self.reconnect()
-                return self.connect(timeout=remaining)
-            except PairingRequired as exc:
-                last = exc
-                log.info("waiting for pairing approval: %s", exc)
-                if on_waiting is not None:
-                    on_waiting(exc)
-            except GatewayTimeout:
-                if last is not None:
-                    raise last from None
-                raise
-            remaining = deadline.remaining()
-            wait = poll if remaining is None else min(poll, remaining)
-            # Waits on the state of this connection: shutdown() publishes CLOSED and ends
-            # the subscription, which wakes this wait at once.
-            with self.subscribe(events=[], include_state=True) as sub:
-                try:
-                    sub.get(timeout=0)  # the current state (skipped)
-                except GatewayTimeout:
-                    pass
-                try:
-                    sub.get(timeout=wait)
-                except (GatewayTimeout, ClientClosed):
-                    pass
-            if self._closed:
-                raise ClientClosed("shut down while waiting for pairing")
 
     # -- events -------------------------------------------------------------------------
 
