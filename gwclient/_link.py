@@ -253,8 +253,10 @@ class Link:
         with self._lock:
             if gen != self._gen:
                 return
-            effects = self.session.timer(name, time.monotonic())
             transport = self._transport
+            if transport is not None:  # bytes of a frame still arriving count as life
+                self.session.last_rx = max(self.session.last_rx, transport.last_activity)
+            effects = self.session.timer(name, time.monotonic())
         self._run(effects, transport, gen)
 
     def _timer_fault(self, exc: BaseException) -> None:

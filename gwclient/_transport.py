@@ -27,6 +27,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,6 +78,11 @@ class Transport(Protocol):
         ...
 
     def set_max_frame(self, limit: int) -> None: ...
+
+    @property
+    def last_activity(self) -> float:
+        """``time.monotonic()`` when bytes last arrived (0.0 if unknown)."""
+        ...
 
     def ping_nowait(self) -> bool:
         """Queue a ping without blocking; False if it could not be sent now."""
@@ -141,6 +147,16 @@ class _LimitedFrames(frame_buffer):  # type: ignore[misc]
     payload: a frame over the limit is refused before its payload is read."""
 
     max_frame = 32 * 1024 * 1024
+    #: ``time.monotonic()`` of the last bytes read: a frame trickling in is life too.
+    last_activity = 0.0
+
+    def __init__(self, recv_fn: Callable[[int], bytes], skip_utf8_validation: bool) -> None:
+        def recv(bufsize: int) -> bytes:
+            data = recv_fn(bufsize)
+            self.last_activity = time.monotonic()
+            return data
+
+        super().__init__(recv, skip_utf8_validation)
 
     def recv_length(self) -> None:
         super().recv_length()
@@ -157,6 +173,10 @@ class _WebSocketTransport:
 
     def set_max_frame(self, limit: int) -> None:
         self._frames.max_frame = limit
+
+    @property
+    def last_activity(self) -> float:
+        return self._frames.last_activity
 
     def send(self, data: bytes) -> None:
         try:

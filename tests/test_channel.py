@@ -19,6 +19,7 @@ from gwclient import (
     GatewayConfig,
     GatewayConnection,
     GatewayTimeout,
+    Overflow,
     PairingRequired,
     RetryPolicy,
     Snapshot,
@@ -215,6 +216,10 @@ class _FaultyTransport:
     def set_max_frame(self, limit: int) -> None:
         self._inner.set_max_frame(limit)
 
+    @property
+    def last_activity(self) -> float:
+        return self._inner.last_activity
+
     def ping_nowait(self) -> bool:
         if self._faults.ping.is_set():
             self._faults.ping.clear()
@@ -358,3 +363,55 @@ def test_oversized_frames_are_refused_unread(gw: DevGateway) -> None:
             assert getattr(push, "event", None) != "big"
             if isinstance(push, Snapshot) and push.connection_number == 2:
                 break
+
+
+def test_binary_frames_are_refused_as_a_protocol_error(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    conn.request("health")
+    gw.send_raw(b'{"type":"event","event":"tick","payload":{}}')
+    assert gw.wait_for(lambda g: g.handshakes_completed >= 2, timeout=10)
+    assert conn.request("health")["ok"] is True
+
+
+def test_a_frame_trickling_in_is_not_a_dead_connection(gw: DevGateway) -> None:
+    """Bytes of a frame keep arriving for longer than the liveness bound: still alive."""
+    with TcpRelay(gw.port) as relay:
+        conn = GatewayConnection.shared(config(relay.url, liveness_timeout=1.0, ping_interval=30.0))
+        with conn.subscribe(events=["slow"]) as sub:
+            conn.request("health")
+            relay.trickle = 0.02
+            gw.broadcast("slow", "x" * 100)  # ~150 bytes: about 3 s, three liveness bounds
+            while True:
+                push = sub.get(timeout=30)
+                if getattr(push, "event", None) == "slow":
+                    break
+            relay.trickle = None
+            assert conn.request("health")["ok"] is True
+        assert gw.handshakes_completed == 1
+        conn.shutdown()
+
+
+def test_subscription_queues_are_bounded_in_bytes_too(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    slow = conn.subscribe(events=["big"], max_bytes=1000)
+    fast = conn.subscribe(events=["big"])
+    conn.request("health")
+    for i in range(10):
+        gw.broadcast("big", {"i": i, "pad": "x" * 250})
+    seen = 0
+    while seen < 10:  # the fast consumer saw all ten, so all ten were offered to slow
+        push = fast.get(timeout=10)
+        seen += getattr(push, "event", None) == "big"
+    items = []
+    while True:
+        try:
+            items.append(slow.get(timeout=0))
+        except GatewayTimeout:
+            break
+    overflow = next(p for p in items if isinstance(p, Overflow))
+    kept = [p.payload["i"] for p in items if getattr(p, "event", None) == "big"]  # type: ignore[union-attr]
+    assert overflow.dropped >= 10 - len(kept) and overflow.dropped_bytes > 1000  # (+ state pushes)
+    assert kept == list(range(10 - len(kept), 10)) and 1 <= len(kept) <= 3  # the newest, within 1000 bytes
+    assert slow.dropped_bytes_total == overflow.dropped_bytes
+    slow.close()
+    fast.close()

@@ -585,8 +585,9 @@ class GatewayServerBase:
         with self._tick_lock:
             self._ticking = True
 
-    def send_raw(self, text: str) -> int:
-        """Send ``text`` verbatim as a text frame to every handshaken connection."""
+    def send_raw(self, text: str | bytes) -> int:
+        """Send ``text`` verbatim to every handshaken connection: a text frame for a
+        ``str``, a binary frame for ``bytes``."""
         count = 0
         for cs in self._handshaken():
             with cs.send_lock:

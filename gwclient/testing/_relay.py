@@ -35,6 +35,8 @@ class TcpRelay:
         self._pairs: list[_Pair] = []
         self._closing = threading.Event()
         self.accepted = 0
+        #: Seconds between single bytes towards the client (``None``: full speed).
+        self.trickle: float | None = None
         self._acceptor = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
         self._acceptor.start()
 
@@ -127,6 +129,12 @@ class TcpRelay:
                 self._closing.wait()
                 return
             try:
-                dst.sendall(data)
+                if self.trickle is not None and src is pair.upstream:
+                    for i in range(len(data)):  # a frame trickling in, byte by byte
+                        dst.sendall(data[i:i + 1])
+                        if self._closing.wait(self.trickle):
+                            return
+                else:
+                    dst.sendall(data)
             except OSError:
                 return
