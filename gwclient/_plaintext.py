@@ -1,18 +1,20 @@
 """The official rule for plaintext ``ws://``: which hosts the OpenClaw clients talk to
 without TLS.  Pure functions, no I/O.
 
-A port of openclaw 2026.9.6 ``src/gateway/net.ts`` (``isSecureWebSocketUrl``,
-``isTrustedPlaintextWebSocketHost``, ``isPrivateOrLoopbackHost``, ``isLoopbackHost``) and
-``packages/net-policy/src/ip.ts`` (``isPrivateOrLoopbackIpAddress``), which decide on the
-IP ranges of ipaddr.js.  tests/test_plaintext.py runs the official functions from the
-pinned install and checks this module against them, URL by URL.
+The official clients check a gateway URL twice: the ``openclaw`` CLI with
+``isSecureWebSocketUrl`` of ``src/gateway/net.ts`` (connection details), then the client
+transport with ``isSecureWebSocketUrl``/``isTrustedPlaintextWebSocketHost`` of
+``packages/gateway-client/src/websocket-transport.ts`` (openclaw 2026.9.6).  A URL works
+only if both accept it; the transport's rule is the narrower one (net.ts also accepts some
+special IPv6 ranges, e.g. ``2001:db8::/32`` and IPv6 forms embedding a private IPv4), so
+this module ports the transport's rule.  tests/test_plaintext.py runs both official
+functions from the pinned install and checks this module against them, URL by URL.
 
 * ``wss://`` is always accepted.
 * ``ws://`` is accepted to a *trusted plaintext host*: ``localhost``; an IP literal that is
   loopback, RFC 1918 private, CGNAT (100.64/10), link-local (169.254/16, fe80::/10), IPv6
-  unique-local (fc00::/7) or site-local (fec0::/10), a few reserved IPv6 ranges, or an
-  IPv6 address that embeds such an IPv4 address (mapped, NAT64, 6to4, Teredo...); and any
-  name ending in ``.local`` or ``.ts.net``.
+  unique-local (fc00::/7) or site-local (fec0::/10) (``::ffff:``-mapped IPv4 counts as
+  IPv4); and any name ending in ``.local`` or ``.ts.net``.
 * With ``OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1`` (exactly ``1``), also any DNS name (the
   official break-glass trusts the network's resolver); public IP literals stay refused.
 """
@@ -39,42 +41,12 @@ _IPv4 = ipaddress.IPv4Address
 _IPv6 = ipaddress.IPv6Address
 _net = ipaddress.ip_network
 
-# ipaddr.js IPv4 ranges that count as "private or loopback" (loopback, private, linkLocal,
-# carrierGradeNat).  They do not overlap ranges ipaddr.js checks earlier.
+# PRIVATE_OR_LOOPBACK_IPV4_RANGES / _IPV6_RANGES of gateway-client's websocket-transport.ts,
+# as ipaddr.js ranges: loopback, private, linkLocal, carrierGradeNat / loopback, linkLocal,
+# uniqueLocal, deprecatedSiteLocal.  None overlaps a range ipaddr.js matches earlier.
 _PRIVATE_V4 = tuple(_net(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                       "169.254.0.0/16", "100.64.0.0/10"))
-
-# ipaddr.js IPv6 SpecialRanges, in its order: range() is the FIRST match.
-_V6_RANGES: tuple[tuple[str, tuple[ipaddress.IPv6Network, ...]], ...] = tuple(
-    (name, tuple(ipaddress.IPv6Network(n) for n in nets.split()))
-    for name, nets in (
-        ("unspecified", "::/128"),
-        ("linkLocal", "fe80::/10"),
-        ("multicast", "ff00::/8"),
-        ("loopback", "::1/128"),
-        ("uniqueLocal", "fc00::/7"),
-        ("ipv4Mapped", "::ffff:0:0/96"),
-        ("deprecatedSiteLocal", "fec0::/10"),
-        ("discard", "100::/64"),
-        ("rfc6145", "::ffff:0:0:0/96"),
-        ("rfc6052", "64:ff9b::/96 64:ff9b:1::/48"),
-        ("6to4", "2002::/16"),
-        ("teredo", "2001::/32"),
-        ("benchmarking", "2001:2::/48"),
-        ("amt", "2001:3::/32"),
-        ("as112v6", "2001:4:112::/48 2620:4f:8000::/48"),
-        ("deprecatedOrchid", "2001:10::/28"),
-        ("orchid2", "2001:20::/28"),
-        ("droneRemoteIdProtocolEntityTags", "2001:30::/28"),
-        ("segmentRouting", "5f00::/16"),
-        ("reserved", "2001::/23 2001:db8::/32 3fff::/20"),
-    )
-)
-# BLOCKED_IPV6_SPECIAL_USE_RANGES of net-policy/src/ip.ts.
-_BLOCKED_V6 = frozenset({"unspecified", "loopback", "linkLocal", "uniqueLocal", "multicast", "reserved",
-                         "benchmarking", "discard", "orchid2"})
-_NAT64_LOCAL_USE = _net("64:ff9b:1::/48")
-_CLOUD_METADATA = frozenset({_IPv4("100.100.100.200"), _IPv6("fd00:ec2::254")})
+_PRIVATE_V6 = tuple(_net(n) for n in ("::1/128", "fe80::/10", "fc00::/7", "fec0::/10"))
 
 
 def allow_private_ws(env: Mapping[str, str]) -> bool:
@@ -158,41 +130,10 @@ def _ip(host: str) -> _IPv4 | _IPv6 | None:
 # ------------------------------------------------------------------ the rule
 
 
-def _v6_range(addr: _IPv6) -> str:
-    for name, nets in _V6_RANGES:
-        if any(addr in net for net in nets):
-            return name
-    return "unicast"
-
-
-def _embedded_ipv4(addr: _IPv6, range_name: str) -> _IPv4 | None:
-    value = int(addr)
-    hextets = [(value >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
-    if range_name == "rfc6145" or (range_name == "rfc6052" and addr not in _NAT64_LOCAL_USE):
-        return _IPv4(value & 0xFFFFFFFF)
-    if range_name == "6to4":
-        return _IPv4((hextets[1] << 16) | hextets[2])
-    if range_name == "teredo":
-        return _IPv4((value & 0xFFFFFFFF) ^ 0xFFFFFFFF)
-    compatible = hextets[:6] == [0] * 6
-    isatap = (hextets[4] & 0xFCFF) == 0 and hextets[5] == 0x5EFE
-    if compatible or isatap:
-        return _IPv4(value & 0xFFFFFFFF)
-    return None
-
-
 def _is_private_or_loopback_ip(addr: _IPv4 | _IPv6) -> bool:
-    if isinstance(addr, _IPv4):
-        return any(addr in net for net in _PRIVATE_V4)
-    range_name = _v6_range(addr)
-    embedded = _embedded_ipv4(addr, range_name)
-    if addr in _NAT64_LOCAL_USE:
-        return False  # blocked for SSRF, but not a private destination (net.ts)
-    if addr in _CLOUD_METADATA or (embedded is not None and embedded in _CLOUD_METADATA):
-        return True
-    if range_name in _BLOCKED_V6 or (int(addr) >> 112) & 0xFFC0 == 0xFEC0:
-        return True
-    return embedded is not None and any(embedded in net for net in _PRIVATE_V4)
+    nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        _PRIVATE_V4 if isinstance(addr, _IPv4) else _PRIVATE_V6)
+    return any(addr in net for net in nets)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -210,9 +151,7 @@ def is_private_or_loopback_host(host: str) -> bool:
     if host.rstrip(".") == "localhost":
         return True
     addr = _ip(host.removeprefix("[").removesuffix("]"))
-    if addr is None or not _is_private_or_loopback_ip(addr):
-        return False
-    return not (isinstance(addr, _IPv6) and (addr.is_multicast or addr == _IPv6("::")))
+    return addr is not None and _is_private_or_loopback_ip(addr)
 
 
 def is_trusted_plaintext_host(host: str) -> bool:
