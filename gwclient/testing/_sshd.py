@@ -5,7 +5,8 @@ Everything it uses lives in one temporary folder: a fresh ed25519 host key, one 
 ed25519 client key (the only authorized key), the config, the pid file and the log.  The
 server listens on 127.0.0.1 only, takes public keys only (no passwords, no keyboard-
 interactive, no PAM), allows local forwarding (``ssh -L``) to loopback destinations only,
-and logs every connection and authentication (``LogLevel VERBOSE``) to :attr:`log_path`.
+and logs every connection, authentication and forward (``LogLevel DEBUG1``) to
+:attr:`log_path`, which the counters read.
 
 Users: sshd lets in only existing accounts, and the tests must not create any, so the
 login user is the one running the tests.  As root (CI containers) that means root login
@@ -150,7 +151,7 @@ class OpenSshServer:
             "GatewayPorts no",
             "PrintMotd no",
             "MaxStartups 100",
-            "LogLevel VERBOSE",
+            "LogLevel DEBUG1",  # DEBUG1 for the direct-tcpip (forward) lines
         ]
         if _sshd_version(self.sshd) >= (9, 8):
             lines.append("PerSourcePenalties no")  # tests fail auth on purpose, from 127.0.0.1
@@ -306,6 +307,30 @@ class OpenSshServer:
         """Rejected keys (``Failed publickey`` log lines)."""
         return len(re.findall(r"^Failed publickey for |^Connection closed by authenticating user ",
                               self.log_text(), re.M))
+
+    @property
+    def forwards(self) -> list[tuple[str, int]]:
+        """Local forwards (``direct-tcpip``) that reached their target, in order: each
+        requested target minus those sshd could not connect to."""
+        text = self.log_text()
+        requested = [(h, int(p)) for h, p in re.findall(
+            r"server_request_direct_tcpip: originator \S+ port \d+, target (\S+) port (\d+)", text)]
+        for host, port in re.findall(r"^connect_to (\S+) port (\d+): failed", text, re.M):
+            if (host, int(port)) in requested:
+                requested.remove((host, int(port)))
+        return requested
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until no SSH session is left (e.g. the client closed its tunnel)."""
+        import psutil
+
+        procs = []
+        for pid in self.session_pids():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                procs.append(psutil.Process(pid))
+        _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+        if alive:
+            raise SshdError(f"sshd sessions {[p.pid for p in alive]} still running after {timeout:g} s")
 
     @property
     def host_key_fingerprint(self) -> str:
