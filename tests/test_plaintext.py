@@ -192,3 +192,18 @@ def test_plaintext_to_a_non_loopback_host_warns_once_per_url(caplog: pytest.LogC
         "unencrypted; prefer wss:// or an SSH tunnel"
     ]
     assert "SECRET" not in caplog.text
+
+
+def test_cli_allow_insecure_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # ``connections`` only reads the config (for its port) and this machine's socket table:
+    # no traffic goes to the (public, documentation-range) address.
+    from gwclient.cli import main
+
+    url = "ws://203.0.113.7:18789"
+    assert main(["--url", url, "connections", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing plaintext ws://" in err and "--allow-insecure" in err
+    assert main(["--allow-insecure", "--url", url, "connections", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["port"] == 18789
+    assert main(["--url", url, "connections", "--allow-insecure", "--json"]) == 0  # after the command too
+    capsys.readouterr()

@@ -3,7 +3,7 @@ typed errors, named and joined threads).
 
 Imported only when a tunnel is opened: it needs ``sshtunnel`` and ``paramiko``.
 
-What still depends on sshtunnel internals, and why (sshtunnel 0.5.x; pinned in setup.cfg):
+What still depends on sshtunnel internals, and why (sshtunnel >=0.4,<0.6, bounded in setup.cfg):
 
 * ``_connect_to_gateway`` is replaced: sshtunnel's version checks no host key unless it is
   given one exact key, tries keys and agent on its own, and turns every failure into a

@@ -86,6 +86,9 @@ class RemoteTunnelManager:
     IdentityFile, known-hosts files, HostKeyAlias and StrictHostKeyChecking (``None``:
     none).  ``use_agent``: try ssh-agent keys when no usable identity file is given.
     ``connect_timeout`` bounds each of TCP connect, SSH handshake and authentication.
+    ``max_failures``: consecutive failed attempts before a tunnel gives up (default
+    :data:`DEFAULT_MAX_FAILURES`; ``None``: never).  ``wait``: a test seam for the backoff
+    waits; it runs on the supervisor thread and must return once ``event`` is set.
     """
 
     def __init__(
