@@ -23,6 +23,7 @@ from ._errors import (
     ConfigError,
     ConnectError,
     Disconnected,
+    EndpointNotReady,
     GatewayError,
     GatewayTimeout,
     GatewayUnavailable,
@@ -30,6 +31,7 @@ from ._errors import (
     ProtocolError,
     ProtocolMismatch,
     RequestError,
+    TunnelError,
     UsageError,
 )
 from ._frames import HelloOk, Policy, StateVersion
@@ -46,20 +48,6 @@ from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
 from ._retry import RetryPolicy
 from ._subscription import Subscription
-from ._tunnel import (
-    ConnectionModeCoordinator,
-    EndpointConnecting,
-    EndpointNotReady,
-    EndpointReady,
-    EndpointState,
-    EndpointSubscription,
-    EndpointUnavailable,
-    GatewayEndpointStore,
-    RemoteTunnelManager,
-    TunnelError,
-    TunnelState,
-    TunnelStatus,
-)
 
 __all__ = [
     "DEFAULT",
@@ -68,23 +56,16 @@ __all__ = [
     "ConfigError",
     "ConfigProvider",
     "ConnectError",
-    "ConnectionModeCoordinator",
     "ConnectionState",
     "DeviceIdentity",
     "DeviceStoreError",
     "DeviceTokenStore",
     "Disconnected",
-    "EndpointConnecting",
     "EndpointNotReady",
-    "EndpointReady",
-    "EndpointState",
-    "EndpointSubscription",
-    "EndpointUnavailable",
     "EnvironmentConfigProvider",
     "Event",
     "GatewayConfig",
     "GatewayConnection",
-    "GatewayEndpointStore",
     "GatewayError",
     "GatewayTimeout",
     "GatewayUnavailable",
@@ -97,7 +78,6 @@ __all__ = [
     "ProtocolError",
     "ProtocolMismatch",
     "Push",
-    "RemoteTunnelManager",
     "RequestError",
     "RetryPolicy",
     "SeqGap",
@@ -112,8 +92,6 @@ __all__ = [
     "Subscription",
     "Tick",
     "TunnelError",
-    "TunnelState",
-    "TunnelStatus",
     "UsageError",
     "__version__",
     "default_state_dir",

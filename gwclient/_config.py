@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import ipaddress
+import logging
 import math
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Literal, NoReturn
 from urllib.parse import SplitResult, urlsplit
 
 from ._errors import ConfigError
+from ._plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 from ._retry import RetryPolicy
 
 __all__ = [
@@ -209,33 +211,42 @@ def normalize_tls_fingerprint(value: str) -> str:
 
 
 def _is_loopback_host(host: str) -> bool:
-    host = host.strip().lower().rstrip(".")
-    if host == "localhost":
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
+    return is_loopback_host(host)
 
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+#: The hosts an SSH tunnel's local end may have: the tunnel listens on 127.0.0.1 only.
+_TUNNEL_LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
-def _is_private_host(host: str) -> bool:
-    """Hosts the official tools accept over ws:// with OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1."""
-    host = host.strip().lower().rstrip(".")
-    if host.endswith((".local", ".ts.net")):
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
-        return True
-    return addr.is_private or addr.is_link_local or addr.is_loopback
+def ssh_local_end_error(url: str) -> str | None:
+    """The one rule for the URL of an SSH-tunnelled config (used by :class:`GatewayConfig`
+    and the remote-mode coordinator): its host must be ``127.0.0.1`` or ``localhost``, where
+    the tunnel listens.  Returns the reason it is not, else ``None``."""
+    host = url_hostname(url)
+    if host in _TUNNEL_LOCAL_HOSTS:
+        return None
+    return (
+        "with an SSH tunnel the url must be ws://127.0.0.1:<port> or ws://localhost:<port> "
+        f"(the tunnel listens on 127.0.0.1), got {redact_url(url)!r}"
+    )
+
+
+_plaintext_log = logging.getLogger("gwclient.config")
+_plaintext_warned: set[str] = set()
+_plaintext_lock = threading.Lock()
+
+
+def _warn_plaintext_once(url: str) -> None:
+    """Log (once per URL per process) that credentials will travel in clear."""
+    safe = redact_url(url)
+    with _plaintext_lock:
+        if safe in _plaintext_warned:
+            return
+        _plaintext_warned.add(safe)
+    _plaintext_log.warning(
+        "plaintext ws:// to non-loopback %s: the token and chat data travel unencrypted; "
+        "prefer wss:// or an SSH tunnel", safe,
+    )
 
 
 def _check_text(name: str, value: object, *, optional: bool) -> None:
@@ -359,7 +370,8 @@ class GatewayConfig:
     request_timeout: float = 30.0
     #: SHA-256 of the server certificate (DER), normalised to 64 lowercase hex digits.
     tls_fingerprint: str | None = None
-    #: Allow plaintext ``ws://`` to a non-loopback host (credentials travel in clear).
+    #: Allow plaintext ``ws://`` to any host, also those the official rule refuses (public
+    #: addresses and names; see docs/configuration.md).  Credentials travel in clear.
     allow_insecure_remote: bool = False
     #: Remote mode via an SSH tunnel; ``url`` is then the local (loopback) end.
     ssh: SshTunnelConfig | None = None
@@ -402,21 +414,23 @@ class GatewayConfig:
         if not url.startswith(scheme):
             url = scheme + url[len(scheme) :]
         set_(self, "url", url)
-        loopback = _is_loopback_host(host)
-        if scheme == "ws" and not loopback and not self.allow_insecure_remote:
-            raise ConfigError(
-                f"refusing plaintext ws:// to non-loopback host in {redact_url(url)!r}: "
-                "credentials and chat data would travel unencrypted; use wss://, an SSH "
-                "tunnel, or set allow_insecure_remote=True on a trusted network"
-            )
+        if scheme == "ws":
+            if not self.allow_insecure_remote and not is_secure_websocket_url(url):
+                raise ConfigError(
+                    f"refusing plaintext ws:// to {redact_url(url)!r}: the host is not loopback, a "
+                    "private or link-local address, .local or .ts.net, so the token and chat data "
+                    "would travel unencrypted; use wss:// or an SSH tunnel. To allow it on a trusted "
+                    "network: OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1 (host names; as the official "
+                    "tools), or allow_insecure_remote=True (Python) / --allow-insecure (gwclient CLI)"
+                )
+            if not is_loopback_host(url_hostname(url) or host):
+                _warn_plaintext_once(url)
         if self.ssh is not None:
             if not isinstance(self.ssh, SshTunnelConfig):
                 raise ConfigError("ssh must be an SshTunnelConfig or None")
-            if not loopback:
-                raise ConfigError(
-                    "with an SSH tunnel the url must be the local (loopback) end of the "
-                    f"tunnel, got {redact_url(url)!r}"
-                )
+            ssh_error = ssh_local_end_error(url)
+            if ssh_error is not None:
+                raise ConfigError(ssh_error)
         for name in ("token", "password"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -602,8 +616,10 @@ class GatewayConfig:
         When ``env`` is given explicitly, ``state_dir`` defaults to
         ``default_state_dir(env)`` (so the whole config derives from that mapping);
         with ``env=None`` it stays ``None`` (resolved from ``os.environ`` when used).
-        ``OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1`` permits plaintext ``ws://`` to private,
-        link-local, CGNAT, ``.local`` and ``.ts.net`` hosts (the official break-glass).
+        ``OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1`` (exactly ``1``, as the official tools read
+        it) also permits plaintext ``ws://`` to any host *name* (the official break-glass for
+        private DNS; public IP literals stay refused): it sets ``allow_insecure_remote``
+        for such a URL only.
         """
         _reject_unknown_fields(overrides)
         source: Mapping[str, str] = os.environ if env is None else env
@@ -650,15 +666,11 @@ class GatewayConfig:
 
         if (
             "allow_insecure_remote" not in overrides
-            and source.get("OPENCLAW_ALLOW_INSECURE_PRIVATE_WS", "").strip() == "1"
+            and allow_private_ws(source)
             and isinstance(url, str)
+            and is_secure_websocket_url(url, allow_private_ws=True)
         ):
-            try:
-                host = urlsplit(url.strip()).hostname
-            except ValueError:
-                host = None
-            if host and _is_private_host(host):
-                values["allow_insecure_remote"] = True
+            values["allow_insecure_remote"] = True
 
         if env is not None and "state_dir" not in overrides:
             values["state_dir"] = str(default_state_dir(env))

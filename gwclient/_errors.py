@@ -12,8 +12,8 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
      +-- UsageError             the API was misused (e.g. a blocking call on a gwclient thread)
      +-- GatewayTimeout         no answer in time; retry or give up
      +-- Disconnected           the socket dropped while the request was pending
-     |    +-- TunnelError           (_tunnel) the SSH tunnel could not be opened or was lost
-     |    +-- EndpointNotReady      (_tunnel) the remote endpoint is not ready yet
+     |    +-- TunnelError           (remote) the SSH tunnel could not be opened or was lost
+     |    +-- EndpointNotReady      (remote) the remote endpoint is not ready yet
      +-- RequestError           the gateway answered ok:false (code, details)
      |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
      +-- ConnectError           the handshake was refused
@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .remote._endpoint import EndpointState
 
 __all__ = [
     "AuthRejected",
@@ -36,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "Disconnected",
+    "EndpointNotReady",
     "GatewayError",
     "GatewayTimeout",
     "GatewayUnavailable",
@@ -43,6 +47,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolMismatch",
     "RequestError",
+    "TunnelError",
     "UsageError",
 ]
 
@@ -85,6 +90,22 @@ class Disconnected(GatewayError):
 class ChannelRetired(Disconnected):
     """Internal: a request reached a channel that a config change had just retired before
     anything was sent; the facade binds to the new channel and submits again."""
+
+
+class TunnelError(Disconnected):
+    """The SSH tunnel could not be opened or was lost: the SSH server is unreachable, the
+    SSH handshake failed or the local port is taken.  Transient: the tunnel manager keeps
+    retrying with backoff (up to its ``max_failures``)."""
+
+
+class EndpointNotReady(Disconnected):
+    """The endpoint store was asked for a config while the remote endpoint is connecting
+    or unavailable (``state`` says which and why).  Retry after the endpoint is ready
+    (:meth:`gwclient.remote.GatewayEndpointStore.wait_ready`)."""
+
+    def __init__(self, message: str, *, state: EndpointState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class _CodedError(GatewayError):

@@ -7,7 +7,9 @@ threads) block in :meth:`BoundedQueue.get` with a deadline.
 
 **Overflow policy**: when an offer would exceed ``maxsize`` items or ``max_bytes`` bytes,
 the *oldest* items are dropped until it fits; the next :meth:`get` then returns
-``on_overflow(dropped, dropped_bytes)`` (a marker) before the remaining items.  An item
+``on_overflow(dropped, dropped_bytes)`` (a marker) before the remaining items (with
+``on_overflow=None`` nothing is returned: the drops are only counted, which suits a queue
+of states, where the newest value is what matters).  An item
 larger than ``max_bytes`` on its own is kept alone (a queue never refuses its newest item),
 so one big event cannot be lost silently.
 """
@@ -39,7 +41,7 @@ class BoundedQueue(Generic[T]):
         self,
         maxsize: int,
         max_bytes: int | None,
-        on_overflow: Callable[[int, int], T],
+        on_overflow: Callable[[int, int], T] | None,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
@@ -102,7 +104,7 @@ class BoundedQueue(Generic[T]):
     def drained(self) -> bool:
         """Ended, and nothing (not even an overflow marker) left to deliver."""
         with self._cond:
-            return self._ended and not self._items and not self._dropped
+            return self._ended and not self._items and not (self._dropped and self._on_overflow is not None)
 
     def __len__(self) -> int:
         with self._cond:
@@ -119,7 +121,7 @@ class BoundedQueue(Generic[T]):
         deadline = Deadline(timeout)
         with self._cond:
             while True:
-                if self._dropped:
+                if self._dropped and self._on_overflow is not None:
                     marker = self._on_overflow(self._dropped, self._dropped_bytes)
                     self._dropped = self._dropped_bytes = 0
                     return marker

@@ -143,6 +143,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        help="gateway password (prefer OPENCLAW_GATEWAY_PASSWORD)")
     group.add_argument("--config", default=default(None), metavar="PATH",
                        help="OpenClaw config file to read instead of ~/.openclaw/openclaw.json")
+    group.add_argument("--allow-insecure", action="store_true", default=default(False),
+                       help="allow plaintext ws:// to any host (the token travels unencrypted); "
+                            "loopback, private, .local and .ts.net hosts need no flag")
     group.add_argument("--timeout", type=_positive_float, default=default(None), metavar="S",
                        help="seconds: request timeout (call/health/status), total run time (watch), "
                             "approval wait (pair --wait)")
@@ -256,6 +259,8 @@ class _Session:
             value = getattr(self.args, name)
             if value is not None:
                 overrides[name] = value
+        if self.args.allow_insecure:
+            overrides["allow_insecure_remote"] = True
         config = GatewayConfig.from_environment(config_path=self.args.config, **overrides)
         self.scrub.add_secret(config.token)
         self.scrub.add_secret(config.password)

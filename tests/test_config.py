@@ -124,12 +124,14 @@ def test_loopback_plaintext_is_allowed(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ws://192.168.1.2:18789", "ws://gateway.example", "ws://[2001:db8::1]:1"]
+    "url", ["ws://203.0.113.7:18789", "ws://gateway.example", "ws://[2a00:1450::1]:1"]
 )
 def test_insecure_remote_refused_unless_allowed(url: str) -> None:
+    # Public addresses and names (tests/test_plaintext.py has the whole official table).
     with pytest.raises(ConfigError) as info:
         GatewayConfig(url=url)
     assert "wss://" in str(info.value)
+    assert "--allow-insecure (gwclient CLI)" in str(info.value)  # not only the Python argument
     cfg = GatewayConfig(url=url, allow_insecure_remote=True)
     assert not cfg.is_loopback
 
@@ -864,7 +866,7 @@ def test_ssh_tunnel_not_used_with_env_url(tmp_path: Path) -> None:
 def test_remote_plaintext_url_in_file_is_refused(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
-        "{gateway: {mode: 'remote', remote: {transport: 'direct', url: 'ws://192.168.0.202:18789',"
+        "{gateway: {mode: 'remote', remote: {transport: 'direct', url: 'ws://203.0.113.7:18789',"
         " token: 'SECRET-in-file'}}}",
     )
     with pytest.raises(ConfigError) as info:
@@ -873,17 +875,24 @@ def test_remote_plaintext_url_in_file_is_refused(tmp_path: Path) -> None:
     cfg = GatewayConfig.from_environment(
         base_env(tmp_path), config_path=path, allow_insecure_remote=True
     )
-    assert cfg.url == "ws://192.168.0.202:18789"
+    assert cfg.url == "ws://203.0.113.7:18789"
 
 
-def test_break_glass_env_allows_private_plaintext_only(tmp_path: Path) -> None:
+def test_private_plaintext_needs_no_switch_and_break_glass_allows_names_only(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         "{gateway: {mode: 'remote', remote: {transport: 'direct', url: 'ws://192.168.0.202:18789'}}}",
     )
-    env = base_env(tmp_path, OPENCLAW_ALLOW_INSECURE_PRIVATE_WS="1")
-    cfg = GatewayConfig.from_environment(env, config_path=path)
-    assert cfg.allow_insecure_remote
-    env["OPENCLAW_GATEWAY_URL"] = "ws://gateway.example:18789"
+    cfg = GatewayConfig.from_environment(base_env(tmp_path), config_path=path)
+    assert cfg.url == "ws://192.168.0.202:18789" and not cfg.allow_insecure_remote  # RFC 1918: official rule
+    env = base_env(tmp_path, OPENCLAW_GATEWAY_URL="ws://gateway.example:18789")
+    with pytest.raises(ConfigError):
+        GatewayConfig.from_environment(env, config_path=path)
+    env["OPENCLAW_ALLOW_INSECURE_PRIVATE_WS"] = "true"  # only "1" counts, as in the official tools
+    with pytest.raises(ConfigError):
+        GatewayConfig.from_environment(env, config_path=path)
+    env["OPENCLAW_ALLOW_INSECURE_PRIVATE_WS"] = "1"  # break-glass: private DNS names
+    assert GatewayConfig.from_environment(env, config_path=path).allow_insecure_remote
+    env["OPENCLAW_GATEWAY_URL"] = "ws://203.0.113.7:18789"  # a public IP literal stays refused
     with pytest.raises(ConfigError):
         GatewayConfig.from_environment(env, config_path=path)
