@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 import websocket
 
-from gwclient import DeviceIdentity, GatewayConnection, default_state_dir
-from gwclient._netstat import (
+from gwclient import GatewayConnection
+from gwclient.cli import main
+from gwclient.cli._netstat import (
     ConnectionReport,
     Endpoint,
     ProcessInfo,
@@ -33,7 +34,8 @@ from gwclient._netstat import (
     gateway_connections,
     redact_cmdline,
 )
-from gwclient.cli import _connection_lines, main
+from gwclient.cli._render import connection_lines
+from gwclient.device import DeviceIdentity, default_state_dir
 from gwclient.testing import DevGateway, DevGatewayError
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
@@ -627,7 +629,7 @@ def test_netstat_groups_filters_and_survives_access_denied() -> None:
     as_json = report.to_json()
     assert as_json["total"] == 4 and as_json["duplicates"] == 1
     assert as_json["processes"][2]["sockets"] == [{"local": "[::1]:5005", "remote": "[::1]:18789"}]
-    lines = _connection_lines(report)
+    lines = connection_lines(report)
     assert "  pid 10  python3  2 connections  DUPLICATE" in lines
     assert "  pid 20  node  1 connection" in lines and "  pid ?  (access denied)  1 connection" in lines
     assert lines[-1] == "3 process(es), 4 connection(s); 1 process(es) hold more than one (exit code 3)"
@@ -654,7 +656,7 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_gets_only_an_explicit_gateway(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gwclient._demo
+    import gwclient.cli._demo
 
     calls: list[dict[str, Any]] = []
 
@@ -663,7 +665,7 @@ def test_demo_gets_only_an_explicit_gateway(
         print("fake demo report", file=out)
         return 7
 
-    monkeypatch.setattr(gwclient._demo, "run_demo", fake_demo)
+    monkeypatch.setattr(gwclient.cli._demo, "run_demo", fake_demo)
     monkeypatch.setenv("OPENCLAW_GATEWAY_URL", "ws://127.0.0.1:9")
     monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", "env-token")
     result = run(capsys, "demo")

@@ -39,8 +39,6 @@ from gwclient import (
     AuthRejected,
     ClientClosed,
     ConnectionState,
-    DeviceIdentity,
-    DeviceTokenStore,
     Disconnected,
     Event,
     GatewayConfig,
@@ -48,18 +46,17 @@ from gwclient import (
     GatewayError,
     GatewayTimeout,
     GatewayUnavailable,
-    HealthSnapshot,
     HelloOk,
     PairingRequired,
     Push,
     RetryPolicy,
     Snapshot,
-    SnapshotPayload,
     StateChange,
     Subscription,
-    presence_entries,
 )
-from gwclient._demo import run_demo
+from gwclient.cli._demo import run_demo
+from gwclient.device import DeviceIdentity, DeviceTokenStore
+from gwclient.payloads import HealthSnapshot, SnapshotPayload, presence_entries
 from gwclient.testing._realgateway import RealGateway
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
