@@ -532,6 +532,11 @@ class RealGateway:
         return self._version
 
     @property
+    def version_info(self) -> tuple[int, ...]:
+        """:attr:`version` as numbers, for comparisons: ``(2026, 9, 6)``."""
+        return tuple(int(part) for part in self._version.split("-")[0].split("."))
+
+    @property
     def port(self) -> int:
         return self._port
 
