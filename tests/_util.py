@@ -9,7 +9,7 @@ things go right: waits end on events, the factor only moves the point of giving 
 from __future__ import annotations
 
 import os
-import signal
+import sys
 
 
 def _time_factor() -> float:
@@ -36,7 +36,15 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
-def restore_sigint() -> None:
-    """``preexec_fn`` for a child that must see Ctrl-C: a shell starts background jobs
-    (``nohup scripts/test &``) with SIGINT ignored, and the child would inherit that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+def python_with_sigint(*args: str) -> list[str]:
+    """argv running ``python *args`` with SIGINT at its default, for a child that must see
+    Ctrl-C: a shell starts background jobs (``nohup scripts/test &``) with SIGINT ignored,
+    and a child inherits that.  (A tiny Python resets it and execs the real command:
+    ``preexec_fn`` is unsafe in a process with threads.)"""
+    return [sys.executable, "-c", _SIGINT_DEFAULT, *args]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import websocket
-from _util import DEV_TOKEN, restore_sigint, scaled
+from _util import DEV_TOKEN, python_with_sigint, scaled
 
 from gwclient import GatewayConnection
 from gwclient.cli import main
@@ -436,9 +436,8 @@ def test_watch_stops_with_the_error_when_reconnecting_cannot_help(
 
 def test_watch_ctrl_c_ends_cleanly_with_exit_0(gw: DevGateway) -> None:
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "gwclient", "watch", "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=restore_sigint)
+    proc = subprocess.Popen(python_with_sigint("-m", "gwclient", "watch", "--json"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
@@ -479,9 +478,8 @@ def test_watch_into_a_closed_pipe_stops_quietly(gw: DevGateway) -> None:
 def test_ctrl_c_during_a_request_exits_130(gw: DevGateway) -> None:
     gw.never_answer("dev.slow")
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "gwclient", "call", "dev.slow", "--timeout", "60"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=restore_sigint)
+    proc = subprocess.Popen(python_with_sigint("-m", "gwclient", "call", "dev.slow", "--timeout", "60"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert gw.wait_for(lambda g: g.requests_by_method.get("dev.slow", 0) == 1, timeout=WAIT)
         proc.send_signal(signal.SIGINT)
@@ -791,9 +789,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_ctrl_c_while_the_client_is_imported_prints_one_line(gw: DevGateway) -> None:
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_IMPORT, "call", "health"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=restore_sigint)
+    proc = subprocess.Popen(python_with_sigint("-c", _SLOW_IMPORT, "call", "health"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "importing\n"
