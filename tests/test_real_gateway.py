@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
@@ -55,6 +56,7 @@ from gwclient import (
     StateChange,
     Subscription,
 )
+from gwclient.cli import main as cli_main
 from gwclient.cli._demo import run_demo
 from gwclient.device import DeviceIdentity, DeviceTokenStore
 from gwclient.payloads import HealthSnapshot, SnapshotPayload, presence_entries
@@ -471,6 +473,29 @@ def test_demo_main_job_on_the_real_gateway(gateway: RealGateway) -> None:
     assert "snapshots: 1" in report
 
 
+@pytest.mark.timeout(60)
+def test_status_summary_and_the_legacy_example_on_the_real_gateway(
+        gateway: RealGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    """``gwclient status`` summarises what the real gateway means (its version, task
+    totals), and examples/legacy_script.py finds the version in ``runtimeVersion``."""
+    args = ["--url", gateway.url, "--token", gateway.token, "status"]
+    assert cli_main([*args, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert cli_main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"version: {gateway.version}" in lines
+    tasks = answer["tasks"]
+    assert f"tasks: {tasks['total']} total, {tasks['active']} active, {tasks['failures']} failed" in lines
+    assert not any("item(s)" in line for line in lines), lines
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+    env.update(OPENCLAW_GATEWAY_URL=gateway.url, OPENCLAW_GATEWAY_TOKEN=gateway.token, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, os.path.join(REPO, "examples", "legacy_script.py")], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"status: gateway version {gateway.version}, pid " in out.stdout
+
+
 @pytest.mark.timeout(120)
 def test_restart_fails_requests_clearly_then_reconnects_once(gateway: RealGateway) -> None:
     gateway.start()  # no-op unless an earlier test left it stopped
@@ -618,7 +643,7 @@ def test_gateway_killed_with_a_request_pending(gateway: RealGateway) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_pairing_required_then_wait_for_pairing(pairing_gateway: PairingSetup) -> None:
+def test_pairing_required_then_wait_for_pairing(pairing_gateway: PairingSetup, tmp_path: Path) -> None:
     gw = pairing_gateway.gw
     cfg = config(gw)
     if pairing_gateway.trigger == "scope-upgrade":
@@ -626,6 +651,21 @@ def test_pairing_required_then_wait_for_pairing(pairing_gateway: PairingSetup) -
         hello_read = reader.connect()
         assert hello_read.auth is not None and hello_read.auth.scopes == ["operator.read"]
         reader.shutdown()
+        # The openclaw CLI of these releases cannot approve a scope upgrade (it would need
+        # one itself); an operator device with operator.pairing approves over RPC instead.
+        approver = GatewayConnection.shared(config(gw, state_dir=str(tmp_path / "approver")))
+
+        def pending_requests() -> list[dict[str, object]]:
+            return list(approver.request("device.pair.list")["pending"])
+
+        def approve(request_id: str) -> None:
+            approver.request("device.pair.approve", {"requestId": request_id})
+    else:
+        def pending_requests() -> list[dict[str, object]]:
+            return list(gw.devices_list()["pending"])
+
+        def approve(request_id: str) -> None:
+            gw.devices_approve(request_id)
     conn = GatewayConnection.shared(cfg)
 
     with pytest.raises(PairingRequired) as info:
@@ -635,7 +675,7 @@ def test_pairing_required_then_wait_for_pairing(pairing_gateway: PairingSetup) -
     assert request_id and err.detail_code == "PAIRING_REQUIRED"
     assert f"openclaw devices approve {request_id}" in str(err)
     assert gw.token not in str(err)
-    pending = gw.devices_list()["pending"]
+    pending = pending_requests()
     assert request_id in [p.get("requestId") for p in pending], pending
 
     waiting = threading.Event()
@@ -650,7 +690,7 @@ def test_pairing_required_then_wait_for_pairing(pairing_gateway: PairingSetup) -
         name="test-wait-for-pairing")
     assert waiting.wait(20)
     t0 = time.monotonic()
-    gw.devices_approve(request_id)
+    approve(request_id)
     hello = result.result(timeout=30)
     waited = time.monotonic() - t0
     waiter.join()
