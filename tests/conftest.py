@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _inet_fds() -> set[tuple[int, object, object]]:
     proc = psutil.Process(os.getpid())
-    out = set()
+    out: set[tuple[int, object, object]] = set()
     for conn in proc.net_connections(kind="inet"):
         if conn.status == psutil.CONN_NONE and not conn.raddr and not conn.laddr:
             continue

@@ -803,3 +803,18 @@ def test_ctrl_c_while_the_client_is_imported_prints_one_line(gw: DevGateway) -> 
     assert proc.returncode == 130
     assert out == "" and err == "gwclient: interrupted\n"
     assert gw.sockets_accepted == 0
+
+
+@pytest.mark.parametrize(("argv", "missing", "extra"), [
+    (["demo"], "websockets", "demo"),
+    (["demo"], "psutil", "demo"),
+    (["connections", "--port", "9"], "psutil", "cli"),
+])
+def test_a_missing_optional_dependency_names_its_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], missing: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    result = run(capsys, *argv)
+    assert result.code == 2
+    assert_one_error_line(result, contains=f"needs the {missing} package, which is not installed: "
+                                           f"pip install 'gwclient[{extra}]'")

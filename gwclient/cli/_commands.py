@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,17 @@ def read_params(spec: str | None) -> Any:
         ) from None
 
 
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """A clear usage error (exit 2) when an optional dependency is not installed."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageProblem(
+                f"{what} needs the {module} package, which is not installed: pip install 'gwclient[{extra}]'"
+            ) from None
+
+
 def _request(session: Session, method: str, params: Any, *, expect_final: bool | None = None) -> Any:
     config = session.config()
     timeout = session.args.timeout if session.args.timeout is not None else DEFAULT
@@ -78,6 +90,7 @@ def cmd_status(session: Session) -> int:
 
 
 def cmd_connections(session: Session) -> int:
+    require_extra("gwclient connections", "cli", "psutil")
     from ._netstat import gateway_connections  # psutil: only this command needs it
 
     port = session.args.port if session.args.port is not None else session.config().port
@@ -97,6 +110,7 @@ def cmd_demo(session: Session) -> int:
         raise UsageProblem("demo takes only --url and --token")
     if session.json:
         raise UsageProblem("demo prints a report for people; it has no --json output")
+    require_extra("gwclient demo", "demo", "psutil", *(["websockets"] if session.args.url is None else []))
     from . import _demo
 
     url = token = None
