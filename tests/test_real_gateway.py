@@ -92,7 +92,8 @@ def pairing_gateway() -> Iterator[PairingSetup]:
         trigger = "not-paired"
     except RealGatewayError as exc:
         gw.close()
-        if 'Unrecognized key: "autoApproveLocal"' not in str(exc):
+        # 2026.5.12: 'Unrecognized key: "autoApproveLocal"'; 2026.7.1: 'Invalid input'.
+        if "gateway.nodes.pairing" not in str(exc):
             raise
         gw = RealGateway()
         trigger = "scope-upgrade"
