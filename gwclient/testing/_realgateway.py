@@ -664,6 +664,12 @@ class RealGateway:
         if self.running:
             return
         self._terminate(timeout=5)  # reap a gateway that exited on its own, and its helpers
+        if not self._started_once:  # before any install: a taken port fails at once
+            problem = port_problem(self._port)
+            if problem is not None and not self._auto_port:
+                raise RealGatewayError(f"cannot start the gateway: {problem}")
+            if problem is not None:
+                self._port = _free_loopback_port()
         inst = self._require_install()
         self._prepare_home()
         attempts = 3 if self._auto_port and not self._started_once else 1
