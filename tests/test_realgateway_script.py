@@ -86,7 +86,7 @@ def test_the_openclaw_version_is_a_parameter(monkeypatch: pytest.MonkeyPatch, tm
     gw = RealGateway(install=False, cache_dir=tmp_path)
     try:
         assert gw.version == "2026.5.12" and gw.version_info == (2026, 5, 12)
-        with pytest.raises(RealGatewayError, match="openclaw 2026.5.12 / Node .* not installed"):
+        with pytest.raises(RealGatewayError, match=r"openclaw 2026\.5\.12 / Node .* not installed"):
             gw.start()
     finally:
         gw.close()
