@@ -333,10 +333,11 @@ def test_version_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
 
     result = run(capsys, "--version")
     assert result.code == 0 and result.out.strip() == f"gwclient {__version__}"
-    proc = subprocess.run([sys.executable, "-m", "gwclient", "--help"], capture_output=True, text=True,
-                          timeout=WAIT, check=False)
-    assert proc.returncode == 0
-    assert "exit codes:" in proc.stdout and "connections" in proc.stdout
+    for module in ("gwclient", "gwclient.cli"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                              timeout=WAIT, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "exit codes:" in proc.stdout and "connections" in proc.stdout
 
 
 # ----------------------------------------------------------------------------- watch
