@@ -2,8 +2,8 @@
 
 ``GWCLIENT_OPENCLAW_VERSION`` runs the module against another release (``scripts/compat``
 runs it against the supported range, 2026.5.12 to the pinned one).  What older gateways do
-not send is asserted only where they send it: ``auth.method`` in hello-ok (absent before
-2026.7) is "token" when present; versions are compared with the release under test.
+not send is asserted only where they send it: ``auth.method`` in hello-ok (absent in
+2026.5.12) is "token" when present; versions are compared with the release under test.
 
 The invariants of ``test_connection.py``, checked where the fake gateway cannot prove them:
 real pairing and auth decisions, a real restart, and sockets counted by the operating
@@ -246,7 +246,7 @@ def test_fresh_device_is_paired_silently_and_a_second_process_uses_its_device_to
     # gateway saw no Origin header (with one it would require approval and strip scopes).
     assert hello.protocol == 4 and hello.server.version == gateway.version
     assert hello.auth is not None
-    assert hello.auth.method in ("token", None)  # None: gateways before 2026.7 do not say
+    assert hello.auth.method in ("token", None)  # None: 2026.5.12 does not say
     assert set(cfg.scopes) <= set(hello.auth.scopes)  # the default scopes, all granted
     assert "operator.read" in hello.auth.scopes
     assert hello.auth.device_token
