@@ -159,6 +159,9 @@ __all__ = [
 ]
 
 
+# optional dependency -> the extra that installs it (setup.cfg)
+_EXTRAS = {"paramiko": "remote", "sshtunnel": "remote"}
+
 # Names that moved to a public submodule: still found here, with a DeprecationWarning.
 _MOVED: dict[str, str] = {
     **dict.fromkeys(
@@ -191,7 +194,17 @@ def __getattr__(name: str) -> Any:
             f"gwclient.{name} moved to gwclient.{moved}.{name}", DeprecationWarning, stacklevel=2
         )
         return getattr(importlib.import_module(f"{__name__}.{moved}"), name)
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    try:
+        imported = importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get(exc.name or "")
+        if extra is None:
+            raise
+        raise ModuleNotFoundError(
+            f"gwclient.{name} needs {exc.name}, which is not installed: pip install 'gwclient[{extra}]'",
+            name=exc.name,
+        ) from exc
+    value = getattr(imported, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -132,3 +132,16 @@ def test_the_cli_uses_only_public_gwclient_modules() -> None:
 def test_no_cli_module_is_over_400_lines() -> None:
     sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in CLI.glob("*.py")}
     assert max(sizes.values()) <= 400, sizes
+
+
+def test_a_remote_name_without_the_remote_extra_says_what_to_install() -> None:
+    code = ("import sys\n"
+            "sys.modules['paramiko'] = None  # as if not installed\n"
+            "sys.modules['sshtunnel'] = None\n"
+            "import gwclient\n"
+            "try:\n"
+            "    gwclient.RemoteTunnelManager\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert "which is not installed: pip install 'gwclient[remote]'" in out.stdout, out.stdout + out.stderr
