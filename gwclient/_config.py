@@ -550,7 +550,8 @@ class GatewayConfig:
         3. The config file (JSON5): ``config_path``, else ``$OPENCLAW_CONFIG_PATH``, else
            ``$OPENCLAW_STATE_DIR/openclaw.json``, else ``~/.openclaw/openclaw.json``
            (home from ``$OPENCLAW_HOME``/``$HOME`` in ``env``).  A missing file means
-           no file settings; an unreadable or invalid one raises :class:`ConfigError`.
+           no file settings, except a ``config_path`` that does not exist (a mistyped
+           path), which raises :class:`ConfigError`, as does an unreadable or invalid file.
 
            * ``gateway.mode: "local"`` (default): URL ``ws[s]://127.0.0.1:<port>``
              (``wss`` if ``gateway.tls.enabled``; port from ``gateway.port``; with
