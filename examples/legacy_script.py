@@ -28,7 +28,7 @@ def main() -> int:
         health = gateway_call("health")
         print(f"health: {'ok' if health.get('ok') else 'not ok'}")
         status = gateway_call("status")
-        print(f"status: gateway version {status.get('version', '?')}, pid {status.get('pid', '?')}")
+        print(f"status: gateway version {status.get('runtimeVersion', '?')}, pid {status.get('pid', '?')}")
         presence = gateway_call("system-presence")
         print(f"presence: {len(presence)} entr{'y' if len(presence) == 1 else 'ies'}")
         for _ in range(5):  # repeated calls reuse the same socket

@@ -1,5 +1,8 @@
 """Shared fixtures.  The autouse ``no_leaks`` fixture fails any test that leaves a thread
-alive or a socket open; setup.cfg gives every test a timeout."""
+alive or a socket open; setup.cfg gives every test a timeout, scaled here by
+``GWCLIENT_TEST_TIME_FACTOR`` (see ``_util.py``).  ``gw`` is a DevGateway on a free
+loopback port with the token ``_util.DEV_TOKEN`` (options through the ``devgateway``
+marker: ``@pytest.mark.devgateway(tick_interval_ms=200)``)."""
 
 from __future__ import annotations
 
@@ -10,17 +13,31 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from _util import DEV_TOKEN, TIME_FACTOR, scaled
 
 from gwclient import GatewayConnection
+from gwclient.testing import DevGateway
 
 # Threads that finish on their own shortly after a test (server handler threads winding
 # down after their client closed) get this long to be joined before they count as leaks.
-_GRACE = 5.0
+_GRACE = scaled(5.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scale every test's timeout (its own ``timeout`` mark, else setup.cfg's) by the factor."""
+    if TIME_FACTOR == 1.0:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        seconds = float(mark.args[0]) if mark is not None and mark.args else default
+        if seconds > 0:
+            item.add_marker(pytest.mark.timeout(seconds * TIME_FACTOR), append=False)  # first wins
 
 
 def _inet_fds() -> set[tuple[int, object, object]]:
     proc = psutil.Process(os.getpid())
-    out = set()
+    out: set[tuple[int, object, object]] = set()
     for conn in proc.net_connections(kind="inet"):
         if conn.status == psutil.CONN_NONE and not conn.raddr and not conn.laddr:
             continue
@@ -62,3 +79,13 @@ def shutdown_all_after() -> Iterator[None]:
     then proves shutdown_all() really leaves nothing behind)."""
     yield
     GatewayConnection.shutdown_all()
+
+
+@pytest.fixture
+def gw(request: pytest.FixtureRequest) -> Iterator[DevGateway]:
+    """A DevGateway with token ``DEV_TOKEN``; ``@pytest.mark.devgateway(**options)`` adds
+    constructor options."""
+    mark = request.node.get_closest_marker("devgateway")
+    options = dict(mark.kwargs) if mark is not None else {}
+    with DevGateway(token=DEV_TOKEN, **options) as gateway:
+        yield gateway

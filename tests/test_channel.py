@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from _util import DEV_TOKEN
 
 from gwclient import (
     ClientClosed,
@@ -33,13 +34,7 @@ from gwclient.testing import DevGateway, TcpRelay
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
-TOKEN = "dev-token-1"
-
-
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN) as gateway:
-        yield gateway
+TOKEN = DEV_TOKEN  # the shared ``gw`` fixture's token (conftest.py)
 
 
 def config(url: str, **changes: Any) -> GatewayConfig:
@@ -302,7 +297,7 @@ def test_a_failing_subscriber_does_not_stop_the_bus(gw: DevGateway) -> None:
     conn.request("health")
     gw.broadcast("presence", {"n": 1})
     gw.broadcast("presence", {"n": 2})
-    got = []
+    got: list[Any] = []
     while len(got) < 2:
         push = good.get(timeout=10)
         if getattr(push, "event", None) == "presence":

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 import websocket
+from _util import DEV_TOKEN, python_with_sigint, scaled
 
-from gwclient import DeviceIdentity, GatewayConnection, default_state_dir
-from gwclient._netstat import (
+from gwclient import GatewayConnection
+from gwclient.cli import main
+from gwclient.cli._netstat import (
     ConnectionReport,
     Endpoint,
     ProcessInfo,
@@ -33,23 +35,25 @@ from gwclient._netstat import (
     gateway_connections,
     redact_cmdline,
 )
-from gwclient.cli import _connection_lines, main
+from gwclient.cli._render import connection_lines, status_lines
+from gwclient.device import DeviceIdentity, default_state_dir
 from gwclient.testing import DevGateway, DevGatewayError
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
-TOKEN = "cli-test-token-5d1f"
-WAIT = 15.0  # seconds any single step may take before the test fails
-
-
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN) as gateway:
-        yield gateway
+TOKEN = DEV_TOKEN  # the shared gw fixture's (conftest.py)
+WAIT = scaled(15.0)  # seconds any single step may take before the test fails
 
 
 def gateway_args(gw: DevGateway) -> list[str]:
     return ["--url", gw.url, "--token", TOKEN]
+
+
+def gateway_sees_client(gw: DevGateway) -> None:
+    """Wait until the gateway counts the client's socket as handshaken.  The client may
+    print its snapshot line (it has hello-ok) a moment before the gateway marks the socket
+    handshaken; a broadcast in between would not reach it."""
+    assert gw.wait_for(lambda g: g.handshaken_connections == 1, timeout=WAIT)
 
 
 @dataclass
@@ -329,10 +333,11 @@ def test_version_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
 
     result = run(capsys, "--version")
     assert result.code == 0 and result.out.strip() == f"gwclient {__version__}"
-    proc = subprocess.run([sys.executable, "-m", "gwclient", "--help"], capture_output=True, text=True,
-                          timeout=WAIT, check=False)
-    assert proc.returncode == 0
-    assert "exit codes:" in proc.stdout and "connections" in proc.stdout
+    for module in ("gwclient", "gwclient.cli"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                              timeout=WAIT, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "exit codes:" in proc.stdout and "connections" in proc.stdout
 
 
 # ----------------------------------------------------------------------------- watch
@@ -354,6 +359,7 @@ def test_watch_json_lines_with_count(gw: DevGateway, monkeypatch: pytest.MonkeyP
     first = json.loads(bg.out.wait_for(lambda line: True)[0])
     assert first["type"] == "snapshot" and first["connection"] == 1 and first["reconnected"] is False
     assert first["protocol"] == 4 and "health" in first["snapshot"]
+    gateway_sees_client(gw)
     gw.broadcast("custom.other", {"ignored": True})
     gw.broadcast("custom.a", {"n": 1})
     gw.skip_seq(2)
@@ -381,6 +387,7 @@ def test_watch_survives_a_gateway_restart_and_says_so(
     bg.out.wait_for(lambda line: "snapshot" in line or "connected (connection 1)" in line)
     gw.restart(restart_expected_ms=50)
     seen = bg.out.wait_for(lambda line: "reconnected" in line and "connection" in line)
+    gateway_sees_client(gw)
     gw.broadcast("custom.ping", {"n": 1})
     gw.broadcast("custom.ping", {"n": 2})
     assert bg.finish() == 0
@@ -395,7 +402,9 @@ def test_watch_survives_a_gateway_restart_and_says_so(
         assert "reconnected (connection 2)" in bg.err.getvalue()
     else:
         assert "reconnected (connection 2): gateway dev" in seen[-1]
-        assert any("state: reconnecting" in line for line in seen)
+        # One line per retry: "state: reconnecting (retry in ...: why)", nothing else.
+        state_lines = [line for line in out.splitlines() if " state: " in line]
+        assert state_lines and all(" state: reconnecting (retry in " in line for line in state_lines), out
         assert out.count("event custom.ping") == 2
     assert gw.sockets_accepted == 2
 
@@ -428,7 +437,7 @@ def test_watch_stops_with_the_error_when_reconnecting_cannot_help(
 
 def test_watch_ctrl_c_ends_cleanly_with_exit_0(gw: DevGateway) -> None:
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "gwclient", "watch", "--json"], env=env,
+    proc = subprocess.Popen(python_with_sigint("-m", "gwclient", "watch", "--json"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -454,6 +463,7 @@ def test_watch_into_a_closed_pipe_stops_quietly(gw: DevGateway) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         assert json.loads(proc.stdout.readline())["type"] == "snapshot"
         proc.stdout.close()  # like `gwclient watch | head -1`
+        gateway_sees_client(gw)
         gw.broadcast("custom.after", {})  # the next write hits the closed pipe
         assert proc.wait(timeout=WAIT) == 1
         assert proc.stderr.read() == ""
@@ -469,7 +479,7 @@ def test_watch_into_a_closed_pipe_stops_quietly(gw: DevGateway) -> None:
 def test_ctrl_c_during_a_request_exits_130(gw: DevGateway) -> None:
     gw.never_answer("dev.slow")
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "gwclient", "call", "dev.slow", "--timeout", "60"], env=env,
+    proc = subprocess.Popen(python_with_sigint("-m", "gwclient", "call", "dev.slow", "--timeout", "60"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert gw.wait_for(lambda g: g.requests_by_method.get("dev.slow", 0) == 1, timeout=WAIT)
@@ -627,7 +637,7 @@ def test_netstat_groups_filters_and_survives_access_denied() -> None:
     as_json = report.to_json()
     assert as_json["total"] == 4 and as_json["duplicates"] == 1
     assert as_json["processes"][2]["sockets"] == [{"local": "[::1]:5005", "remote": "[::1]:18789"}]
-    lines = _connection_lines(report)
+    lines = connection_lines(report)
     assert "  pid 10  python3  2 connections  DUPLICATE" in lines
     assert "  pid 20  node  1 connection" in lines and "  pid ?  (access denied)  1 connection" in lines
     assert lines[-1] == "3 process(es), 4 connection(s); 1 process(es) hold more than one (exit code 3)"
@@ -654,7 +664,7 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_gets_only_an_explicit_gateway(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gwclient._demo
+    import gwclient.cli._demo
 
     calls: list[dict[str, Any]] = []
 
@@ -663,7 +673,7 @@ def test_demo_gets_only_an_explicit_gateway(
         print("fake demo report", file=out)
         return 7
 
-    monkeypatch.setattr(gwclient._demo, "run_demo", fake_demo)
+    monkeypatch.setattr(gwclient.cli._demo, "run_demo", fake_demo)
     monkeypatch.setenv("OPENCLAW_GATEWAY_URL", "ws://127.0.0.1:9")
     monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", "env-token")
     result = run(capsys, "demo")
@@ -681,3 +691,131 @@ def test_demo_rejects_options_it_cannot_use(capsys: pytest.CaptureFixture[str]) 
     result = run(capsys, "--password", "pw", "demo")
     assert result.code == 2
     assert_one_error_line(result, contains="demo takes only --url and --token")
+
+
+# ------------------------------------------------------------ first-hour problems
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_status_summary_of_a_real_gateways_answer() -> None:
+    """The summary says what the gateway means (totals, versions), checked against the
+    ``status`` answer of a real 2026.9.6 gateway (recorded; test_real_gateway runs the
+    command against a live one)."""
+    payload = json.loads((DATA / "status-2026.9.6.json").read_text(encoding="utf-8"))
+    payload["tasks"].update(total=3, active=1, failures=1)  # the recorded gateway had none
+    lines = status_lines(payload, "ws://127.0.0.1:1")
+    assert "version: 2026.9.6" in lines and "pid: 12984" in lines
+    assert "tasks: 3 total, 1 active, 1 failed" in lines
+    assert "heartbeat: main every 30m" in lines
+    assert "sessions: 0 (default model gpt-6-astra)" in lines
+    assert "event loop: DEGRADED (event_loop_utilization; p99 delay 672 ms)" in lines
+    assert "memory (RSS): 730 MiB" in lines
+    assert not any("item(s)" in line for line in lines), lines  # never a count of JSON keys
+    assert not any(line.startswith("also:") for line in lines)  # every key is understood
+    unknown = status_lines({**payload, "newThing": {"a": 1}, "flag": True}, "ws://127.0.0.1:1")
+    assert "flag: yes" in unknown and "also: newThing" in unknown
+
+
+@pytest.mark.parametrize("argv", [["call", ""], ["call", "   "]], ids=["empty", "blank"])
+def test_an_empty_method_is_a_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    result = run(capsys, *argv)
+    assert result.code == 2
+    assert "a method name is required" in result.err and "Traceback" not in result.err
+
+
+def test_demo_json_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "demo", "--json")
+    assert result.code == 2 and result.out == ""
+    assert_one_error_line(result, contains="no --json output")
+
+
+def test_a_config_file_that_does_not_exist_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "opnclaw.json"
+    result = run(capsys, "--config", str(missing), "health")
+    assert result.code == 2
+    assert_one_error_line(result, contains=f"OpenClaw config file {missing} does not exist")
+
+
+def test_the_embedded_demo_leaves_the_home_untouched(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GWCLIENT_STATE_DIR")  # the default state dir, under HOME
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    for _ in range(2):
+        result = run(capsys, "demo")
+        assert result.code == 0, result.out + result.err
+    assert list(home.rglob("*")) == []  # no identity, no device token, nothing
+
+
+_HEAVY = ("pykka", "websocket", "websockets", "paramiko", "sshtunnel", "psutil", "cryptography",
+          "dataclasses_json", "json5", "gwclient._connection", "gwclient._config")
+
+
+def test_help_and_usage_errors_load_no_client_module() -> None:
+    """``--help`` (and any usage error) imports only the standard library and the CLI's
+    parser: fast, and nothing heavy for a Ctrl-C to interrupt."""
+    code = ("import sys, contextlib, io\n"
+            "from gwclient.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    codes = [main(['--help']), main(['--version']), main(['frobnicate']), main(['call', ''])]\n"
+            f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {_HEAVY!r} or m in {_HEAVY!r})\n"
+            "print(codes, heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 0, 2, 2] []"
+
+
+_SLOW_IMPORT = """
+import sys, time
+class SlowImport:
+    # The client's modules take a while to import on a cold machine: make one take
+    # long enough for the test to press Ctrl-C in the middle of it.
+    def find_spec(self, name, path=None, target=None):
+        if name == "gwclient.cli._session":
+            print("importing", flush=True)
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, SlowImport())
+from gwclient.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_client_is_imported_prints_one_line(gw: DevGateway) -> None:
+    env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN}
+    proc = subprocess.Popen(python_with_sigint("-c", _SLOW_IMPORT, "call", "health"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert out == "" and err == "gwclient: interrupted\n"
+    assert gw.sockets_accepted == 0
+
+
+@pytest.mark.parametrize(("argv", "missing", "extra"), [
+    (["demo"], "websockets", "demo"),
+    (["demo"], "psutil", "demo"),
+    (["connections", "--port", "9"], "psutil", "cli"),
+])
+def test_a_missing_optional_dependency_names_its_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], missing: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    result = run(capsys, *argv)
+    assert result.code == 2
+    assert_one_error_line(result, contains=f"needs the {missing} package, which is not installed: "
+                                           f"pip install 'gwclient[{extra}]'")

@@ -416,13 +416,18 @@ def test_json5_comments_trailing_commas_unquoted_keys(tmp_path: Path) -> None:
     assert cfg.token == "file-token"
 
 
-def test_missing_and_empty_files_mean_defaults(tmp_path: Path) -> None:
+def test_missing_default_and_empty_files_mean_defaults(tmp_path: Path) -> None:
     env = base_env(tmp_path)
-    assert (
-        GatewayConfig.from_environment(env, config_path=tmp_path / "nope.json").url == DEFAULT_URL
-    )
+    assert not openclaw_config_path(env).exists()
+    assert GatewayConfig.from_environment(env).url == DEFAULT_URL  # the default location
     empty = write_config(tmp_path, "  \n")
     assert GatewayConfig.from_environment(env, config_path=empty).url == DEFAULT_URL
+
+
+def test_an_explicit_config_path_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "opnclaw.json"  # a typo must not silently mean "no settings"
+    with pytest.raises(ConfigError, match=f"OpenClaw config file {missing} does not exist"):
+        GatewayConfig.from_environment(base_env(tmp_path), config_path=missing)
 
 
 def test_invalid_file_names_path_and_position_without_secrets(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
+from _util import DEV_TOKEN
 
 from gwclient import (
     AuthRejected,
@@ -40,13 +40,7 @@ from gwclient.testing import DevGateway
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
-TOKEN = "dev-token-1"
-
-
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN) as gateway:
-        yield gateway
+TOKEN = DEV_TOKEN  # the shared ``gw`` fixture's token (conftest.py)
 
 
 def config(gw: DevGateway, **changes: object) -> GatewayConfig:
@@ -87,7 +81,7 @@ def test_repeated_requests_open_no_further_socket(gw: DevGateway) -> None:
         assert conn.request("echo", {"i": i}) == {"i": i}
     assert conn.request("health")["ok"] is True
     assert gw.sockets_accepted == 1 and gw.handshakes_completed == 1
-    assert conn.state == ConnectionState.CONNECTED
+    assert conn.state == ConnectionState.CONNECTED  # type: ignore[comparison-overlap]  # (mypy narrowed the property)
     assert conn.last_snapshot is not None and conn.last_snapshot.connection_number == 1
     conn.shutdown()
     assert conn.state == ConnectionState.CLOSED
@@ -478,7 +472,7 @@ def test_restart_storm(gw: DevGateway) -> None:
         t.start()
     for i in range(10):
         gw.restart(restart_expected_ms=20)
-        assert gw.wait_for(lambda g, n=i: g.handshakes_completed >= n + 2, timeout=10)
+        assert gw.wait_for(lambda g, n=i: g.handshakes_completed >= n + 2, timeout=10)  # type: ignore[misc]
     stop.set()
     for t in threads:
         t.join()
@@ -555,7 +549,7 @@ def test_shutdown_while_connects_are_refused(gw: DevGateway) -> None:
 
 
 def test_rejected_device_token_is_cleared_and_reported_once(gw: DevGateway) -> None:
-    from gwclient import DeviceIdentity, DeviceTokenStore
+    from gwclient.device import DeviceIdentity, DeviceTokenStore
 
     cfg = config(gw)
     hello = GatewayConnection.shared(cfg).connect()  # shared token; the device gets a token
@@ -607,7 +601,8 @@ def test_config_flips_under_load_never_hang_and_end_on_one_socket(gw: DevGateway
     for t in threads:
         t.start()
     for flip in range(1, 11):
-        assert gw.wait_for(lambda g, f=flip: g.requests_by_method.get("echo", 0) >= 50 * f, timeout=10)
+        assert gw.wait_for(lambda g, f=flip: g.requests_by_method.get("echo", 0) >= 50 * f,  # type: ignore[misc]
+                           timeout=10)
         current["i"] = flip
     stop.set()
     for t in threads:

@@ -7,16 +7,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _util import DEV_TOKEN, scaled
 
 from gwclient.testing import DevGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-TOKEN = "examples-token-3a7b"
+TOKEN = DEV_TOKEN  # the shared gw fixture's (conftest.py)
+pytestmark = pytest.mark.devgateway(tick_interval_ms=200)
 
 #: Lines (substrings) each example must print.  Every example must be listed here.
 EXPECTED: dict[str, list[str]] = {
@@ -37,12 +38,6 @@ def test_every_example_is_covered() -> None:
     assert example_files() == sorted(EXPECTED)
 
 
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN, tick_interval_ms=200) as gateway:
-        yield gateway
-
-
 @pytest.mark.parametrize("name", example_files())
 def test_example_runs_against_a_dev_gateway(gw: DevGateway, tmp_path: Path, name: str) -> None:
     env = {
@@ -54,14 +49,14 @@ def test_example_runs_against_a_dev_gateway(gw: DevGateway, tmp_path: Path, name
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     proc = subprocess.run([sys.executable, str(EXAMPLES / name)], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=30, check=False)
+                          text=True, timeout=scaled(30), check=False)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     for expected in EXPECTED[name]:
         assert expected in proc.stdout, f"{expected!r} missing from:\n{proc.stdout}"
     assert "Traceback" not in proc.stderr, proc.stderr
     # One socket for the whole script, however many requests and consumers it has.
     assert gw.sockets_accepted == 1 and gw.handshakes_completed == 1
-    assert gw.wait_for(lambda g: g.open_sockets == 0, timeout=10)
+    assert gw.wait_for(lambda g: g.open_sockets == 0, timeout=scaled(10))
 
 
 def test_examples_fail_clearly_without_a_gateway(tmp_path: Path) -> None:
@@ -72,7 +67,7 @@ def test_examples_fail_clearly_without_a_gateway(tmp_path: Path) -> None:
            "PYTHONPATH": str(ROOT)}
     for name in example_files():
         proc = subprocess.run([sys.executable, str(EXAMPLES / name)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=30, check=False)
+                              capture_output=True, text=True, timeout=scaled(30), check=False)
         assert proc.returncode == 1, name
         assert "gateway error: cannot connect to the gateway" in proc.stderr, (name, proc.stderr)
         assert "Traceback" not in proc.stderr
@@ -85,7 +80,7 @@ def test_readme_quickstart_runs(gw: DevGateway, tmp_path: Path) -> None:
     env = {**os.environ, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN,
            "GWCLIENT_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", match.group(1)], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=30, check=False)
+                          text=True, timeout=scaled(30), check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["True", "Snapshot ", "Event tick"]
     assert gw.sockets_accepted == 1

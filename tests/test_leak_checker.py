@@ -10,11 +10,13 @@ import pytest
 pytest_plugins = ["pytester"]
 
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+UTIL = (Path(__file__).parent / "_util.py").read_text()  # the conftest imports it
 
 
 @pytest.mark.timeout(120)
 def test_a_leaked_connection_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(_util=UTIL)
     pytester.makepyfile(test_inner='''
         import socket
         from gwclient import GatewayConfig, GatewayConnection

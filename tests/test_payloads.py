@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from gwclient import (
+from gwclient import ProtocolError
+from gwclient._frames import HelloOk
+from gwclient._pushes import Snapshot
+from gwclient.payloads import (
     HealthSnapshot,
-    ProtocolError,
     ShutdownNotice,
     SnapshotPayload,
     StateVersion,
     Tick,
     presence_entries,
 )
-from gwclient._frames import HelloOk
-from gwclient._pushes import Snapshot
 
 
 def test_tick_and_shutdown() -> None:

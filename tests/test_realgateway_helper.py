@@ -1,4 +1,5 @@
-"""The RealGateway helper against a real openclaw@2026.9.6 gateway.
+"""The RealGateway helper against a real openclaw@2026.9.6 gateway (or the release named
+by ``GWCLIENT_OPENCLAW_VERSION``).
 
 One gateway is shared by the module (startup is ~10 s).  Every test that needs it running
 calls ``start()`` first (a no-op when it already runs), so the order of the tests does not
@@ -144,7 +145,8 @@ def test_devices_cli(gateway: RealGateway) -> None:
     assert isinstance(devices["pending"], list)
     assert isinstance(devices["paired"], list)
 
-    with pytest.raises(RealGatewayError, match="No pending device request") as info:
+    # The wording changed in 2026.9 ("unknown requestId" before).
+    with pytest.raises(RealGatewayError, match=r"No pending device request|unknown requestId") as info:
         gateway.devices_approve("no-such-request")
     assert gateway.token not in str(info.value)
     with pytest.raises(ValueError):
@@ -174,7 +176,8 @@ def test_stop_leaves_nothing(gateway: RealGateway) -> None:
     pid = gateway.pid
     assert pid is not None
     tree = _tree(pid)
-    assert len(tree) > 1  # the gateway runs helper processes (spawn broker, sqlite worker)
+    # 2026.9 runs helper processes (spawn broker, sqlite worker); older releases may not.
+    assert len(tree) > (1 if gateway.version_info >= (2026, 9) else 0)
 
     gateway.stop()
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import paramiko
 import pytest
+from _util import DEV_TOKEN
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -49,7 +50,7 @@ from gwclient.remote import (
 )
 from gwclient.testing import DevGateway, OpenSshServer
 
-TOKEN = "tunnel-test-token-9f1c"
+TOKEN = DEV_TOKEN  # the shared ``gw`` fixture's token (conftest.py)
 USER = getpass.getuser()  # sshd lets in existing accounts only (see docs/remote.md)
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
 WAIT = 15.0
@@ -93,12 +94,6 @@ def keys(tmp_path: Path) -> Iterator[Keys]:
     yield Keys(tmp_path, server.client_key_path, paramiko.PKey.from_path(str(server.client_key_path)),
                paramiko.PKey.from_path(str(server.host_key_path)), known, server)
     server.close()
-
-
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN) as gateway:
-        yield gateway
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 
 from gwclient import (
     AuthRejected,
-    DeviceIdentity,
     GatewayConfig,
     GatewayConnection,
     ProtocolMismatch,
     RetryPolicy,
     Snapshot,
 )
+from gwclient.device import DeviceIdentity
 from gwclient.testing import DevGateway
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")

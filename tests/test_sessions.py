@@ -3,23 +3,16 @@ by connection, as the real gateway does)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
+from _util import DEV_TOKEN
 
 from gwclient import Event, GatewayConfig, GatewayConnection, RetryPolicy, Snapshot, Subscription, UsageError
 from gwclient.testing import DevGateway
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
-TOKEN = "dev-token-1"
+TOKEN = DEV_TOKEN  # the shared ``gw`` fixture's token (conftest.py)
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
-
-
-@pytest.fixture
-def gw() -> Iterator[DevGateway]:
-    with DevGateway(token=TOKEN) as gateway:
-        yield gateway
 
 
 def connection(gw: DevGateway) -> GatewayConnection:

@@ -248,8 +248,12 @@ class RemoteTunnelManager:
     def _open(self, tunnel: Tunnel) -> Forwarder:
         """One attempt, on the supervisor thread: a started forwarder, or raise."""
         # Imported here: paramiko and sshtunnel are loaded only when a tunnel is opened.
-        from ._forwarder import Forwarder
-        from ._ssh import HostKeys, resolve, select_keys
+        try:
+            from ._forwarder import Forwarder
+            from ._ssh import HostKeys, resolve, select_keys
+        except ModuleNotFoundError as exc:  # the optional extra is missing
+            raise ConfigError(f"remote mode needs {exc.name}, which is not installed: "
+                              "pip install 'gwclient[remote]'") from exc
 
         ssh = tunnel.ssh
         res = resolve(ssh, None if self._ssh_config is None else self._ssh_config.expanduser(), self._known_hosts)

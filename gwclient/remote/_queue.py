@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 from .._deadline import check_timeout
 from .._errors import ClientClosed, GatewayTimeout, check_caller
@@ -67,7 +67,7 @@ class StateQueue(Generic[T]):
         if self._queue.end(discard=True) and self._on_close is not None:
             self._on_close(self)
 
-    def __enter__(self) -> StateQueue[T]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

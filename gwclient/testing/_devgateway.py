@@ -621,9 +621,9 @@ class DevGateway(GatewayServerBase):
     def _status_payload(self) -> dict[str, Any]:
         with self._lock:
             clients = len([cs for cs in self._conns if cs.handshaken])
-        return {
+        return {  # the real gateway's field names (runtimeVersion, pid, heartbeat...)
             "ok": True,
-            "version": "dev",
+            "runtimeVersion": "dev",
             "pid": os.getpid(),
             "uptimeMs": self._uptime_ms(),
             "connections": clients,

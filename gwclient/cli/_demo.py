@@ -4,8 +4,10 @@ Three consumers in threads share ``GatewayConnection.shared(config)`` (a health 
 RPC user and an event watcher); the gateway restarts once midway; the report shows what
 happened, above all that the gateway accepted exactly one socket per lifetime.  With no
 ``url`` it runs on an embedded :class:`~gwclient.testing.DevGateway` on a free loopback
-port; with a ``url`` it uses that gateway (no restart: it is not ours to restart) and
-counts this process's TCP connections to it from the operating system.
+port and a temporary device identity (removed at the end: the embedded demo leaves the
+user's home untouched); with a ``url`` it uses that gateway (no restart: it is not ours
+to restart) with the user's device identity, and counts this process's TCP connections
+to it from the operating system.
 """
 
 from __future__ import annotations
@@ -13,20 +15,29 @@ from __future__ import annotations
 import collections
 import os
 import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from ._config import GatewayConfig
-from ._connection import GatewayConnection
-from ._errors import Disconnected, GatewayError, GatewayTimeout
+from gwclient import (
+    Disconnected,
+    Event,
+    GatewayConfig,
+    GatewayConnection,
+    GatewayError,
+    GatewayTimeout,
+    RetryPolicy,
+    SeqGap,
+    Snapshot,
+    StateChange,
+)
+
 from ._netstat import gateway_connections
-from ._pushes import Event, SeqGap, Snapshot, StateChange
-from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from .testing import DevGateway
+    from gwclient.testing import DevGateway
 
 __all__ = ["run_demo"]
 
@@ -59,18 +70,36 @@ def _os_connections(port: int) -> int:
 
 def run_demo(*, out: TextIO, url: str | None = None, token: str | None = None, phase_seconds: float = 2.0) -> int:
     """Run the demo, print the report to ``out``; 0 when every invariant held."""
-    gateway: DevGateway | None = None
-    if url is None:
-        from .testing import DevGateway
-
-        token = secrets.token_urlsafe(16)
-        gateway = DevGateway(token=token, tick_interval_ms=500).start()
-        url = gateway.url
-        print(f"embedded dev gateway on {url}", file=out)
-    else:
+    if url is not None:
         print(f"gateway {url}", file=out)
+        return _run(out, url, token, None, phase_seconds, state_dir=None)
+    from gwclient.testing import DevGateway
+
+    token = secrets.token_urlsafe(16)
+    # A throwaway gateway gets a throwaway device identity: nothing is written to the
+    # user's state dir (a device token keyed to a random port would only pile up there).
+    with tempfile.TemporaryDirectory(prefix="gwclient-demo-") as state_dir:
+        gateway = DevGateway(token=token, tick_interval_ms=500).start()
+        print(f"embedded dev gateway on {gateway.url}", file=out)
+        return _run(out, gateway.url, token, gateway, phase_seconds, state_dir=state_dir)
+
+
+def _run(
+    out: TextIO,
+    url: str,
+    token: str | None,
+    gateway: DevGateway | None,
+    phase_seconds: float,
+    *,
+    state_dir: str | None,
+) -> int:
     config = GatewayConfig(
-        url=url, token=token, retry=RetryPolicy(initial=0.1, maximum=1.0), request_timeout=5.0, connect_timeout=5.0
+        url=url,
+        token=token,
+        retry=RetryPolicy(initial=0.1, maximum=1.0),
+        request_timeout=5.0,
+        connect_timeout=5.0,
+        state_dir=state_dir,
     )
     tally = _Tally()
     stop = threading.Event()

@@ -1,0 +1,121 @@
+"""The one-shot commands: ``call``, ``health``, ``status``, ``connections``, ``demo``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gwclient import DEFAULT
+
+from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
+from ._render import compact, connection_lines, health_lines, pretty, status_lines
+from ._session import Session, connection
+
+__all__ = ["cmd_call", "cmd_connections", "cmd_demo", "cmd_health", "cmd_status", "read_params"]
+
+
+def read_params(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    source = "--params"
+    if spec.startswith("@"):
+        name = spec[1:]
+        if not name:
+            raise UsageProblem("--params @FILE needs a file name (or @- for stdin)")
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageProblem(f"--params: cannot read {name}: {reason}") from None
+        source = f"--params {spec}"
+    else:
+        text = spec
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Position only: never echo the text, it may hold a secret.
+        raise UsageProblem(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """A clear usage error (exit 2) when an optional dependency is not installed."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageProblem(
+                f"{what} needs the {module} package, which is not installed: pip install 'gwclient[{extra}]'"
+            ) from None
+
+
+def _request(session: Session, method: str, params: Any, *, expect_final: bool | None = None) -> Any:
+    config = session.config()
+    timeout = session.args.timeout if session.args.timeout is not None else DEFAULT
+    with connection(config) as conn:
+        return conn.request(method, params, timeout=timeout, expect_final=expect_final)
+
+
+def cmd_call(session: Session) -> int:
+    params = read_params(session.args.params)
+    result = _request(session, session.args.method, params,
+                      expect_final=True if session.args.expect_final else None)
+    session.print(compact(result) if session.json else pretty(result))
+    return EXIT_OK
+
+
+def cmd_health(session: Session) -> int:
+    result = _request(session, "health", None)
+    if session.json:
+        session.print_json(result)
+    else:
+        for line in health_lines(result, session.config().redacted_url):
+            session.print(line)
+    healthy = not (isinstance(result, dict) and result.get("ok") is False)
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def cmd_status(session: Session) -> int:
+    result = _request(session, "status", None)
+    if session.json:
+        session.print_json(result)
+    else:
+        for line in status_lines(result, session.config().redacted_url):
+            session.print(line)
+    return EXIT_OK
+
+
+def cmd_connections(session: Session) -> int:
+    require_extra("gwclient connections", "cli", "psutil")
+    from ._netstat import gateway_connections  # psutil: only this command needs it
+
+    port = session.args.port if session.args.port is not None else session.config().port
+    report = gateway_connections(port)
+    if session.json:
+        session.print_json(report.to_json())
+    else:
+        for line in connection_lines(report):
+            session.print(line)
+    for note in report.notes:
+        session.note(f"note: {note}")
+    return EXIT_DUPLICATES if report.duplicates else EXIT_OK
+
+
+def cmd_demo(session: Session) -> int:
+    if session.args.password is not None or session.args.config is not None:
+        raise UsageProblem("demo takes only --url and --token")
+    if session.json:
+        raise UsageProblem("demo prints a report for people; it has no --json output")
+    require_extra("gwclient demo", "demo", "psutil", *(["websockets"] if session.args.url is None else []))
+    from . import _demo
+
+    url = token = None
+    if session.args.url is not None:
+        # Someone else's gateway: its token comes from --token, else the environment.
+        config = session.config()
+        url, token = config.url, config.token
+    return _demo.run_demo(out=session.out, url=url, token=token)

@@ -1,0 +1,50 @@
+"""Helpers shared by the tests (imported as ``_util``: pytest puts ``tests/`` on sys.path).
+
+``GWCLIENT_TEST_TIME_FACTOR`` (a positive float, default 1) scales every wait a test
+allows itself and every test's timeout, for slow or busy machines:
+``GWCLIENT_TEST_TIME_FACTOR=3 scripts/test``.  It never makes a test wait longer when
+things go right: waits end on events, the factor only moves the point of giving up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _time_factor() -> float:
+    text = os.environ.get("GWCLIENT_TEST_TIME_FACTOR", "").strip()
+    if not text:
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise RuntimeError(f"GWCLIENT_TEST_TIME_FACTOR must be a positive number, got {text!r}")
+    return value
+
+
+TIME_FACTOR = _time_factor()
+
+#: The shared token of the ``gw`` fixture's DevGateway (conftest.py).
+DEV_TOKEN = "dev-gateway-token-8c2e"
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` times ``GWCLIENT_TEST_TIME_FACTOR``."""
+    return seconds * TIME_FACTOR
+
+
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+def python_with_sigint(*args: str) -> list[str]:
+    """argv running ``python *args`` with SIGINT at its default, for a child that must see
+    Ctrl-C: a shell starts background jobs (``nohup scripts/test &``) with SIGINT ignored,
+    and a child inherits that.  (A tiny Python resets it and execs the real command:
+    ``preexec_fn`` is unsafe in a process with threads.)"""
+    return [sys.executable, "-c", _SIGINT_DEFAULT, *args]
