@@ -31,6 +31,11 @@ from ._errors import (
     ProtocolError,
     ProtocolMismatch,
     RequestError,
+    RunAborted,
+    RunError,
+    RunFailed,
+    RunInterrupted,
+    RunTimedOut,
     UsageError,
 )
 from ._frames import HelloOk, Policy, StateVersion
@@ -46,6 +51,17 @@ from ._payloads import (
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
 from ._retry import RetryPolicy
+from ._runs import (
+    AgentUpdate,
+    LifecycleUpdate,
+    Run,
+    RunResult,
+    RunUpdate,
+    StatusUpdate,
+    TextDelta,
+    ToolUpdate,
+    UsageUpdate,
+)
 from ._tunnel import (
     ConnectionModeCoordinator,
     EndpointConnecting,
@@ -63,6 +79,7 @@ from ._tunnel import (
 
 __all__ = [
     "DEFAULT",
+    "AgentUpdate",
     "AuthRejected",
     "ClientClosed",
     "ConfigError",
@@ -90,6 +107,7 @@ __all__ = [
     "GatewayUnavailable",
     "HealthSnapshot",
     "HelloOk",
+    "LifecycleUpdate",
     "Overflow",
     "PairingRequired",
     "Policy",
@@ -100,6 +118,14 @@ __all__ = [
     "RemoteTunnelManager",
     "RequestError",
     "RetryPolicy",
+    "Run",
+    "RunAborted",
+    "RunError",
+    "RunFailed",
+    "RunInterrupted",
+    "RunResult",
+    "RunTimedOut",
+    "RunUpdate",
     "SeqGap",
     "SessionDefaults",
     "ShutdownNotice",
@@ -108,13 +134,17 @@ __all__ = [
     "SshTunnelConfig",
     "StateChange",
     "StateVersion",
+    "StatusUpdate",
     "StoredDeviceToken",
     "Subscription",
+    "TextDelta",
     "Tick",
+    "ToolUpdate",
     "TunnelError",
     "TunnelState",
     "TunnelStatus",
     "UsageError",
+    "UsageUpdate",
     "__version__",
     "default_state_dir",
     "presence_entries",

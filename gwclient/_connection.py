@@ -36,6 +36,7 @@ from ._messages import AwaitConnected, Cancel, Request, Retry, Stop
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Push, Snapshot, StateChange
+from ._runs import RunsMixin
 from ._transport import TransportFactory
 
 __all__ = ["DEFAULT", "GatewayConnection"]
@@ -306,7 +307,7 @@ def _environment_provider() -> EnvironmentConfigProvider:
 # -------------------------------------------------------------------------- facade
 
 
-class GatewayConnection:
+class GatewayConnection(RunsMixin):
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets
