@@ -3,8 +3,9 @@
     gwclient [global options] COMMAND [command options]
 
 Commands: ``call METHOD``, ``health``, ``status``, ``watch``, ``pair``, ``connections``,
-``demo``.  Global options (``--url``, ``--token``, ``--password``, ``--config``,
-``--timeout``, ``--json``, ``-v``) are accepted before *or* after the command name.
+``demo``, ``chat MESSAGE``, ``agent MESSAGE``.  Global options (``--url``, ``--token``,
+``--password``, ``--config``, ``--timeout``, ``--json``, ``-v``) are accepted before *or*
+after the command name.
 The gateway is resolved like the library does (:meth:`GatewayConfig.from_environment`
 with the options as overrides).
 
@@ -12,7 +13,8 @@ Exit codes:
 
 ===  ===========================================================================
 0    success
-1    gateway or request error (unreachable, refused, timed out, ``ok:false``...)
+1    gateway or request error (unreachable, refused, timed out, ``ok:false``...);
+     a ``chat``/``agent`` run that failed, was aborted or interrupted
 2    usage or configuration error (bad arguments, bad ``--params``, bad URL/config)
 3    ``connections`` found a process holding more than one gateway connection
 4    this device must be paired (approve it: ``openclaw devices approve <id>``)
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._cli_runs import add_run_commands, run_command
 from ._config import DEFAULT_PORT, GatewayConfig, redact_url
 from ._connection import DEFAULT, GatewayConnection
 from ._device import DeviceIdentity
@@ -144,7 +147,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument("--config", default=default(None), metavar="PATH",
                        help="OpenClaw config file to read instead of ~/.openclaw/openclaw.json")
     group.add_argument("--timeout", type=_positive_float, default=default(None), metavar="S",
-                       help="seconds: request timeout (call/health/status), total run time (watch), "
+                       help="seconds: request timeout (call/health/status), total run time (watch), run time limit (chat/agent), "
                             "approval wait (pair --wait)")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="machine-readable output: compact JSON, one object per line")
@@ -192,6 +195,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help=f"gateway port (default: the configured gateway's port, normally {DEFAULT_PORT})")
 
     command("demo", "run the demo: an embedded dev gateway, three consumers, one socket")
+    add_run_commands(command)
     return parser
 
 
@@ -818,6 +822,11 @@ def _cmd_demo(session: _Session) -> int:
     return code
 
 
+def _cmd_run(session: _Session) -> int:
+    with _connection(session.config()) as conn:
+        return run_command(session.args, conn, session.out, session.err, session.scrub)
+
+
 _COMMANDS: dict[str, Callable[[_Session], int]] = {
     "call": _cmd_call,
     "health": _cmd_health,
@@ -826,6 +835,8 @@ _COMMANDS: dict[str, Callable[[_Session], int]] = {
     "pair": _cmd_pair,
     "connections": _cmd_connections,
     "demo": _cmd_demo,
+    "chat": _cmd_run,
+    "agent": _cmd_run,
 }
 
 
