@@ -147,8 +147,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument("--config", default=default(None), metavar="PATH",
                        help="OpenClaw config file to read instead of ~/.openclaw/openclaw.json")
     group.add_argument("--timeout", type=_positive_float, default=default(None), metavar="S",
-                       help="seconds: request timeout (call/health/status), total run time (watch), run time limit (chat/agent), "
-                            "approval wait (pair --wait)")
+                       help="seconds: request timeout (call/health/status), total run time (watch), "
+                            "approval wait (pair --wait), run time limit (chat/agent)")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="machine-readable output: compact JSON, one object per line")
     group.add_argument("-v", "--verbose", action="store_true", default=default(False),
