@@ -22,7 +22,9 @@ trailing user message holding ``<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>``; all thr
 removed before echoing, so ``chat("hi")`` is answered ``ECHO: hi``.
 
 Every connection is closed after its response (no keep-alive), so no handler thread or
-socket outlives a request: the test suite's leak checker stays quiet.
+socket outlives a request.  The gateway also opens connections *ahead* of its next request
+and leaves them idle; :meth:`ModelServer.close_idle` closes those (a test calls it before
+the leak checker looks), and an idle connection is dropped after ``idle_timeout`` anyway.
 
 :meth:`ModelServer.gateway_config` is the ``openclaw.json`` snippet to pass as
 ``RealGateway(config=...)``; :meth:`ModelServer.write_agent_settings` writes the embedded
@@ -135,6 +137,20 @@ def _words(text: str) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.model.idle_timeout)  # waiting for the request
+        self.server.model._idle_add(self.connection)
+
+    def parse_request(self) -> bool:
+        self.server.model._idle_discard(self.connection)
+        self.connection.settimeout(None)  # streaming and hanging answers have no time limit
+        return super().parse_request()
+
+    def finish(self) -> None:
+        self.server.model._idle_discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep the test output clean
@@ -307,9 +323,12 @@ class ModelServer:
     the behaviour may be changed while requests are served.
     """
 
-    def __init__(self, *, default: Behaviour = ECHO, model_id: str = "fake-model") -> None:
+    def __init__(self, *, default: Behaviour = ECHO, model_id: str = "fake-model",
+                 idle_timeout: float = 30.0) -> None:
         self.default = default
         self.model_id = model_id
+        self.idle_timeout = idle_timeout
+        self._idle: set[socket.socket] = set()
         self.stopping = threading.Event()
         self._rules: list[tuple[str, Behaviour]] = []
         self._lock = threading.Condition()
@@ -413,6 +432,28 @@ class ModelServer:
             finally:
                 self._hanging -= 1
                 self._lock.notify_all()
+
+    # -- idle connections ----------------------------------------------------------------
+
+    def _idle_add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._idle.add(sock)
+
+    def _idle_discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._idle.discard(sock)
+
+    def close_idle(self) -> int:
+        """Close the connections on which no request has arrived yet (their handler threads
+        then end); returns how many.  Call it when no request is expected."""
+        with self._lock:
+            idle, self._idle = self._idle, set()
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(idle)
 
     # -- counters ------------------------------------------------------------------------
 
