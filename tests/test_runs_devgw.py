@@ -6,6 +6,7 @@ and released by the dev gateway, and tests wait on its counters and on the runs.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -103,7 +104,7 @@ def test_merged_deltas_with_seq_skips_assemble_the_final_text(conn: GatewayConne
                     seqs.append(push.payload["seq"])
                 if push.payload["state"] == "final":
                     break
-    assert any(b - a > 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs  # seq skipped
+    assert any(b - a > 1 for a, b in itertools.pairwise(seqs)), seqs  # seq skipped
     assert len(deltas) < 12
     assert "".join(deltas) == run.wait(5).text == f"ECHO: MERGE {WORDS}"
 
@@ -131,7 +132,8 @@ def test_re_sent_idempotency_keys_never_start_a_second_run(conn: GatewayConnecti
 
 
 def test_two_runs_on_one_socket_keep_their_events_apart(conn: GatewayConnection, gw: DevGateway) -> None:
-    runs = [conn.chat("agent:main:c1", f"SLOW one {WORDS}"), conn.agent(f"SLOW two {WORDS}", session_key="agent:main:c2"),
+    runs = [conn.chat("agent:main:c1", f"SLOW one {WORDS}"),
+            conn.agent(f"SLOW two {WORDS}", session_key="agent:main:c2"),
             conn.chat("agent:main:c3", f"SLOW MERGE three {WORDS}")]
     got: list[Future[tuple[str, str]]] = [Future() for _ in runs]
 
