@@ -486,6 +486,19 @@ class Run:
         log.debug("run %s ended: %s", self.run_id, type(outcome).__name__)
         self._sub.close()
 
+    def _complete(self, final: str | None) -> str:
+        """Adopt the final reply text; if it extends what was streamed (deltas were missed),
+        emit the rest as one more delta, so the deltas always add up to the result."""
+        if final is None:
+            return self._text
+        with self._cond:
+            rest = final[len(self._text):] if final.startswith(self._text) else ""
+        if rest:
+            self._emit(TextDelta(self.run_id, rest, final))
+        with self._cond:
+            self._text = final
+        return final
+
     def _on_chat(self, p: dict[str, Any]) -> None:
         state = p.get("state")
         seq = _int(p.get("seq")) or 0
@@ -507,12 +520,7 @@ class Run:
         elif state == "final":
             message = _dict(p.get("message"))
             final = _message_text(message)
-            text = final if final is not None else self._text
-            if final is not None and final != self._text:
-                if final.startswith(self._text) and final != self._text:
-                    self._emit(TextDelta(self.run_id, final[len(self._text):], final))
-                with self._cond:
-                    self._text = final
+            text = self._complete(final)
             usage = _dict(p.get("usage")) or self._usage
             self._finish(RunResult(self.run_id, self.session_key, text, "ok", _str(p.get("stopReason")),
                                    dict(usage), message))
@@ -607,7 +615,8 @@ class Run:
             text = _str(reply.get("text"))
             if text is None:
                 text = self._history_reply()[0] if self._lost else None
-            self._finish(RunResult(self.run_id, self.session_key, text if text is not None else self._text,
+            text = self._complete(text)
+            self._finish(RunResult(self.run_id, self.session_key, text,
                                    "ok", _str(answer.get("stopReason")) if isinstance(answer, dict) else None,
                                    dict(self._usage), {}, recovered=True))
             return
@@ -627,6 +636,7 @@ class Run:
         if after_reconnect and restarted:
             text, failed = self._history_reply()
             if text is not None and not failed:
+                text = self._complete(text)
                 self._finish(RunResult(self.run_id, self.session_key, text, "ok", None, dict(self._usage), {},
                                        recovered=True))
             elif text is not None:

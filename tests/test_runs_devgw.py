@@ -258,16 +258,18 @@ def test_context_manager_leaves_a_finished_run_alone(conn: GatewayConnection, gw
 def test_disconnect_then_reconnect_keeps_streaming_the_same_run(conn: GatewayConnection, gw: DevGateway) -> None:
     run = conn.chat("agent:main:d", f"PAUSE {WORDS}")
     wait_paused(gw)
-    with conn.subscribe(include_state=True) as states:
-        gw.drop_connections()
-        while True:
-            push = states.get(timeout=10)
-            if getattr(push, "state", None) == ConnectionState.CONNECTED:
-                break
+    gw.drop_connections()
+    streamed: Future[str] = Future()
+    consumer = threading.Thread(target=lambda: streamed.set_result("".join(run)))
+    consumer.start()  # it sees the reconnect and asks agent.wait: "still running"
+    assert gw.wait_for(lambda g: g.requests_by_method.get("agent.wait", 0) >= 1, timeout=10)
     gw.runs.release()
-    result = run.wait(10)
-    assert result.text == f"ECHO: PAUSE {WORDS}" and not result.recovered  # streamed to the end
-    assert gw.requests_by_method.get("agent.wait", 0) == 1  # asked once after the reconnect
+    consumer.join(10)
+    result = run.wait(5)
+    assert result.text == f"ECHO: PAUSE {WORDS}"
+    assert streamed.result(0) == result.text  # every word reached the consumer
+    assert gw.requests_by_method.get("agent.wait", 0) == 1
+    assert gw.handshakes_completed == 2
 
 
 def test_run_that_ended_while_disconnected_is_recovered_with_agent_wait(gw: DevGateway) -> None:
