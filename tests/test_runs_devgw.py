@@ -15,7 +15,6 @@ import pytest
 
 import gwclient._runs
 from gwclient import (
-    ConnectionState,
     Event,
     GatewayConfig,
     GatewayConnection,
