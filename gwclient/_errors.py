@@ -18,9 +18,9 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
      +-- RequestError           the gateway answered ok:false (code, details)
      |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
      +-- ConnectError           the handshake was refused
-          +-- AuthRejected          wrong/missing credentials, rate limited...
-          +-- PairingRequired       approve the device, then retry (request_id)
-          +-- ProtocolMismatch      gateway does not speak protocol 4
+     |    +-- AuthRejected          wrong/missing credentials, rate limited...
+     |    +-- PairingRequired       approve the device, then retry (request_id)
+     |    +-- ProtocolMismatch      gateway does not speak protocol 4
      +-- RunError               (_runs) an agent/chat run did not end with a reply
           +-- RunFailed             the run failed on the gateway (kind, message)
           |    +-- RunTimedOut          ... because it ran out of time
