@@ -439,8 +439,9 @@ class Run:
                 self._on_agent(payload)
         elif isinstance(push, Snapshot):
             boot = push.hello.server.boot_id or push.hello.server.conn_id
-            if self._connection is None:
+            if self._connection is None:  # the connection the run started on
                 self._connection, self._boot_id = push.connection_number, boot
+                self._disconnected = False
                 return
             if push.connection_number == self._connection and not self._disconnected:
                 return

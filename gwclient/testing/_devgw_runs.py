@@ -125,6 +125,11 @@ class DevRuns:
         with self._lock:
             return len(self._runs)
 
+    def ids(self) -> list[str]:
+        """The run ids, oldest first."""
+        with self._lock:
+            return list(self._runs)
+
     def status(self, run_id: str) -> str | None:
         with self._lock:
             run = self._runs.get(run_id)
