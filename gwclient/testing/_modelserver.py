@@ -443,6 +443,12 @@ class ModelServer:
         with self._lock:
             self._idle.discard(sock)
 
+    @property
+    def idle(self) -> int:
+        """Connections open with no request on them yet."""
+        with self._lock:
+            return len(self._idle)
+
     def close_idle(self) -> int:
         """Close the connections on which no request has arrived yet (their handler threads
         then end); returns how many.  Call it when no request is expected."""
