@@ -438,10 +438,12 @@ class ModelServer:
     def _idle_add(self, sock: socket.socket) -> None:
         with self._lock:
             self._idle.add(sock)
+            self._lock.notify_all()
 
     def _idle_discard(self, sock: socket.socket) -> None:
         with self._lock:
             self._idle.discard(sock)
+            self._lock.notify_all()
 
     @property
     def idle(self) -> int:
