@@ -246,7 +246,9 @@ class Run:
         self.kind = kind
         """``"chat"`` (``chat.send``) or ``"agent"``."""
         self.session_key = session_key
+        """The run's session; for an agent run started without one, learnt from its events."""
         self.run_id = run_id
+        self._agent_id: str | None = None
         self.started_at = time.monotonic()
         self._deadline = None if limit is None else self.started_at + limit + GRACE_SECONDS
         self._limit = limit
@@ -336,6 +338,10 @@ class Run:
         check_caller("Run.abort()")
         if self.done:
             return False
+        if not self.session_key:
+            # An agent run started without a session key, before any of its events came
+            # (its accepted answer names none): the gateway's own key for it (2026.9.6).
+            self.session_key = f"agent:{self._agent_id or 'main'}:explicit:{self.run_id}"
         kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         answer = self._conn.request("chat.abort", {"sessionKey": self.session_key, "runId": self.run_id},
                                     **kwargs)
@@ -433,6 +439,8 @@ class Run:
             payload = push.payload
             if not isinstance(payload, dict) or payload.get("runId") != self.run_id:
                 return
+            if not self.session_key and isinstance(payload.get("sessionKey"), str):
+                self.session_key = payload["sessionKey"]  # an agent run started without one
             if push.event == "chat":
                 self._on_chat(payload)
             elif push.event == "agent":
@@ -738,6 +746,7 @@ class RunsMixin:
         run_id = _str(answer.get("runId")) or body["idempotencyKey"]
         session_key = _str(answer.get("sessionKey")) or session_key
         run = Run(self, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
+        run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
         status = answer.get("status")
         if kind == "agent" and status not in (None, "accepted"):
             run._finish(run._agent_outcome(answer))

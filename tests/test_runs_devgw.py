@@ -114,10 +114,18 @@ def test_agent_run_streams_and_returns_the_reply(conn: GatewayConnection) -> Non
     assert "".join(run) == run.wait(5).text == "ECHO: hi agent"
 
 
-def test_agent_run_without_a_session_key_learns_it_from_the_answer(conn: GatewayConnection) -> None:
+def test_agent_run_without_a_session_key_learns_it_from_its_events(conn: GatewayConnection) -> None:
     run = conn.agent("no key")
-    assert run.session_key.startswith("agent:main:")
+    assert run.session_key == ""  # the accepted answer names none
     assert run.wait(5).text == "ECHO: no key"
+    assert run.session_key == f"agent:main:explicit:{run.run_id}"
+
+
+def test_agent_run_without_a_session_key_can_be_aborted_at_once(conn: GatewayConnection, gw: DevGateway) -> None:
+    run = conn.agent("PAUSE no key")
+    assert run.abort() is True
+    with pytest.raises(RunAborted):
+        run.wait(5)
 
 
 def test_re_sent_idempotency_keys_never_start_a_second_run(conn: GatewayConnection, gw: DevGateway) -> None:

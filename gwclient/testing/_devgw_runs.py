@@ -208,15 +208,16 @@ class DevRuns:
         if old is not None and old.ended.is_set():
             self._send_agent_final(cs, req_id, old)  # the cached final, no accepted frame
             return
-        session_key = p.get("sessionKey")
-        session_key = self._canonical(session_key) if isinstance(session_key, str) and session_key else \
-            f"agent:main:explicit:{key}"
+        given = p.get("sessionKey")
+        session_key = self._canonical(given) if isinstance(given, str) and given else f"agent:main:explicit:{key}"
         timeout = p.get("timeout")
         limit = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
         run = self._new_run("agent", key, session_key, message, limit)
         run.answer_to = (cs, req_id)
-        self._gw._send_res(cs, req_id, True, {"runId": key, "sessionKey": session_key, "agentId": "main",
-                                              "status": "accepted", "acceptedAt": _now_ms()})
+        accepted = {"runId": key, "agentId": "main", "status": "accepted", "acceptedAt": _now_ms()}
+        if isinstance(given, str) and given:
+            accepted["sessionKey"] = session_key  # like the real gateway: only when one was given
+        self._gw._send_res(cs, req_id, True, accepted)
         self._gw._spawn("run", self._run, run)
 
     @staticmethod
