@@ -40,6 +40,7 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -265,6 +266,8 @@ class Run:
         self._recheck = False        # ask agent.wait on the next turn of the pump
         self._settle_at: float | None = None
         self._lost = False           # events may be missing (overflow, gap, reconnect)
+        # A run dropped without wait()/close() must not leave its subscription on the bus.
+        weakref.finalize(self, sub.close)
 
     # -- public ------------------------------------------------------------------------
 

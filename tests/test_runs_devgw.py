@@ -349,3 +349,15 @@ def test_blocking_run_calls_from_a_gwclient_thread_raise_usage_error(conn: Gatew
     threading.Thread(target=on_gwclient_thread, name="gwclient-fake").start()
     assert isinstance(got.result(5), UsageError)
     assert run.wait(5).text == "ECHO: hi"
+
+
+def test_a_dropped_run_releases_its_subscription(conn: GatewayConnection, gw: DevGateway) -> None:
+    import gc
+
+    run = conn.chat("agent:main:drop", "HANG")
+    sub = run._sub
+    assert not sub.closed
+    del run
+    gc.collect()
+    assert sub.closed
+    gw.runs.release()
