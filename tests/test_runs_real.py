@@ -14,6 +14,7 @@ Nothing sleeps: tests wait on runs, futures and the model server's counters.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -250,6 +251,16 @@ def test_cli_chat_streams_the_reply(gateway: RealGateway) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out == "ECHO: hello from the cli\n"
+
+
+def test_cli_chat_defaults_to_the_main_session(gateway: RealGateway, conn: GatewayConnection) -> None:
+    proc = cli(gateway, "chat", "--json", "to the main session")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["kind"] == "result" and lines[-1]["text"] == "ECHO: to the main session"
+    history = conn.request("chat.history", {"sessionKey": "agent:main:main", "limit": 2})["messages"]
+    assert any(m.get("__openclaw", {}).get("runId") == lines[0]["runId"] for m in history)
 
 
 def test_cli_agent_failure_exits_1_with_the_reason(gateway: RealGateway) -> None:
