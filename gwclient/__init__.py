@@ -40,6 +40,11 @@ if TYPE_CHECKING:
         ProtocolError,
         ProtocolMismatch,
         RequestError,
+        RunAborted,
+        RunError,
+        RunFailed,
+        RunInterrupted,
+        RunTimedOut,
         TunnelError,
         UsageError,
     )
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from ._provider import ConfigProvider, EnvironmentConfigProvider
     from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
     from ._retry import RetryPolicy
+    from ._runs import Run, RunResult
     from ._subscription import Subscription
 
 # public name -> the private module that defines it
@@ -73,6 +79,11 @@ _EXPORTS: dict[str, str] = {
             "UsageError",
             "TunnelError",
             "EndpointNotReady",
+            "RunAborted",
+            "RunError",
+            "RunFailed",
+            "RunInterrupted",
+            "RunTimedOut",
         ],
         "_errors",
     ),
@@ -83,6 +94,8 @@ _EXPORTS: dict[str, str] = {
         ["ConnectionState", "Event", "Overflow", "Push", "SeqGap", "Snapshot", "StateChange"], "_pushes"
     ),
     "RetryPolicy": "_retry",
+    "Run": "_runs",
+    "RunResult": "_runs",
 }
 
 __all__ = [
@@ -110,6 +123,13 @@ __all__ = [
     "Push",
     "RequestError",
     "RetryPolicy",
+    "Run",
+    "RunAborted",
+    "RunError",
+    "RunFailed",
+    "RunInterrupted",
+    "RunResult",
+    "RunTimedOut",
     "SeqGap",
     "Snapshot",
     "SshTunnelConfig",

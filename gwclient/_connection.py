@@ -42,6 +42,7 @@ from ._pairing import PairingMixin
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Snapshot
+from ._runs import RunsMixin
 from ._runtime import ask, current_runtime, join, retire, stop_channels
 from ._sessions import SessionsMixin
 from ._subscription import Subscription
@@ -79,7 +80,7 @@ def _check_caller(what: str) -> None:
     check_caller(f"GatewayConnection.{what}()")
 
 
-class GatewayConnection(SessionsMixin, PairingMixin):
+class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets

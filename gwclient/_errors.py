@@ -11,15 +11,21 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
      +-- ClientClosed           shutdown() was called; make a new connection
      +-- UsageError             the API was misused (e.g. a blocking call on a gwclient thread)
      +-- GatewayTimeout         no answer in time; retry or give up
+     |    +-- RunTimedOut           (_runs) the run hit its time limit (also a RunFailed)
      +-- Disconnected           the socket dropped while the request was pending
      |    +-- TunnelError           (remote) the SSH tunnel could not be opened or was lost
      |    +-- EndpointNotReady      (remote) the remote endpoint is not ready yet
      +-- RequestError           the gateway answered ok:false (code, details)
      |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
      +-- ConnectError           the handshake was refused
-          +-- AuthRejected          wrong/missing credentials, rate limited...
-          +-- PairingRequired       approve the device, then retry (request_id)
-          +-- ProtocolMismatch      gateway does not speak protocol 4
+     |    +-- AuthRejected          wrong/missing credentials, rate limited...
+     |    +-- PairingRequired       approve the device, then retry (request_id)
+     |    +-- ProtocolMismatch      gateway does not speak protocol 4
+     +-- RunError               (_runs) an agent/chat run did not end with a reply
+          +-- RunFailed             the run failed on the gateway (kind, message)
+          |    +-- RunTimedOut          ... because it ran out of time
+          +-- RunAborted            the run was aborted (chat.abort)
+          +-- RunInterrupted        the connection was lost and the outcome is unknown
 
 Messages never contain secrets (tokens, passwords, device keys or tokens).
 """
@@ -47,6 +53,11 @@ __all__ = [
     "ProtocolError",
     "ProtocolMismatch",
     "RequestError",
+    "RunAborted",
+    "RunError",
+    "RunFailed",
+    "RunInterrupted",
+    "RunTimedOut",
     "TunnelError",
     "UsageError",
 ]
@@ -191,6 +202,54 @@ class PairingRequired(ConnectError):
     @property
     def approve_command(self) -> str | None:
         return f"openclaw devices approve {self.request_id}" if self.request_id else None
+
+
+class RunError(GatewayError):
+    """An agent or chat run (:class:`~gwclient.Run`) ended without a reply.
+
+    ``run_id`` and ``session_key`` name the run; ``partial_text`` is the reply text streamed
+    before it ended (may be empty)."""
+
+    def __init__(self, message: str, *, run_id: str = "", session_key: str = "",
+                 partial_text: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.session_key = session_key
+        self.partial_text = partial_text
+
+
+class RunFailed(RunError):
+    """The gateway reported the run as failed: ``kind`` is the gateway's error kind
+    (``timeout``, ``refusal``, ``rate_limit``, ``context_length``, ``unknown``, or
+    ``error`` when it gave none), ``reason`` its message, ``detail`` its ``errorDetail``
+    (provider, model, failoverReason...)."""
+
+    def __init__(self, message: str, *, kind: str = "error", reason: str = "",
+                 detail: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.kind = kind
+        self.reason = reason or message
+        self.detail: dict[str, Any] = dict(detail or {})
+
+
+class RunTimedOut(RunFailed, GatewayTimeout):
+    """The run hit its time limit (the gateway's, or the client's when the gateway never
+    answered).  Both a :class:`RunFailed` (kind ``timeout``) and a :class:`GatewayTimeout`."""
+
+
+class RunAborted(RunError):
+    """The run was aborted (``chat.abort``, ``Run.abort()``); ``stop_reason`` is the
+    gateway's (``rpc`` for an abort request)."""
+
+    def __init__(self, message: str, *, stop_reason: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.stop_reason = stop_reason
+
+
+class RunInterrupted(RunError):
+    """The connection was lost during the run and, after reconnecting, the gateway could not
+    say how it ended (it restarted and kept no reply), or no reconnect happened in time.
+    The run may or may not have completed; check ``chat.history``."""
 
 
 def check_caller(what: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 import gwclient
 import gwclient.device
 import gwclient.payloads
+import gwclient.runs
 
 CLI = Path(gwclient.__file__).resolve().parent / "cli"
 
@@ -40,6 +41,13 @@ CORE = [
     "Push",
     "RequestError",
     "RetryPolicy",
+    "Run",
+    "RunAborted",
+    "RunError",
+    "RunFailed",
+    "RunInterrupted",
+    "RunResult",
+    "RunTimedOut",
     "SeqGap",
     "Snapshot",
     "StateChange",
@@ -51,6 +59,8 @@ CORE = [
 REMOTE = ["EndpointNotReady", "SshTunnelConfig", "TunnelError"]
 PAYLOADS = ["HealthSnapshot", "Policy", "PresenceEntry", "SessionDefaults", "ShutdownNotice", "SnapshotPayload",
             "StateVersion", "Tick", "presence_entries"]
+RUNS = ["AgentUpdate", "LifecycleUpdate", "Run", "RunResult", "RunUpdate", "StatusUpdate", "TextDelta", "ToolUpdate",
+        "UsageUpdate"]
 DEVICE = ["DeviceIdentity", "DeviceStoreError", "DeviceTokenStore", "StoredDeviceToken", "default_state_dir"]
 
 
@@ -58,9 +68,11 @@ def test_the_exported_names_are_pinned() -> None:
     assert sorted(gwclient.__all__) == sorted(CORE + REMOTE)
     assert sorted(gwclient.payloads.__all__) == sorted(PAYLOADS)
     assert sorted(gwclient.device.__all__) == sorted(DEVICE)
+    assert sorted(gwclient.runs.__all__) == sorted(RUNS)
 
 
-@pytest.mark.parametrize("module", [gwclient, gwclient.payloads, gwclient.device], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [gwclient, gwclient.payloads, gwclient.device, gwclient.runs],
+                         ids=lambda m: m.__name__)
 def test_every_exported_name_resolves(module: object) -> None:
     for name in module.__all__:  # type: ignore[attr-defined]
         assert getattr(module, name) is not None, name

@@ -30,6 +30,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("_commands", "cmd_demo"),
     "watch": ("_watch", "cmd_watch"),
     "pair": ("_pair", "cmd_pair"),
+    "chat": ("_runs", "cmd_run"),
+    "agent": ("_runs", "cmd_run"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from gwclient import __version__
@@ -134,4 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", "run the demo: an embedded dev gateway, three consumers, one socket "
                     "(human-readable report only; no --json)")
+    add_run_commands(command)
     return parser
+
+
+def add_run_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Declare ``chat`` and ``agent``; ``command(name, help)`` makes a subparser that
+    already carries the global options (``--timeout`` is the run's time limit, ``--json``
+    one object per update)."""
+    chat = command("chat", "send a chat message (chat.send) and stream the reply")
+    chat.add_argument("message", metavar="MESSAGE", help="the message")
+    chat.add_argument("--session", default="main", metavar="KEY",
+                      help="session key (default: main, the agent's main session)")
+    agent = command("agent", "run an agent turn (agent) and stream the reply")
+    agent.add_argument("message", metavar="MESSAGE", help="the message")
+    agent.add_argument("--session", default=None, metavar="KEY", help="session key (default: the agent's own)")
+    agent.add_argument("--agent", dest="agent_id", default=None, metavar="ID", help="agent id (default: main)")
+

@@ -51,6 +51,7 @@ from gwclient.testing._devgw_proto import (
     validate_request_frame,
     verify_device_proof,
 )
+from gwclient.testing._devgw_runs import RUN_EVENTS, RUN_METHODS, DevRuns
 from gwclient.testing._devgw_server import (
     GatewayServerBase,
     _Conn,
@@ -68,7 +69,7 @@ Handler = Callable[[Any], Any]
 
 BUILTIN_METHODS = ("health", "status", "system-presence", "echo", "dev.twostage", "sessions.messages.subscribe",
                    "sessions.messages.unsubscribe", "sessions.subscribe")
-EVENTS = ("connect.challenge", "tick", "health", "shutdown", "presence", "heartbeat")
+EVENTS = ("connect.challenge", "tick", "health", "shutdown", "presence", "heartbeat", *RUN_EVENTS)
 # method -> scope required when enforce_scopes=True (health/echo/dev.* need none)
 METHOD_SCOPES = {"status": "operator.read", "system-presence": "operator.read"}
 _EPHEMERAL_MODES = ("cli", "backend", "probe")
@@ -167,6 +168,7 @@ class DevGateway(GatewayServerBase):
         self._requests_by_method: dict[str, int] = {}
         self._connect_log: list[Any] = []
         self._invalid_frames = 0
+        self.runs = DevRuns(self)  # agent/chat runs (_devgw_runs.py)
 
     def _handle_ws(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
         cs = _Conn(ws=ws, conn_id=str(uuid.uuid4()), nonce=str(uuid.uuid4()), origin=ws.devgw_origin)
@@ -308,13 +310,13 @@ class DevGateway(GatewayServerBase):
         if device_token is not None:
             auth["deviceToken"], auth["issuedAtMs"] = device_token
         with self._lock:
-            methods = sorted(set(BUILTIN_METHODS) | set(self._handlers))
+            methods = sorted(set(BUILTIN_METHODS) | set(RUN_METHODS) | set(self._handlers))
             version = dict(self._state_version)
             presence = self._presence_entries()
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            "server": {"version": "dev", "connId": cs.conn_id},
+            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{id(self):x}-{self.lifetimes}"},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
             "snapshot": {
                 "presence": presence,
@@ -510,6 +512,9 @@ class DevGateway(GatewayServerBase):
                 return
             delay = self._delays.get(method, 0.0)
             custom = method in self._handlers
+        if method in RUN_METHODS and not custom:
+            self.runs.handle(cs, req_id, method, params)
+            return
         run_id: str | None = None
         if method == "dev.twostage" and not custom:
             run_id = str(uuid.uuid4())

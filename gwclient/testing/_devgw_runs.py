@@ -1,0 +1,470 @@
+"""Agent and chat runs for the dev gateway: ``agent``, ``chat.send``, ``chat.abort``,
+``agent.wait`` and ``chat.history``, with the real gateway's quirks on demand.
+
+There is no model: a run's reply is scripted (:class:`RunScript`; by default
+``ECHO: <message>`` word by word).  The events follow the order a real 2026.9.6 gateway
+sends (``PROTOCOL.md`` § R3): ``run_status``/``status`` phases (``chat.send`` runs only),
+``lifecycle`` start and model, ``assistant`` + ``chat`` deltas, ``usage``, ``lifecycle``
+finishing and **end before the last chat delta** and the chat ``final``.  A script can also
+merge deltas (the payload ``seq`` then skips numbers), fail (a ``chat`` error, plus the
+second ``seq:1`` error a failed ``chat.send`` run gets), hang, or pause mid-stream until
+:meth:`DevRuns.release`; ``chat.abort`` gives ``chat`` aborted, then ``lifecycle/end``
+(cancelled) and ``lifecycle/error``.
+
+A gateway restart forgets running runs (like the real one, whose runs die with the
+process): their threads end without a reply, ``agent.wait`` no longer knows them, and
+only what was finished is kept in ``chat.history`` (which survives restarts).
+
+Run threads are the dev gateway's (``devgw-run-*``), joined by its ``stop()``/restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gwclient.testing._devgw_proto import error_shape
+
+if TYPE_CHECKING:
+    from gwclient.testing._devgateway import DevGateway
+    from gwclient.testing._devgw_server import _Conn
+
+__all__ = ["RUN_EVENTS", "RUN_METHODS", "DevRuns", "RunScript"]
+
+RUN_METHODS = ("agent", "chat.send", "chat.abort", "agent.wait", "chat.history")
+RUN_EVENTS = ("agent", "chat")
+_TICK = 0.02  # how often a waiting run thread checks for abort/restart/release
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RunScript:
+    """What a dev run does.
+
+    * ``reply``: the reply text (default ``"ECHO: " + message``), streamed word by word
+      with ``delay`` seconds before each word after the first;
+    * ``merge``: send one ``chat`` delta per two words (the payload ``seq`` skips);
+    * ``early_end``: ``lifecycle/end`` before the last ``chat`` delta (the real order);
+    * ``fail``: fail with this message after ``fail_after`` words (``error_kind`` e.g.
+      ``"timeout"``; ``duplicate_error`` adds the second ``seq:1`` error of ``chat.send``);
+    * ``hang``: no words until aborted, timed out or released;
+    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`.
+    """
+
+    reply: str | None = None
+    delay: float = 0.0
+    merge: bool = False
+    early_end: bool = True
+    fail: str | None = None
+    fail_after: int = 0
+    error_kind: str | None = None
+    duplicate_error: bool = True
+    hang: bool = False
+    pause_after: int | None = None
+
+
+@dataclass(eq=False)
+class _DevRun:
+    run_id: str
+    kind: str  # "chat" | "agent"
+    session_key: str
+    message: str
+    script: RunScript
+    lifetime: int
+    limit_s: float | None
+    started_ms: int = field(default_factory=_now_ms)
+    ended_ms: int | None = None
+    status: str = "running"  # running | ok | error | aborted | timeout | lost
+    text: str = ""
+    error: str | None = None
+    abort: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+    seq: int = 0
+    # agent method: where to send the final answer
+    answer_to: tuple[_Conn, str] | None = None
+
+
+class DevRuns:
+    """The run part of a :class:`DevGateway` (``gw.runs``).  Thread-safe."""
+
+    def __init__(self, gw: DevGateway) -> None:
+        self._gw = gw
+        self._lock = threading.Lock()
+        self._rules: list[tuple[str, RunScript]] = []
+        self.default = RunScript()
+        self._runs: dict[str, _DevRun] = {}
+        self._history: dict[str, list[dict[str, Any]]] = {}
+        self._release_gen = 0
+        self._paused = 0
+
+    # -- test controls -----------------------------------------------------------------
+
+    def when(self, marker: str, script: RunScript) -> None:
+        """Runs whose message contains ``marker`` follow ``script`` (first match wins)."""
+        with self._lock:
+            self._rules.append((marker, script))
+
+    def release(self) -> None:
+        """Let every paused or hanging run go on."""
+        with self._lock:
+            self._release_gen += 1
+
+    @property
+    def paused(self) -> int:
+        """Runs waiting in a pause or a hang now."""
+        with self._lock:
+            return self._paused
+
+    def started(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def ids(self) -> list[str]:
+        """The run ids, oldest first."""
+        with self._lock:
+            return list(self._runs)
+
+    def status(self, run_id: str) -> str | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.status if run is not None else None
+
+    def _script_for(self, message: str) -> RunScript:
+        with self._lock:
+            for marker, script in self._rules:
+                if marker in message:
+                    return script
+            return self.default
+
+    def _notify(self) -> None:
+        with self._gw._cond:  # wakes DevGateway.wait_for() predicates
+            self._gw._cond.notify_all()
+
+    def _lifetime(self) -> int:
+        return self._gw.lifetimes
+
+    def _alive(self, run: _DevRun) -> bool:
+        return self._gw.running and self._gw.lifetimes == run.lifetime and not self._gw._closing.is_set()
+
+    # -- dispatch (called on the connection's thread; never blocks it) ------------------
+
+    def handle(self, cs: _Conn, req_id: str, method: str, params: Any) -> None:
+        p = params if isinstance(params, dict) else {}
+        if method == "chat.send":
+            self._chat_send(cs, req_id, p)
+        elif method == "agent":
+            self._agent(cs, req_id, p)
+        elif method == "chat.abort":
+            self._gw._spawn("abort", self._abort, cs, req_id, p)
+        elif method == "agent.wait":
+            self._gw._spawn("wait", self._wait, cs, req_id, p)
+        elif method == "chat.history":
+            self._chat_history(cs, req_id, p)
+
+    def _invalid(self, cs: _Conn, req_id: str, message: str) -> None:
+        self._gw._send_res(cs, req_id, False, error_shape("INVALID_REQUEST", message))
+
+    def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None) -> _DevRun:
+        run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s)
+        with self._lock:
+            self._runs[key] = run
+        self._record(session_key, {"role": "user", "content": message, "timestamp": _now_ms(),
+                                   "idempotencyKey": f"{key}:user", "__openclaw": {"id": str(uuid.uuid4())}})
+        return run
+
+    def _chat_send(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
+        key, session_key, message = p.get("idempotencyKey"), p.get("sessionKey"), p.get("message")
+        if not isinstance(session_key, str) or not session_key:
+            self._invalid(cs, req_id, "SESSION_MUTATION_TARGET_REQUIRED")
+            return
+        if not isinstance(key, str) or not key or not isinstance(message, str):
+            self._invalid(cs, req_id, "invalid chat.send params: idempotencyKey and message are required")
+            return
+        with self._lock:
+            old = self._runs.get(key)
+        if old is not None:
+            status = "in_flight" if old.status == "running" and self._alive(old) else "ok"
+            self._gw._send_res(cs, req_id, True, {"runId": key, "status": status})
+            return
+        timeout_ms = p.get("timeoutMs")
+        limit = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
+        run = self._new_run("chat", key, self._canonical(session_key), message, limit)
+        self._gw._send_res(cs, req_id, True, {"runId": key, "status": "started"})
+        self._gw._spawn("run", self._run, run)
+
+    def _agent(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
+        key, message = p.get("idempotencyKey"), p.get("message")
+        if not isinstance(key, str) or not key or not isinstance(message, str):
+            self._invalid(cs, req_id, "invalid agent params: idempotencyKey and message are required")
+            return
+        with self._lock:
+            old = self._runs.get(key)
+        if old is not None and old.ended.is_set():
+            self._send_agent_final(cs, req_id, old)  # the cached final, no accepted frame
+            return
+        given = p.get("sessionKey")
+        session_key = self._canonical(given) if isinstance(given, str) and given else f"agent:main:explicit:{key}"
+        timeout = p.get("timeout")
+        limit = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+        run = self._new_run("agent", key, session_key, message, limit)
+        run.answer_to = (cs, req_id)
+        accepted = {"runId": key, "agentId": "main", "status": "accepted", "acceptedAt": _now_ms()}
+        if isinstance(given, str) and given:
+            accepted["sessionKey"] = session_key  # like the real gateway: only when one was given
+        self._gw._send_res(cs, req_id, True, accepted)
+        self._gw._spawn("run", self._run, run)
+
+    @staticmethod
+    def _canonical(session_key: str) -> str:
+        return "agent:main:main" if session_key == "main" else session_key
+
+    def _send_agent_final(self, cs: _Conn, req_id: str, run: _DevRun) -> None:
+        if run.status == "ok":
+            meta = {"durationMs": (run.ended_ms or 0) - run.started_ms}
+            self._gw._send_res(cs, req_id, True, {"runId": run.run_id, "status": "ok", "summary": "completed",
+                                                  "result": {"payloads": [{"text": run.text}], "meta": meta}})
+        elif run.status in ("aborted", "timeout"):
+            body: dict[str, Any] = {"runId": run.run_id, "status": "timeout", "summary": "aborted"}
+            if run.status == "aborted":
+                body["stopReason"] = "rpc"
+            self._gw._send_res(cs, req_id, True, body)
+        else:
+            self._gw._send(cs, {"type": "res", "id": req_id, "ok": False,
+                                "payload": {"runId": run.run_id, "status": "error", "summary": run.error},
+                                "error": error_shape("UNAVAILABLE", run.error or "failed")})
+
+    def _abort(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
+        session_key = p.get("sessionKey")
+        if not isinstance(session_key, str) or not session_key:
+            self._invalid(cs, req_id, "invalid chat.abort params: sessionKey is required")
+            return
+        wanted = p.get("runId")
+        with self._lock:
+            runs = [r for r in self._runs.values()
+                    if r.session_key == self._canonical(session_key) and r.status == "running"
+                    and (wanted is None or r.run_id == wanted)]
+        runs = [r for r in runs if self._alive(r)]
+        for run in runs:
+            run.abort.set()
+        for run in runs:
+            run.ended.wait(2.0)  # the aborted event goes out before this answer
+        self._gw._send_res(cs, req_id, True, {"ok": True, "aborted": bool(runs), "runIds": [r.run_id for r in runs]})
+
+    def _wait(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
+        run_id = p.get("runId")
+        if not isinstance(run_id, str) or not run_id:
+            self._invalid(cs, req_id, "invalid agent.wait params: runId is required")
+            return
+        timeout_ms = p.get("timeoutMs")
+        wait_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms >= 0 else 30.0
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None and run.lifetime != self._lifetime():
+            run = None  # a run of an earlier gateway process: unknown now
+        deadline = time.monotonic() + wait_s
+        while run is not None and not run.ended.is_set() and time.monotonic() < deadline:
+            if cs.closed.wait(min(_TICK, max(0.0, deadline - time.monotonic()))):
+                return
+        if run is None or not run.ended.is_set():
+            self._gw._send_res(cs, req_id, True, {"runId": run_id, "status": "timeout"})
+            return
+        body: dict[str, Any] = {"runId": run_id, "startedAt": run.started_ms, "endedAt": run.ended_ms}
+        if run.status == "ok":
+            body.update(status="ok", stopReason="stop", terminalReply={"disposition": "visible", "text": run.text})
+        elif run.status == "aborted":
+            body.update(status="error", error="aborted", stopReason="rpc")
+        elif run.status == "timeout":
+            body.update(status="timeout")
+        else:
+            body.update(status="error", error=run.error)
+        self._gw._send_res(cs, req_id, True, body)
+
+    def _chat_history(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
+        session_key = p.get("sessionKey")
+        if not isinstance(session_key, str) or not session_key:
+            self._invalid(cs, req_id, "invalid chat.history params: sessionKey is required")
+            return
+        limit = p.get("limit")
+        with self._lock:
+            messages = list(self._history.get(self._canonical(session_key), []))
+        if isinstance(limit, int) and limit > 0:
+            messages = messages[-limit:]
+        self._gw._send_res(cs, req_id, True, {"sessionKey": self._canonical(session_key), "messages": messages,
+                                              "hasMore": False, "totalMessages": len(messages)})
+
+    def _record(self, session_key: str, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._history.setdefault(session_key, []).append(message)
+
+    # -- the run thread --------------------------------------------------------------------
+
+    def _run(self, run: _DevRun) -> None:
+        try:
+            outcome = self._stream(run)
+        except _Gone:
+            outcome = "lost"
+        self._end(run, outcome)
+
+    def _agent_ev(self, run: _DevRun, stream: str, data: dict[str, Any]) -> None:
+        run.seq += 1
+        self._gw.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
+                                     "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
+                                     "ts": _now_ms(), "isHeartbeat": False})
+
+    def _chat_ev(self, run: _DevRun, state: str, **fields: Any) -> None:
+        payload = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
+                   "state": state, **fields}
+        self._gw.broadcast("chat", payload)
+
+    def _message(self, text: str) -> dict[str, Any]:
+        return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": _now_ms()}
+
+    def _pause(self, run: _DevRun, seconds: float | None, deadline: float | None) -> str | None:
+        """Wait ``seconds`` (None: until released); returns why it stopped early
+        (``aborted``, ``timeout``) or None.  Raises _Gone when the gateway went away."""
+        with self._lock:
+            gen = self._release_gen
+            if seconds is None:
+                self._paused += 1
+        self._notify()
+        try:
+            end = None if seconds is None else time.monotonic() + seconds
+            while True:
+                if not self._alive(run):
+                    raise _Gone
+                if run.abort.is_set():
+                    return "aborted"
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return "timeout"
+                if end is not None and now >= end:
+                    return None
+                with self._lock:
+                    if seconds is None and self._release_gen != gen:
+                        return None
+                run.abort.wait(_TICK)
+        finally:
+            if seconds is None:
+                with self._lock:
+                    self._paused -= 1
+                self._notify()
+
+    def _stream(self, run: _DevRun) -> str:
+        script = run.script
+        deadline = None if run.limit_s is None else time.monotonic() + run.limit_s
+        if run.kind == "chat":
+            for phase in ("preparing_workspace", "preparing_context"):
+                self._agent_ev(run, "run_status", {"phase": phase})
+                self._chat_ev(run, "status", phase=phase)
+        self._agent_ev(run, "lifecycle", {"phase": "start", "startedAt": run.started_ms})
+        if run.kind == "chat":
+            self._agent_ev(run, "run_status", {"phase": "starting_model"})
+            self._chat_ev(run, "status", phase="starting_model")
+        self._agent_ev(run, "lifecycle", {"phase": "model", "provider": "dev", "model": "dev-model"})
+        reply = script.reply if script.reply is not None else f"ECHO: {run.message}"
+        words = _words(reply)
+        if script.hang:
+            why = self._pause(run, None, deadline)
+            if why is not None:
+                return self._stop(run, why)
+        pending = ""
+        for i, word in enumerate(words):
+            if script.fail is not None and i >= script.fail_after:
+                return self._stop(run, "error")
+            if script.pause_after is not None and i == script.pause_after:
+                why = self._pause(run, None, deadline)
+                if why is not None:
+                    return self._stop(run, why)
+            if i and script.delay:
+                why = self._pause(run, script.delay, deadline)
+                if why is not None:
+                    return self._stop(run, why)
+            elif run.abort.is_set():
+                return self._stop(run, "aborted")
+            run.text += word
+            self._agent_ev(run, "assistant", {"text": run.text, "delta": word, "itemId": f"{run.run_id}:1"})
+            pending += word
+            last = i == len(words) - 1
+            if last and script.early_end:
+                break  # the last chat delta follows lifecycle/end
+            if script.merge and not last and i % 2 == 0:
+                continue  # merged into the next delta: the payload seq skips one
+            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+            pending = ""
+        if script.fail is not None:
+            return self._stop(run, "error")
+        self._agent_ev(run, "usage", {"outputTokens": len(words)})
+        self._agent_ev(run, "lifecycle", {"phase": "finishing", "stopReason": "stop", "aborted": False})
+        self._agent_ev(run, "lifecycle", {"phase": "end", "stopReason": "stop", "aborted": False,
+                                          "startedAt": run.started_ms, "endedAt": _now_ms()})
+        run.seq += 1
+        if pending:
+            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+        run.status = "ok"
+        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop",
+                                       "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
+        self._chat_ev(run, "final", stopReason="stop", message=self._message(run.text))
+        return "ok"
+
+    def _stop(self, run: _DevRun, why: str) -> str:
+        """End a run early: ``aborted``, ``timeout`` or ``error`` (the script's failure)."""
+        if why == "aborted":
+            run.status = "aborted"
+            run.seq += 1
+            self._chat_ev(run, "aborted", stopReason="rpc", message=self._message(run.text))
+            self._agent_ev(run, "lifecycle", {"phase": "end", "status": "cancelled", "aborted": True,
+                                              "stopReason": "rpc"})
+            self._agent_ev(run, "lifecycle", {"phase": "error", "error": "This operation was aborted",
+                                              "aborted": True, "stopReason": "aborted"})
+            return "aborted"
+        kind: str | None
+        if why == "timeout":
+            message, kind = "Request timed out before a response was generated.", "timeout"
+            run.status = "timeout"
+        else:
+            message, kind = run.script.fail or "failed", run.script.error_kind
+            run.status = "error"
+        run.error = message
+        self._agent_ev(run, "lifecycle", {"phase": "error", "error": message, "aborted": False})
+        fields: dict[str, Any] = {"errorMessage": message}
+        if kind:
+            fields["errorKind"] = kind
+        self._chat_ev(run, "error", **fields)
+        if run.kind == "chat" and run.script.duplicate_error:
+            self._gw.broadcast("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": 1,
+                                        "state": "error", "errorMessage": f"⚠️ Agent failed before reply: {message}"})
+        self._record(run.session_key, {**self._message("The agent run failed before producing a reply."),
+                                       "stopReason": "error",
+                                       "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
+        return run.status
+
+    def _end(self, run: _DevRun, outcome: str) -> None:
+        run.ended_ms = _now_ms()
+        if outcome == "lost":
+            run.status = "lost"
+        run.ended.set()
+        self._notify()
+        target = run.answer_to
+        if target is not None and outcome != "lost":
+            cs, req_id = target
+            if not cs.closed.is_set():
+                self._send_agent_final(cs, req_id, run)
+
+
+class _Gone(Exception):
+    """The gateway stopped or restarted under a run."""
+
+
+def _words(text: str) -> list[str]:
+    """``"ECHO: a b"`` -> ``["ECHO:", " a", " b"]``."""
+    out: list[str] = []
+    for i, part in enumerate(text.split(" ")):
+        out.append(part if i == 0 else " " + part)
+    return [w for w in out if w] or [text]
+
