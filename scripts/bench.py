@@ -28,10 +28,10 @@ code does not depend on speed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -42,12 +42,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import websocket
 
-from gwclient import Event, GatewayConfig, GatewayConnection, GatewayError
+from gwclient import Event, GatewayConfig, GatewayConnection, GatewayError, StateChange
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -364,18 +365,17 @@ def idle(url: str, token: str, mode: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ real-gateway restarts
 
 
-def _watch_ready(log_path: Path, offset: int, stop: threading.Event, box: list[float]) -> None:
-    """Polls the console log every 2 ms and notes when ``[gateway] ready`` appears."""
-    carry = b""
-    with contextlib.suppress(FileNotFoundError):
-        while not stop.is_set():
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-            if b"[gateway] ready" in carry + data:
-                box.append(time.monotonic())
-                return
-            stop.wait(0.002)
+def _ready_at(log_path: Path, offset: int) -> float:
+    """The monotonic time of the ``[gateway] ready`` line logged after ``offset`` (its
+    millisecond wall-clock timestamp, mapped onto this process's monotonic clock)."""
+    with open(log_path, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", "replace")
+    match = re.search(r"^(\S+) \[gateway\] ready\b", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no [gateway] ready line after the restart")
+    wall = datetime.fromisoformat(match.group(1)).timestamp()
+    return time.monotonic() - (time.time() - wall)
 
 
 def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, float | None, str]]:
@@ -392,31 +392,36 @@ def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, 
 
         def probe() -> None:
             while not stop.is_set():
-                with contextlib.suppress(GatewayError):
+                try:
                     conn.request("health", timeout=2)
                     answered.append(time.monotonic())
+                except GatewayError:
+                    stop.wait(0.005)  # refused at once (e.g. while paused): do not spin
+
+        states: list[tuple[float, StateChange]] = []
+        sub = conn.subscribe(["-"], include_state=True)  # state changes only
+
+        def watch() -> None:
+            for push in sub:
+                if isinstance(push, StateChange):
+                    states.append((time.monotonic(), push))
 
         prober = threading.Thread(target=probe, name="bench-probe")
+        watcher = threading.Thread(target=watch, name="bench-states")
         prober.start()
+        watcher.start()
         node = _NodeProbe(gw.url, gw.token) if node_client else None
         try:
             for how in ("SIGTERM", "SIGKILL"):
                 for down in downtimes:
                     offset = gw.log_path.stat().st_size
-                    t_stop = time.monotonic()
                     if how == "SIGKILL" and gw.pid is not None:
                         os.killpg(gw.pid, signal.SIGKILL)
                     gw.stop()  # SIGTERM (or reaps the killed gateway and its helpers)
+                    t_stop = time.monotonic()  # every later answer comes from the new gateway
                     time.sleep(down)
-                    ready: list[float] = []
-                    watch_stop = threading.Event()
-                    watcher = threading.Thread(target=_watch_ready, args=(gw.log_path, offset, watch_stop, ready),
-                                               name="bench-ready-watch")
-                    watcher.start()
                     gw.start()
-                    watcher.join(5)
-                    watch_stop.set()
-                    ready_at = ready[0] if ready else time.monotonic()
+                    ready_at = _ready_at(gw.log_path, offset)
                     deadline = time.monotonic() + 60
                     while time.monotonic() < deadline and not [t for t in answered if t > t_stop]:
                         time.sleep(0.01)
@@ -425,12 +430,23 @@ def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, 
                     rows.append((f"gwclient: {label}", first[0] - ready_at if first else None, ""))
                     if node is not None:
                         rows.append((f"official Node client: {label}", node.first_after(t_stop, ready_at), ""))
+                    for name, delay, _ in rows[-2 if node is not None else -1:]:
+                        shown = "no answer" if delay is None else f"{delay:+.2f} s"
+                        print(f"  {name}: first answer {shown} after [gateway] ready "
+                              f"(gateway start took {gw.last_startup_seconds or 0:.1f} s)", flush=True)
+                    # What gwclient did around ready: its last attempts (what dominates the delay).
+                    end = first[0] if first else time.monotonic()
+                    recent = [(t, p) for t, p in states if ready_at - 2.5 <= t <= end]
+                    for t, p in recent[-6:]:
+                        print(f"    {t - ready_at:+6.2f} s  {p.state.value:<12} {p.detail[:100]}")
         finally:
             stop.set()
             prober.join(10)
+            sub.close()
+            watcher.join(10)
             if node is not None:
                 node.close()
-            GatewayConnection.shutdown_all()
+            conn.shutdown()
     return rows
 
 
@@ -530,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     n_pipe = 1000 if quick else 8000
     n_submit = 1000 if quick else 4000
     burst = 2000 if quick else 20000
-    burst64 = 500 if quick else 5000
+    burst64 = 500 if quick else burst
     size = 100
     method = args.method
 
