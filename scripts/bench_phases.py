@@ -8,8 +8,9 @@ A profiling aid for BENCHMARKS.md, not a benchmark: it wraps gwclient's transpor
 settle function with timestamps (private names; expect to adapt it when they change).
 Phases (medians, microseconds):
 
-* caller: ``request()`` called -> the frame is on the socket (validate, encode, session
-  decision under the lock, websocket-client framing + mask + ``send``);
+* prepare: ``request()`` called -> the transport's ``send`` is entered (validate, encode,
+  Future, session decision under the lock); raw: ``json.dumps``;
+* send: websocket-client framing + mask + the ``send`` syscall (the same code for both);
 * wire: frame sent -> the reader's ``recv()`` returns the answer (gateway + kernel + the
   reader thread's wake-up and websocket-client frame parsing);
 * reader: ``recv()`` returned -> the future is about to be settled (JSON decode, frame
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     orig_settle = _link._settle
 
     def send(self: Any, data: bytes) -> None:
+        marks["send0"] = time.perf_counter()
         orig_send(self, data)
         marks["sent"] = time.perf_counter()
 
@@ -68,26 +70,31 @@ def main(argv: list[str] | None = None) -> int:
                                                       scopes=("operator.read",)))
         conn.request("health")
         raw = bench.Raw(gw.url, "phase-token")
-        ours: dict[str, list[float]] = {k: [] for k in ("caller", "wire", "reader", "wake-up", "total")}
-        base: dict[str, list[float]] = {k: [] for k in ("caller", "wire", "decode", "total")}
+        ours: dict[str, list[float]] = {k: [] for k in ("prepare", "send", "wire", "reader", "wake-up", "total")}
+        base: dict[str, list[float]] = {k: [] for k in ("prepare", "send", "wire", "decode", "total")}
         for _ in range(args.n):
             t0 = time.perf_counter()
             conn.request("health")
             t1 = time.perf_counter()
-            ours["caller"].append(marks["sent"] - t0)
+            ours["prepare"].append(marks["send0"] - t0)
+            ours["send"].append(marks["sent"] - marks["send0"])
             ours["wire"].append(marks["recv"] - marks["sent"])
             ours["reader"].append(marks["settle"] - marks["recv"])
             ours["wake-up"].append(t1 - marks["settle"])
             ours["total"].append(t1 - t0)
 
             t0 = time.perf_counter()
-            raw.send("health")
+            raw.ids += 1
+            frame = bench.json.dumps({"type": "req", "id": str(raw.ids), "method": "health"})
+            t05 = time.perf_counter()
+            raw.ws.send(frame)
             t1 = time.perf_counter()
             text = raw.ws.recv()
             t2 = time.perf_counter()
             bench.json.loads(text)
             t3 = time.perf_counter()
-            base["caller"].append(t1 - t0)
+            base["prepare"].append(t05 - t0)
+            base["send"].append(t1 - t05)
             base["wire"].append(t2 - t1)
             base["decode"].append(t3 - t2)
             base["total"].append(t3 - t0)
