@@ -6,9 +6,11 @@ ratios mean something on any machine (the figures alone do not):
 
 * the gateway is ``scripts/fastgw.mjs`` (a small Node ``ws`` server run with the pinned
   Node of the openclaw install, see ``scripts/install-openclaw``) or, if Node is not
-  installed, the dev gateway in a subprocess (``scripts/bench.py`` says which);
+  installed, the dev gateway in a subprocess (the first line of the output says which);
 * the BASELINE is a minimal raw client: websocket-client's ``create_connection`` on one
   socket, ``json.dumps`` / ``json.loads``, no validation, no threads of its own;
+* "CPU us/op" is this process's CPU time per request or delivered event: steadier than
+  the wall-clock rates when other work shares the machine;
 * the old baseline (a socket per call, as the outdated clients do) is a secondary line.
 
 Figures: sequential p50 (raw vs ``request()``); pipelined throughput (raw: one thread
@@ -19,8 +21,8 @@ gateway's ``[gateway] ready`` line to the first answered request after a SIGTERM
 SIGKILL restart.  The table says "meets target" / "misses target" per row; the exit
 code does not depend on speed.
 
-    python scripts/bench.py              # full run (~2 min)
-    python scripts/bench.py --real       # plus real-gateway restarts (~2 more min)
+    python scripts/bench.py              # full run (~3 min)
+    python scripts/bench.py --real       # plus real-gateway restarts (~3 more min)
     python scripts/bench.py --quick      # smoke run (~15 s), every ratio still printed
     python scripts/bench.py --only seq,pipe    # some sections (for profiling)
 """
@@ -104,6 +106,12 @@ def _first_line(proc: subprocess.Popen[str], what: str, timeout: float = 30.0) -
     return box[0].strip()
 
 
+def _child_env() -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH (for child Pythons)."""
+    paths = [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def start_gateway(token: str, force_dev: bool = False) -> Gateway:
     found = None if force_dev else _find_node()
     if found is not None:
@@ -116,9 +124,8 @@ def start_gateway(token: str, force_dev: bool = False) -> Gateway:
         ws_version = json.loads((ws_dir / "package.json").read_text())["version"]
         return Gateway(f"node fastgw.mjs (Node {version}, ws {ws_version}, own process)",
                        f"ws://127.0.0.1:{port}", token, proc)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, str(HERE / "benchgw.py"), "--token", token], env=env,
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([sys.executable, str(HERE / "benchgw.py"), "--token", token],
+                            env=_child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     url = _first_line(proc, "the dev gateway")
     return Gateway("dev gateway (Python subprocess; Node not installed: run scripts/install-openclaw)",
                    url, token, proc)
@@ -355,8 +362,7 @@ if mode != "raw":
 
 def idle(url: str, token: str, mode: str) -> dict[str, Any]:
     """Threads and RSS of a fresh process holding one idle connection (after imports)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _IDLE_CHILD, url, token, mode], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _IDLE_CHILD, url, token, mode], env=_child_env(), capture_output=True,
                          text=True, timeout=60, check=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -559,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at start")
     print(f"method {method!r}; rounds per figure {rounds} (best kept); {'quick' if quick else 'full'} run")
     table = Table()
+    raw: Raw | None = None
     try:
         conn = GatewayConnection.shared(cfg)
         conn.request(method)  # connect outside the timing
@@ -596,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
             table.add(f"  submit() x{n_submit} from 1 thread, then gathered (req/s)", "", f"{fig.rate:.0f}",
                       f"x{fig.rate / base.rate:.2f}", ">= x0.6", met=fig.rate / base.rate >= 0.6,
                       cpu=(base.cpu_us, fig.cpu_us))
+        # Closed before the bursts: the dev gateway broadcasts them to every socket, and an
+        # unread socket would fill up and stall it.
+        raw.close()
 
         if "burst" in only or "fanout" in only:
             base = best_of(rounds, lambda: raw_burst(gw.url, token, burst, size))
@@ -637,7 +647,6 @@ def main(argv: list[str] | None = None) -> int:
                           "<= 1 s" if is_ours else "", met=(delay is not None and delay <= 1.0) if is_ours else None)
 
         accepted = int(conn.request("bench.stats")["accepted"])
-        raw.close()
         print()
         for line in table.render():
             print(line)
@@ -645,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sockets accepted by the gateway: {accepted} (raw {Raw.opened} + gwclient {accepted - Raw.opened})")
         print(f"load average {os.getloadavg()[0]:.2f} at end")
     finally:
+        if raw is not None:
+            raw.close()
         GatewayConnection.shutdown_all()
         gw.stop()
     return 0
