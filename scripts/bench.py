@@ -30,6 +30,7 @@ code does not depend on speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -384,11 +385,11 @@ def _ready_at(log_path: Path, offset: int) -> float:
     return time.monotonic() - (time.time() - wall)
 
 
-def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, float | None, str]]:
+def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, float | None]]:
     """Delay from ``[gateway] ready`` to the first answered request after each restart."""
     from gwclient.testing import RealGateway
 
-    rows: list[tuple[str, float | None, str]] = []
+    rows: list[tuple[str, float | None]] = []
     with RealGateway() as gw, tempfile.TemporaryDirectory(prefix="bench-state-") as state:
         cfg = GatewayConfig(url=gw.url, token=gw.token, state_dir=state)  # default retry policy
         conn = GatewayConnection.shared(cfg)
@@ -433,10 +434,10 @@ def real_restarts(downtimes: list[float], node_client: bool) -> list[tuple[str, 
                         time.sleep(0.01)
                     first = [t for t in answered if t > t_stop]
                     label = f"{how} restart, {down:g} s down"
-                    rows.append((f"gwclient: {label}", first[0] - ready_at if first else None, ""))
+                    rows.append((f"gwclient: {label}", first[0] - ready_at if first else None))
                     if node is not None:
-                        rows.append((f"official Node client: {label}", node.first_after(t_stop, ready_at), ""))
-                    for name, delay, _ in rows[-2 if node is not None else -1:]:
+                        rows.append((f"official Node client: {label}", node.first_after(t_stop, ready_at)))
+                    for name, delay in rows[-2 if node is not None else -1:]:
                         shown = "no answer" if delay is None else f"{delay:+.2f} s"
                         print(f"  {name}: first answer {shown} after [gateway] ready "
                               f"(gateway start took {gw.last_startup_seconds or 0:.1f} s)", flush=True)
@@ -594,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             table.add(f"pipelined, {n_pipe} requests (req/s)", f"{base.rate:.0f}", cpu=(base.cpu_us, None))
         if "pipe" in only:
             for threads in (1, 4, 16, 64):
-                fig = best_of(rounds, lambda threads=threads: threaded(conn, n_pipe, threads, method))
+                fig = best_of(rounds, functools.partial(threaded, conn, n_pipe, threads, method))
                 table.add(f"  request() from {threads} thread{'s' if threads > 1 else ''} (req/s)", "",
                           f"{fig.rate:.0f}", f"x{fig.rate / base.rate:.2f}", ">= x0.3" if threads == 16 else "",
                           met=fig.rate / base.rate >= 0.3 if threads == 16 else None, cpu=(base.cpu_us, fig.cpu_us))
@@ -640,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.real and not quick:
             downtimes = [float(d) for d in args.downtime.split(",") if d]
-            for label, delay, _ in real_restarts(downtimes, args.node_client):
+            for label, delay in real_restarts(downtimes, args.node_client):
                 shown = "no answer in 60 s" if delay is None else f"{delay:.2f}"
                 is_ours = label.startswith("gwclient")
                 table.add(f"reconnect: {label} (s after ready)", "", shown, "",

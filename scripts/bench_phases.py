@@ -22,6 +22,7 @@ Phases (medians, microseconds):
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -85,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             raw.ids += 1
-            frame = bench.json.dumps({"type": "req", "id": str(raw.ids), "method": "health"})
+            frame = json.dumps({"type": "req", "id": str(raw.ids), "method": "health"})
             t05 = time.perf_counter()
             raw.ws.send(frame)
             t1 = time.perf_counter()
             text = raw.ws.recv()
             t2 = time.perf_counter()
-            bench.json.loads(text)
+            json.loads(text)
             t3 = time.perf_counter()
             base["prepare"].append(t05 - t0)
             base["send"].append(t1 - t05)
