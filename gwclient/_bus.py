@@ -61,14 +61,18 @@ class Bus:
         self._slot_feed: dict[int, int] = {}
         self._subs: dict[int, list[Subscription]] = {}
         self._complained = False
+        self._unflushed: list[Subscription] = []
 
-    def publisher(self, number: int) -> Callable[[Push, int], None]:
-        def publish(push: Push, size: int = 0) -> None:
-            self.publish(number, push, size)
+    def publisher(self, number: int) -> Callable[[Push, int, bool], None]:
+        def publish(push: Push, size: int = 0, notify: bool = True) -> None:
+            self.publish(number, push, size, notify=notify)
 
         return publish
 
-    def publish(self, number: int, push: Push, size: int = 0) -> None:
+    def publish(self, number: int, push: Push, size: int = 0, *, notify: bool = True) -> None:
+        """Offer ``push`` to every subscription of the channel's slots.  ``notify=False``
+        (the reader, in the middle of a burst) defers the consumers' wake-ups to
+        :meth:`flush`: one wake-up per burst instead of one per event and subscriber."""
         with self.lock:
             feed = self._feeds.get(number)
             if feed is None:
@@ -80,11 +84,19 @@ class Bus:
             for slot in feed.slots:
                 for sub in self._subs.get(slot, ()):
                     try:
-                        sub._offer(push, size)
+                        if sub._offer(push, size, notify) and not notify:
+                            self._unflushed.append(sub)
                     except Exception:  # pragma: no cover - a bug; never kill the publisher
                         if not self._complained:
                             self._complained = True
                             log.exception("a subscription refused a push")
+
+    def flush(self) -> None:
+        """Wake the consumers of pushes published with ``notify=False``."""
+        with self.lock:
+            subs, self._unflushed = self._unflushed, []
+        for sub in dict.fromkeys(subs):  # each once, in order
+            sub._flush()
 
     def subscribe(self, slot: int, sub: Subscription) -> None:
         with self.lock:
@@ -220,7 +232,7 @@ class ConnectionActor(pykka.ThreadingActor):
         channel = self._channels.get(config)
         if channel is None:
             number = next(self._numbers)
-            link = Link(config, self.bus.publisher(number), self._factory or open_transport)
+            link = Link(config, self.bus.publisher(number), self._factory or open_transport, self.bus.flush)
             actor = GatewayChannelActor.start(link, retry_policy=config.retry)
             channel = Channel(actor, link, number)
             self._channels[config] = channel

@@ -28,11 +28,18 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 _dumps_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
+_valid_methods: set[str] = set()  # names already checked (a program uses a handful)
+
+
 def check_method(method: object) -> str:
+    if method in _valid_methods:
+        return method  # type: ignore[return-value]
     if not isinstance(method, str) or not method:
         raise UsageError("method must be a non-empty string")
     if len(method) > 256 or not method.isprintable() or any(c.isspace() for c in method):
         raise UsageError(f"method {method[:40]!r} is not a valid gateway method name")
+    if len(_valid_methods) < 1024:
+        _valid_methods.add(method)
     return method
 
 

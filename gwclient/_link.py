@@ -67,11 +67,13 @@ class Link:
     def __init__(
         self,
         config: GatewayConfig,
-        publish: Callable[[Push, int], None],
+        publish: Callable[[Push, int, bool], None],
         factory: TransportFactory,
+        flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self._publish = publish
+        self._flush = flush
         #: Tells the owning actor about AttemptEnded / Lost / Connected (set by the actor).
         self.report: Callable[[int, Any], None] = lambda gen, what: None
         self._factory = factory
@@ -203,6 +205,7 @@ class Link:
             return
         code: int | None = None
         reason = ""
+        deferred = 0  # frames whose pushes still wait for their consumers' wake-up
         try:
             self._run(effects, transport, gen)
             while True:
@@ -213,10 +216,17 @@ class Link:
                         break
                     if data is None:
                         self.session.last_rx = now
-                        continue
-                    effects = self.session.received(data, now)
-                if effects:
-                    self._run(effects, transport, gen)
+                        effects = []
+                    else:
+                        effects = self.session.received(data, now)
+                if effects and self._run(effects, transport, gen, defer=True):
+                    deferred += 1
+                # Why defer: with consumers that keep up, waking each one per event costs a
+                # thread switch per event and subscriber; one wake-up per burst (once no
+                # more bytes are waiting, or every 256 frames) keeps the latency bounded.
+                if deferred and (deferred >= 256 or not transport.has_pending()):
+                    self._flush()
+                    deferred = 0
         except TransportClosed as closed:
             code, reason = closed.code, closed.reason
             if code in (1003, 1009):  # our refusal of a frame: tell the gateway why
@@ -228,6 +238,8 @@ class Link:
             log.exception("reader for %s stopped by an unexpected error; reconnecting", self.label)
             code, reason = None, f"internal error: {type(exc).__name__}"
         finally:
+            if deferred:
+                self._flush()
             transport.abort()
             transport.release()
             with self._lock:
@@ -270,7 +282,10 @@ class Link:
 
     # -- effects (never under the lock) -----------------------------------------------------
 
-    def _run(self, effects: list[Effect], transport: Transport | None, gen: int) -> None:
+    def _run(self, effects: list[Effect], transport: Transport | None, gen: int, *, defer: bool = False) -> bool:
+        """Execute ``effects`` in order; with ``defer`` pushes are published without waking
+        their consumers (the reader flushes).  True if anything was published."""
+        published = False
         for effect in effects:
             # A rejected device token is cleared before anyone hears of the refusal.
             if isinstance(effect, AttemptEnded) and isinstance(effect.error, AuthRejected) \
@@ -293,7 +308,8 @@ class Link:
             elif isinstance(effect, Publish):
                 if isinstance(effect.push, StateChange):
                     log.debug("channel %s -> %s %s", self.label, effect.push.state.value, effect.push.detail)
-                self._publish(effect.push, effect.size)
+                self._publish(effect.push, effect.size, not defer)
+                published = True
             elif isinstance(effect, Timer):
                 self._arm(gen, effect.name, effect.delay)
             elif isinstance(effect, Connected):
@@ -308,6 +324,7 @@ class Link:
                     transport.ping_nowait()
             elif isinstance(effect, (AttemptEnded, Lost)):
                 self.report(gen, effect)
+        return published
 
     def _arm(self, gen: int, name: str, delay: float | None) -> None:
         with self._timers_lock:

@@ -58,11 +58,14 @@ class BoundedQueue(Generic[T]):
         self.dropped_total = 0
         self.dropped_bytes_total = 0
         self._ended = False
+        self._deferred = False
 
     # -- producer side: never blocks ----------------------------------------------------
 
-    def offer(self, item: T, size: int = 0) -> bool:
-        """Queue ``item`` (``size`` bytes); drop the oldest items if full.  False if ended."""
+    def offer(self, item: T, size: int = 0, *, notify: bool = True) -> bool:
+        """Queue ``item`` (``size`` bytes); drop the oldest items if full.  False if ended.
+        With ``notify=False`` a waiting consumer is woken only by the next :meth:`flush`
+        (the reader batches wake-ups per socket read: one wake-up for a burst of events)."""
         with self._cond:
             if self._ended:
                 return False
@@ -77,8 +80,18 @@ class BoundedQueue(Generic[T]):
                 self.dropped_bytes_total += old_size
             items.append((item, size))
             self._bytes += size
-            self._cond.notify()
+            if notify:
+                self._cond.notify()
+            else:
+                self._deferred = True
             return True
+
+    def flush(self) -> None:
+        """Wake a consumer for items offered with ``notify=False``."""
+        with self._cond:
+            if self._deferred:
+                self._deferred = False
+                self._cond.notify()
 
     def end(self, *, discard: bool = False) -> bool:
         """No more items: waiting consumers wake; what is queued is still delivered unless

@@ -68,9 +68,12 @@ class Subscription:
             return self.include_state
         return True
 
-    def _offer(self, push: Push, size: int = 0) -> None:
-        if self._wants(push):
-            self._queue.offer(push, size)
+    def _offer(self, push: Push, size: int = 0, notify: bool = True) -> bool:
+        """True if queued (a deferred wake-up then needs :meth:`_flush`)."""
+        return self._wants(push) and self._queue.offer(push, size, notify=notify)
+
+    def _flush(self) -> None:
+        self._queue.flush()
 
     def _end(self) -> None:
         """The connection is gone: deliver what is queued, then stop."""

@@ -23,6 +23,7 @@ thread and never block.
 from __future__ import annotations
 
 import hashlib
+import select
 import socket
 import ssl
 import struct
@@ -78,6 +79,10 @@ class Transport(Protocol):
         ...
 
     def set_max_frame(self, limit: int) -> None: ...
+
+    def has_pending(self) -> bool:
+        """True if more inbound bytes are already waiting (``recv`` would not block)."""
+        ...
 
     @property
     def last_activity(self) -> float:
@@ -177,6 +182,16 @@ class _WebSocketTransport:
     @property
     def last_activity(self) -> float:
         return self._frames.last_activity
+
+    def has_pending(self) -> bool:
+        sock = self._sock
+        if self._frames.recv_buffer or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def send(self, data: bytes) -> None:
         try:

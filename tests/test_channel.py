@@ -215,6 +215,9 @@ class _FaultyTransport:
     def last_activity(self) -> float:
         return self._inner.last_activity
 
+    def has_pending(self) -> bool:
+        return self._inner.has_pending()
+
     def ping_nowait(self) -> bool:
         if self._faults.ping.is_set():
             self._faults.ping.clear()
@@ -290,7 +293,7 @@ def test_a_failing_subscriber_does_not_stop_the_bus(gw: DevGateway) -> None:
     bad = conn.subscribe(events=["presence"])
     good = conn.subscribe(events=["presence"])
 
-    def explode(push: Any, size: int = 0) -> None:
+    def explode(push: Any, size: int = 0, notify: bool = True) -> bool:
         raise RuntimeError("subscriber bug")
 
     bad._offer = explode  # type: ignore[method-assign]
