@@ -46,6 +46,7 @@ from ._runs import RunsMixin
 from ._runtime import ask, current_runtime, join, retire, stop_channels
 from ._sessions import SessionsMixin
 from ._subscription import Subscription
+from ._waiter import Waiter
 
 __all__ = ["DEFAULT", "Default", "GatewayConnection"]
 
@@ -176,12 +177,12 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             return channel
 
     def _submit(self, method: str, data: bytes, request_id: str, expect_final: bool,
-                config: GatewayConfig) -> Future[Any]:
+                config: GatewayConfig, *, blocking: bool) -> Any:
         """Hand an encoded request to the channel.  A channel retired by a config change
         before the frame left refuses it; then bind to the new one and submit again."""
         for _ in range(3):
             channel = self._channel(config)
-            fut: Future[Any] = Future()
+            fut: Any = Waiter() if blocking else Future()
             channel.link.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
                 return fut
@@ -207,7 +208,8 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         replayed), :class:`RequestError` (``ok:false``), a :class:`ConnectError` subclass
         when connecting is paused (bad token, pairing...), or :class:`ClientClosed` after
         :meth:`shutdown`."""
-        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request")
+        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
+                                                            blocking=True)
         try:
             return fut.result(seconds)
         except FutureTimeout:
@@ -220,17 +222,18 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
         argument errors raise :class:`UsageError` at once."""
-        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "submit")
+        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "submit",
+                                                            blocking=False)
         if seconds is not None and not fut.done():
             channel = self._bound[1] if self._bound is not None else None
             if channel is not None:
                 handle = channel.link.timer.call_later(
                     seconds, lambda: _expire(fut, request_id, method, seconds, link_cancel))
                 fut.add_done_callback(lambda _f: channel.link.timer.cancel(handle))
-        return fut
+        return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
-               what: str) -> tuple[Future[Any], float | None, str, Callable[[str], None]]:
+               what: str, *, blocking: bool) -> tuple[Any, float | None, str, Callable[[str], None]]:
         _check_caller(what)
         check_method(method)
         config = self.config  # once per request: a provider may do work to answer
@@ -239,7 +242,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
         data = encode_request(request_id, method, params)
-        fut = self._submit(method, data, request_id, bool(expect_final), config)
+        fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
         bound = self._bound
         cancel = bound[1].link.cancel if bound is not None else (lambda _rid: None)
         return fut, seconds, request_id, cancel

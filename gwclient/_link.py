@@ -101,7 +101,7 @@ class Link:
 
     # -- user threads -----------------------------------------------------------------------
 
-    def submit(self, request_id: str, method: str, data: bytes, waiter: Future[Any],
+    def submit(self, request_id: str, method: str, data: bytes, waiter: Any,
                expect_final: bool = False) -> None:
         with self._lock:
             effects, need_connect = self.session.submit(request_id, method, data, waiter, expect_final)
