@@ -222,14 +222,12 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
         argument errors raise :class:`UsageError` at once."""
-        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "submit",
+        fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
                                                             blocking=False)
         if seconds is not None and not fut.done():
-            channel = self._bound[1] if self._bound is not None else None
-            if channel is not None:
-                handle = channel.link.timer.call_later(
-                    seconds, lambda: _expire(fut, request_id, method, seconds, link_cancel))
-                fut.add_done_callback(lambda _f: channel.link.timer.cancel(handle))
+            bound = self._bound
+            if bound is not None:
+                bound[1].link.expire_later(seconds, request_id, method, fut)
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
@@ -407,18 +405,6 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     def __repr__(self) -> str:
         what = repr(self._config) if self._config is not None else repr(self._provider or "environment")
         return f"<GatewayConnection {what}{' closed' if self._closed else ''}>"
-
-
-def _expire(fut: Future[Any], request_id: str, method: str, seconds: float,
-            cancel: Callable[[str], None]) -> None:
-    """Timer thread: a submitted request's timeout ran out."""
-    if fut.done():
-        return
-    cancel(request_id)
-    try:
-        fut.set_exception(GatewayTimeout(f"{method} got no answer within {seconds:g} s"))
-    except Exception:  # InvalidStateError: answered meanwhile
-        pass
 
 
 def _exit_handler() -> None:

@@ -61,8 +61,10 @@ class Timer:
         delay = min(delay, MAX_TIMEOUT)
         with self._cond:
             handle = TimerHandle(self._clock() + delay, fn)
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (handle.due, next(self._ids), handle))
-            self._cond.notify()
+            if earliest is None or handle.due < earliest:
+                self._cond.notify()  # only a new earliest deadline changes the thread's wait
             return handle
 
     def cancel(self, handle: TimerHandle | None) -> None:
