@@ -370,6 +370,10 @@ class GatewayConfig:
     #: Send a websocket ping every this many seconds (NAT/proxy keepalive); ``None`` = off.
     #: The gateway already pings every 25 s and ticks every 30 s.
     ping_interval: float | None = None
+    #: Explicit proxy for a remote ``wss://`` gateway (``http://host:port``, ``socks5://``,
+    #: ``socks5h://``); never used for loopback, refused with ``ws://``.  The environment's
+    #: ``http_proxy``/``https_proxy``/``no_proxy`` are never applied (docs/configuration.md).
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -447,6 +451,10 @@ class GatewayConfig:
             if scheme != "wss":
                 raise ConfigError("tls_fingerprint requires a wss:// url")
             set_(self, "tls_fingerprint", normalize_tls_fingerprint(self.tls_fingerprint))
+        if self.proxy is not None:
+            from ._proxy import parse_proxy  # here: _proxy imports this module
+
+            set_(self, "proxy", parse_proxy(self.proxy, url))
 
     # ------------------------------------------------------------------ derived values
 
@@ -529,6 +537,10 @@ class GatewayConfig:
             parts.append(f"ssh={self.ssh.target}:{self.ssh.port}->{self.ssh.remote_port}")
         if not self.device_identity:
             parts.append("device_identity=False")
+        if self.proxy is not None:
+            from ._proxy import redact_proxy  # here: _proxy imports this module
+
+            parts.append(f"proxy={redact_proxy(self.proxy)!r}")
         return f"GatewayConfig({', '.join(parts)})"
 
     __str__ = __repr__

@@ -34,6 +34,7 @@ import websocket
 
 from ._config import redact_url
 from ._errors import ConnectError
+from ._proxy import proxy_kwargs
 
 __all__ = ["SocketWorker", "Transport", "TransportClosed", "TransportFactory", "open_transport"]
 
@@ -81,6 +82,7 @@ class TransportOptions:
     url: str
     open_timeout: float
     tls_fingerprint: str | None = None
+    proxy: str | None = None
 
 
 TransportFactory = Callable[[TransportOptions], Transport]
@@ -157,6 +159,7 @@ def open_transport(options: TransportOptions) -> Transport:
             enable_multithread=True,
             sslopt=sslopt,
             skip_utf8_validation=True,
+            **proxy_kwargs(options.url, options.proxy),
         )
     except ssl.SSLCertVerificationError as exc:
         # Retrying cannot fix a certificate: a typed error that pauses reconnecting.
