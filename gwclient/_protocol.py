@@ -149,6 +149,10 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
         "method": method,
     }
     if connect or method == "connect":
+        # Detail codes are more specific than top-level codes: PROTOCOL_MISMATCH wins even
+        # over NOT_PAIRED; the protocol-3 form (no detail code) is recognised after pairing.
+        if detail_code == "PROTOCOL_MISMATCH":
+            return _mismatch(message, details, kwargs)
         not_paired = shape.code == "NOT_PAIRED" and detail_code != "DEVICE_IDENTITY_REQUIRED"
         if detail_code == "PAIRING_REQUIRED" or not_paired:
             err: ConnectError = PairingRequired(
@@ -162,13 +166,8 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
                 or details.get("pauseReconnect") is False
             )
             return err
-        if _is_protocol_refusal(shape, details, detail_code):
-            return ProtocolMismatch(
-                message,
-                server_protocol=_int_or_none(details.get("expectedProtocol")),
-                client_protocol=PROTOCOL_VERSION,
-                **kwargs,
-            )
+        if _is_protocol_3_refusal(shape, details):
+            return _mismatch(message, details, kwargs)
         if detail_code.startswith(_AUTH_PREFIXES) or detail_code in _AUTH_CODES:
             return AuthRejected(message, **kwargs)
         err = ConnectError(message, **kwargs)
@@ -181,14 +180,20 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
     return RequestError(message, **kwargs)
 
 
-def _is_protocol_refusal(shape: ErrorShape, details: dict[str, Any], detail_code: str) -> bool:
-    """Every form of "this gateway does not speak our protocol": protocol 4's
-    ``details.code: PROTOCOL_MISMATCH``, and protocol 3's ``INVALID_REQUEST`` "protocol
-    mismatch" with only ``details.expectedProtocol`` (openclaw <= 2026.5.7)."""
-    if detail_code == "PROTOCOL_MISMATCH":
-        return True
+def _is_protocol_3_refusal(shape: ErrorShape, details: dict[str, Any]) -> bool:
+    """Protocol 3's refusal (openclaw <= 2026.5.7): ``INVALID_REQUEST`` "protocol mismatch"
+    with ``details: {expectedProtocol}`` and no ``details.code``."""
     return shape.code == "INVALID_REQUEST" and (
         "expectedProtocol" in details or shape.message.strip().lower() == "protocol mismatch"
+    )
+
+
+def _mismatch(message: str, details: dict[str, Any], kwargs: dict[str, Any]) -> ProtocolMismatch:
+    return ProtocolMismatch(
+        message,
+        server_protocol=_int_or_none(details.get("expectedProtocol")),
+        client_protocol=PROTOCOL_VERSION,
+        **kwargs,
     )
 
 

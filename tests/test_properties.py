@@ -214,6 +214,10 @@ error_shapes = st.builds(
 
 
 @given(error_shapes, st.sampled_from(["", "connect", "echo", "agent"]), st.booleans())
+@example(ErrorShape(code="NOT_PAIRED", message="protocol mismatch", details={"code": "PROTOCOL_MISMATCH"}),
+         "connect", False)
+@example(ErrorShape(code="INVALID_REQUEST", message="protocol mismatch", details={"code": "PAIRING_REQUIRED"}),
+         "connect", True)
 def test_every_error_shape_maps_to_a_gateway_error_with_its_fields(shape: ErrorShape, method: str,
                                                                   connect: bool) -> None:
     err = error_from_shape(shape, method=method, connect=connect)

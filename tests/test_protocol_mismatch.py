@@ -95,7 +95,7 @@ def test_close_1002_during_the_handshake() -> None:
 
 
 @pytest.mark.parametrize(("respond", "server_protocol"), [(True, 3), (False, None)])
-def test_a_protocol_3_gateway_gives_protocol_mismatch_and_pauses(
+def test_devgw_protocol_3_gateway_gives_protocol_mismatch_and_pauses(
     respond: bool, server_protocol: int | None, shutdown_all_after: None
 ) -> None:
     with DevGateway(token=TOKEN) as gw:
@@ -110,7 +110,7 @@ def test_a_protocol_3_gateway_gives_protocol_mismatch_and_pauses(
         conn.shutdown()
 
 
-def test_a_newer_gateway_gives_protocol_mismatch_naming_both(shutdown_all_after: None) -> None:
+def test_devgw_newer_gateway_gives_protocol_mismatch_naming_both(shutdown_all_after: None) -> None:
     with DevGateway(token=TOKEN) as gw:
         gw.reject_next_connects(1, code="INVALID_REQUEST", message="protocol mismatch",
                                 details={"code": "PROTOCOL_MISMATCH", "expectedProtocol": 5,
