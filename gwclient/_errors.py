@@ -172,10 +172,15 @@ class ProtocolMismatch(ConnectError):
                 f"the gateway speaks protocol {server_protocol}, {ours}; "
                 f"upgrade the gateway to openclaw >= {MINIMUM_OPENCLAW}"
             )
-        else:
+        elif server_protocol > client_protocol:
             hint = (
                 f"the gateway speaks protocol {server_protocol}, {ours}; "
                 f"upgrade gwclient to a release that speaks protocol {server_protocol}"
+            )
+        else:
+            hint = (
+                f"the gateway says it speaks protocol {server_protocol} but refused it ({ours}); "
+                f"check that the gateway runs openclaw >= {MINIMUM_OPENCLAW}"
             )
         super().__init__(f"{message}: {hint}" if message else hint, **kwargs)
 

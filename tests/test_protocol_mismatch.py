@@ -49,6 +49,13 @@ def test_expected_protocol_alone_or_message_alone_is_enough() -> None:
     assert "does not accept protocol 4" in str(only_message) and ">= 2026.5.12" in str(only_message)
 
 
+def test_a_refusal_naming_our_own_protocol() -> None:
+    err = ProtocolMismatch("protocol mismatch", server_protocol=4)
+    assert "says it speaks protocol 4 but refused it" in str(err) and ">= 2026.5.12" in str(err)
+    assert "upgrade gwclient" not in str(err)
+    assert str(ProtocolMismatch("", server_protocol=3)).startswith("the gateway speaks protocol 3")
+
+
 def test_protocol_4_detail_code_from_a_newer_gateway() -> None:
     details = {"code": "PROTOCOL_MISMATCH", "clientMinProtocol": 4, "clientMaxProtocol": 4,
                "expectedProtocol": 5, "minimumProbeProtocol": 3}
