@@ -246,7 +246,7 @@ def test_a_silent_tcp_listener_gives_a_clear_error_bounded_retries_and_a_prompt_
         assert f"127.0.0.1:{listener.port}" in text and "timed out" in text.lower()
         window = 5.0
         _hammer(conn, window)
-        assert 2 <= len(listener.accepted) <= _max_attempts(RETRY, window + config.connect_timeout + 1.5) + 1
+        assert 1 <= len(listener.accepted) <= _max_attempts(RETRY, window + config.connect_timeout + 1.5) + 1
         # Shut down while an attempt is blocked in the websocket upgrade (the listener
         # never answers it): shutdown() must not wait for the open timeout, and must leave
         # no reader blocked behind it.
@@ -281,7 +281,7 @@ def test_an_http_server_gives_a_clear_error_bounded_retries_and_a_prompt_shutdow
         window = 4.0
         errors = _hammer(conn, window)
         assert errors and all(isinstance(e, GatewayError) for e in errors)
-        assert 2 <= _HttpHandler.hits <= _max_attempts(RETRY, window + 1.0) + 1, _HttpHandler.hits
+        assert 1 <= _HttpHandler.hits <= _max_attempts(RETRY, window + 1.0) + 1, _HttpHandler.hits
         _check_prompt_shutdown(conn, port)
     finally:
         server.shutdown()
