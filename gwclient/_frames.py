@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, Union
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
 
@@ -42,7 +42,6 @@ __all__ = [
 
 PROTOCOL_VERSION = 4
 
-_T = TypeVar("_T", bound=DataClassJsonMixin)
 _camel = dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)  # type: ignore[call-overload]
 
 
@@ -68,13 +67,6 @@ def _check(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what
         raise ProtocolError(f"{what}: field {key!r} has the wrong type (bool)")
     if not isinstance(value, kind):
         raise ProtocolError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
-
-
-def _from(cls: type[_T], data: Mapping[str, Any], what: str) -> _T:
-    try:
-        return cls.from_dict(dict(data))
-    except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - guarded by _check
-        raise ProtocolError(f"{what}: {exc!r}") from exc
 
 
 # --------------------------------------------------------------------------- frames
@@ -171,7 +163,7 @@ def decode_frame(data: str | bytes) -> Frame:
     if kind == "req":
         _check(obj, "id", str, "req frame")
         _check(obj, "method", str, "req frame")
-        return _from(RequestFrame, obj, "req frame")
+        return RequestFrame(id=obj["id"], method=obj["method"], params=obj.get("params"))
     raise ProtocolError(f"unknown frame type {kind!r}")
 
 
@@ -183,7 +175,13 @@ def decode_error_shape(obj: Any) -> ErrorShape:
     _check(obj, "details", dict, "error shape", optional=True)
     _check(obj, "retryable", bool, "error shape", optional=True)
     _check(obj, "retryAfterMs", int, "error shape", optional=True)
-    return _from(ErrorShape, obj, "error shape")
+    return ErrorShape(
+        code=obj["code"],
+        message=obj.get("message") or "",
+        details=obj.get("details"),
+        retryable=obj.get("retryable"),
+        retry_after_ms=obj.get("retryAfterMs"),
+    )
 
 
 def encode_frame(frame: RequestFrame) -> str:

@@ -9,6 +9,7 @@ another exception, never a coerced or wrong value.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -40,7 +41,11 @@ from gwclient._protocol import PendingTable, SeqTracker, error_from_shape
 settings.register_profile(
     "gwclient", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("gwclient")
+# scripts/mutation runs these against every mutant: fewer examples keep it within minutes.
+settings.register_profile(
+    "mutation", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("GWCLIENT_HYPOTHESIS_PROFILE", "gwclient"))
 
 # ------------------------------------------------------------------------ strategies
 
@@ -185,7 +190,8 @@ def test_huge_strings_and_numbers_are_kept_exactly() -> None:
 # ------------------------------------------------------------------- error shapes
 
 
-@given(any_field)
+@given(any_field | st.dictionaries(st.sampled_from(["code", "message", "details", "retryable", "retryAfterMs", "x"]),
+                                   any_field))
 def test_decode_error_shape_types_are_exact(obj: Any) -> None:
     try:
         shape = decode_error_shape(obj)

@@ -12,6 +12,7 @@ from gwclient import (
     GatewayConfig,
     GatewayUnavailable,
     PairingRequired,
+    ProtocolError,
     RequestError,
     RetryPolicy,
     SeqGap,
@@ -21,12 +22,23 @@ from gwclient._frames import (
     ConnectChallenge,
     ErrorShape,
     EventFrame,
+    HelloOk,
+    RequestFrame,
     ResponseFrame,
     StateVersion,
+    decode_error_shape,
     decode_frame,
+    encode_frame,
 )
 from gwclient._handshake import Credentials, build_connect_params
-from gwclient._protocol import TWO_STAGE_METHODS, PendingTable, SeqTracker, error_from_shape, new_request_id
+from gwclient._protocol import (
+    TWO_STAGE_METHODS,
+    PendingTable,
+    SeqTracker,
+    connect_error_from_close,
+    error_from_shape,
+    new_request_id,
+)
 from gwclient.testing._devgw_proto import verify_device_proof
 
 CHALLENGE = ConnectChallenge(nonce="nonce-edge", ts=1_700_000_000_000)
@@ -256,3 +268,187 @@ def test_retry_policy_delays() -> None:
             RetryPolicy(**bad)  # type: ignore[arg-type]
     RetryPolicy(jitter=0.0)
     RetryPolicy(multiplier=1.0)
+
+
+# ------------------------------------------------------- the decoder's exact messages
+
+_HELLO = '"type":"hello-ok","protocol":4'
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[]", "frame is not a JSON object (got list)"),
+    ('{"type":"ack"}', "unknown frame type 'ack'"),
+    ('{"type":"res","ok":true}', "res frame: missing required field 'id'"),
+    ('{"type":"res","id":1,"ok":true}', "res frame: field 'id' has the wrong type (int)"),
+    ('{"type":"res","id":"1","ok":1}', "res frame: field 'ok' has the wrong type (int)"),
+    ('{"type":"res","id":"1","ok":false}', "res frame with ok:false: missing required field 'error'"),
+    ('{"type":"res","id":"1","ok":false,"error":[]}',
+     "res frame with ok:false: field 'error' has the wrong type (list)"),
+    ('{"type":"event","event":"e","seq":true}', "event frame: field 'seq' has the wrong type (bool)"),
+    ('{"type":"event","event":"e","seq":-1}', "event frame: negative seq"),
+    ('{"type":"event","event":"e","stateVersion":{"health":"1"}}',
+     "event stateVersion: field 'health' has the wrong type (str)"),
+    ('{"type":"event","event":"e","stateVersion":{"presence":1.5}}',
+     "event stateVersion: field 'presence' has the wrong type (float)"),
+    ('{"type":"event","event":"e","stateVersion":7}', "event frame: field 'stateVersion' has the wrong type (int)"),
+    ('{"type":"req","id":"1"}', "req frame: missing required field 'method'"),
+])
+def test_decoder_messages(text: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    ("{}", "error shape: missing required field 'code'"),
+    ('{"code":1}', "error shape: field 'code' has the wrong type (int)"),
+    ('{"code":"X","message":5}', "error shape: field 'message' has the wrong type (int)"),
+    ('{"code":"X","details":[]}', "error shape: field 'details' has the wrong type (list)"),
+    ('{"code":"X","retryable":"yes"}', "error shape: field 'retryable' has the wrong type (str)"),
+    ('{"code":"X","retryAfterMs":true}', "error shape: field 'retryAfterMs' has the wrong type (bool)"),
+    ('{"code":"X","retryAfterMs":"5"}', "error shape: field 'retryAfterMs' has the wrong type (str)"),
+])
+def test_error_shape_messages(error: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame('{"type":"res","id":"1","ok":false,"error":' + error + "}")
+    assert str(info.value) == message
+
+
+def test_error_shape_not_an_object() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_error_shape(5)
+    assert str(info.value) == "error shape is not an object"
+
+
+def test_error_shape_optional_fields() -> None:
+    frame = decode_frame('{"type":"res","id":"1","ok":false,"error":{"code":"X"}}')
+    assert isinstance(frame, ResponseFrame) and frame.error == ErrorShape(code="X", message="")
+    nulls = decode_frame('{"type":"res","id":"1","ok":false,"error":{"code":"X","message":null,"details":null,'
+                         '"retryable":null,"retryAfterMs":null}}')
+    assert isinstance(nulls, ResponseFrame) and nulls.error == ErrorShape(code="X", message="")
+    full = decode_frame('{"type":"req","id":"7","method":"m","params":[1]}')
+    assert full == RequestFrame(id="7", method="m", params=[1])
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ([], "hello-ok payload is not an object"),
+    ({"type": "hello"}, "connect answered with 'hello', not hello-ok"),
+    ({}, "connect answered with None, not hello-ok"),
+    ({"type": "hello-ok"}, "hello-ok: missing required field 'protocol'"),
+    ({"type": "hello-ok", "protocol": 4, "policy": []}, "hello-ok: field 'policy' has the wrong type (list)"),
+    ({"type": "hello-ok", "protocol": 4, "server": {"connId": 1}},
+     "hello-ok.server: field 'connId' has the wrong type (int)"),
+    ({"type": "hello-ok", "protocol": 4, "server": {"buildId": 1}},
+     "hello-ok.server: field 'buildId' has the wrong type (int)"),
+    ({"type": "hello-ok", "protocol": 4, "server": {"bootId": []}},
+     "hello-ok.server: field 'bootId' has the wrong type (list)"),
+    ({"type": "hello-ok", "protocol": 4, "features": {"events": "e"}},
+     "hello-ok.features: field 'events' must be a list of strings"),
+    ({"type": "hello-ok", "protocol": 4, "features": {"capabilities": [None]}},
+     "hello-ok.features: field 'capabilities' must be a list of strings"),
+    ({"type": "hello-ok", "protocol": 4, "policy": {"maxBufferedBytes": 1.5}},
+     "hello-ok.policy: field 'maxBufferedBytes' has the wrong type (float)"),
+    ({"type": "hello-ok", "protocol": 4, "auth": {"method": 1}},
+     "hello-ok.auth: field 'method' has the wrong type (int)"),
+    ({"type": "hello-ok", "protocol": 4, "auth": {"issuedAtMs": "1"}},
+     "hello-ok.auth: field 'issuedAtMs' has the wrong type (str)"),
+    ({"type": "hello-ok", "protocol": 4, "auth": {"scopes": [1]}},
+     "hello-ok.auth: field 'scopes' must be a list of strings"),
+])
+def test_hello_ok_messages(payload: object, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        HelloOk.from_payload(payload)
+    assert str(info.value) == message
+
+
+def test_hello_ok_values_are_kept() -> None:
+    hello = HelloOk.from_payload({
+        "type": "hello-ok", "protocol": 4,
+        "server": {"version": "2026.9.6", "connId": "c1", "buildId": "b", "bootId": "boot"},
+        "features": {"methods": ["health"], "events": ["tick"], "capabilities": ["x"]},
+        "snapshot": {"presence": []},
+        "policy": {"maxPayload": 1, "maxBufferedBytes": 2, "tickIntervalMs": 3},
+        "auth": {"role": "node", "scopes": ["operator.read"], "method": "token", "deviceToken": "dt",
+                 "issuedAtMs": 5},
+    })
+    assert (hello.server.version, hello.server.conn_id, hello.server.build_id, hello.server.boot_id) == (
+        "2026.9.6", "c1", "b", "boot")
+    assert (hello.features.methods, hello.features.events, hello.features.capabilities) == (
+        ["health"], ["tick"], ["x"])
+    assert hello.snapshot == {"presence": []}
+    assert (hello.policy.max_payload, hello.policy.max_buffered_bytes, hello.policy.tick_interval_ms) == (1, 2, 3)
+    assert hello.auth is not None
+    assert (hello.auth.role, hello.auth.scopes, hello.auth.method, hello.auth.device_token,
+            hello.auth.issued_at_ms) == ("node", ["operator.read"], "token", "dt", 5)
+    bare = HelloOk.from_payload({"type": "hello-ok", "protocol": 4, "auth": {}})
+    assert bare.auth is not None and (bare.auth.role, bare.auth.scopes, bare.auth.method) == ("operator", [], None)
+    assert (bare.server.version, bare.server.build_id, bare.policy.tick_interval_ms) == ("", None, 30_000)
+    assert bare.policy.max_buffered_bytes == 52_428_800 and bare.features.capabilities == []
+
+
+@pytest.mark.parametrize(("event", "payload", "message"), [
+    ("tick", {"nonce": "n", "ts": 1}, "expected a connect.challenge event with an object payload"),
+    ("connect.challenge", "x", "expected a connect.challenge event with an object payload"),
+    ("connect.challenge", {"ts": 1}, "connect.challenge: missing required field 'nonce'"),
+    ("connect.challenge", {"nonce": "n", "ts": "1"}, "connect.challenge: field 'ts' has the wrong type (str)"),
+    ("connect.challenge", {"nonce": "n", "ts": -1}, "connect.challenge has an empty nonce or a negative ts"),
+    ("connect.challenge", {"nonce": "", "ts": 1}, "connect.challenge has an empty nonce or a negative ts"),
+    ("connect.challenge", {"nonce": "n", "ts": 1, "capabilities": "abc"},
+     "connect.challenge: field 'capabilities' must be a list of strings"),
+])
+def test_challenge_messages(event: str, payload: object, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        ConnectChallenge.from_event(EventFrame(event=event, payload=payload))
+    assert str(info.value) == message
+
+
+def test_challenge_ts_zero_is_valid() -> None:
+    challenge = ConnectChallenge.from_event(EventFrame(event="connect.challenge",
+                                                       payload={"nonce": "n", "ts": 0, "capabilities": ["c"]}))
+    assert challenge == ConnectChallenge(nonce="n", ts=0, capabilities=["c"])
+
+
+def test_encode_frame_is_compact_utf8_and_drops_absent_params() -> None:
+    assert encode_frame(RequestFrame(id="1", method="m", params={"a": "é", "b": [1, 2]})) == (
+        '{"type":"req","id":"1","method":"m","params":{"a":"é","b":[1,2]}}')
+    assert encode_frame(RequestFrame(id="2", method="m")) == '{"type":"req","id":"2","method":"m"}'
+    with pytest.raises(ValueError, match=r"^request id must be a non-empty string$"):
+        encode_frame(RequestFrame(id="", method="m"))
+
+
+def test_connect_params_wire_drops_empty_auth_and_nulls() -> None:
+    config = GatewayConfig(device_identity=False)
+    wire = build_connect_params(config, CHALLENGE, Credentials(None, None)).to_wire()
+    assert "auth" not in wire and "device" not in wire and None not in wire.values()
+    assert "displayName" not in wire["client"]
+
+
+# ------------------------------------------------------- refusal messages and codes
+
+
+def test_refusal_messages_are_the_gateways() -> None:
+    for details in ({"code": "AUTH_TOKEN_MISMATCH"}, {"code": "PROTOCOL_MISMATCH"}, {}):
+        err = error_from_shape(_shape("INVALID_REQUEST", details, message="unauthorized: token mismatch"),
+                               connect=True)
+        assert str(err).startswith("unauthorized: token mismatch")
+    plain = error_from_shape(_shape("INVALID_REQUEST", message="invalid connect params: x"), connect=True)
+    assert str(plain) == "invalid connect params: x"
+
+
+def test_close_during_handshake_messages_and_codes() -> None:
+    no_reason = connect_error_from_close(1006, "")
+    assert str(no_reason) == "gateway closed the connection during the handshake (1006)"
+    assert no_reason.code == "CLOSED" and not no_reason.pauses_reconnect
+    policy = connect_error_from_close(1008, "origin not allowed")
+    assert str(policy) == "gateway closed the connection during the handshake (1008: origin not allowed)"
+    assert policy.code == "CLOSED" and policy.pauses_reconnect
+    mismatch = connect_error_from_close(1002, "")
+    assert mismatch.code == "INVALID_REQUEST"
+    assert str(mismatch).startswith("gateway closed the connection during the handshake (1002): ")
+
+
+def test_retry_policy_messages() -> None:
+    with pytest.raises(ValueError, match=r"^RetryPolicy needs 0 <= initial <= maximum and multiplier >= 1$"):
+        RetryPolicy(initial=-1)
+    with pytest.raises(ValueError, match=r"^RetryPolicy.jitter must be in \[0, 1\)$"):
+        RetryPolicy(jitter=2)
