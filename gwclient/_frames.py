@@ -55,15 +55,14 @@ def compact(value: Any) -> Any:
     return value
 
 
-def _check(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str, *,
-           optional: bool = False) -> None:
+def _check(obj: Mapping[str, Any], key: str, kind: type, what: str, *, optional: bool = False) -> None:
     value = obj.get(key)
     if value is None:
         if optional:
             return
         raise ProtocolError(f"{what}: missing required field {key!r}")
     # bool is an int subclass: never accept it where a number is required.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    if isinstance(value, bool) and kind is not bool:
         raise ProtocolError(f"{what}: field {key!r} has the wrong type (bool)")
     if not isinstance(value, kind):
         raise ProtocolError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")

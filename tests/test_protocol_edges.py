@@ -452,3 +452,43 @@ def test_retry_policy_messages() -> None:
         RetryPolicy(initial=-1)
     with pytest.raises(ValueError, match=r"^RetryPolicy.jitter must be in \[0, 1\)$"):
         RetryPolicy(jitter=2)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"type":"req","id":5,"method":"m"}', "req frame: field 'id' has the wrong type (int)"),
+    ('{"type":"event","event":5}', "event frame: field 'event' has the wrong type (int)"),
+    ('{"type":"event"}', "event frame: missing required field 'event'"),
+    ("[" * 50_000 + "]" * 50_000, "frame is nested too deeply"),
+])
+def test_more_decoder_messages(text: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame(text)
+    assert str(info.value) == message
+
+
+def test_an_ok_response_has_no_error() -> None:
+    frame = decode_frame('{"type":"res","id":"1","ok":true,"payload":{"a":1}}')
+    assert isinstance(frame, ResponseFrame) and frame.error is None and frame.payload == {"a": 1}
+    assert frame == ResponseFrame(id="1", ok=True, payload={"a": 1})
+
+
+@pytest.mark.parametrize("key", ["server", "features", "snapshot", "policy", "auth"])
+@pytest.mark.parametrize("bad", [[], "x", 1])
+def test_hello_ok_sections_must_be_objects(key: str, bad: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        HelloOk.from_payload({"type": "hello-ok", "protocol": 4, key: bad})
+    assert str(info.value) == f"hello-ok: field {key!r} has the wrong type ({type(bad).__name__})"
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "message"), [
+    ("server", "version", 5, "hello-ok.server: field 'version' has the wrong type (int)"),
+    ("features", "methods", "m", "hello-ok.features: field 'methods' must be a list of strings"),
+    ("policy", "maxPayload", "1", "hello-ok.policy: field 'maxPayload' has the wrong type (str)"),
+    ("policy", "tickIntervalMs", False, "hello-ok.policy: field 'tickIntervalMs' has the wrong type (bool)"),
+    ("auth", "role", 1, "hello-ok.auth: field 'role' has the wrong type (int)"),
+    ("auth", "deviceToken", 1, "hello-ok.auth: field 'deviceToken' has the wrong type (int)"),
+])
+def test_hello_ok_field_messages(section: str, key: str, bad: object, message: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        HelloOk.from_payload({"type": "hello-ok", "protocol": 4, section: {key: bad}})
+    assert str(info.value) == message
