@@ -492,3 +492,8 @@ def test_hello_ok_field_messages(section: str, key: str, bad: object, message: s
     with pytest.raises(ProtocolError) as info:
         HelloOk.from_payload({"type": "hello-ok", "protocol": 4, section: {key: bad}})
     assert str(info.value) == message
+
+
+def test_seq_zero_is_a_valid_seq() -> None:
+    frame = decode_frame('{"type":"event","event":"e","seq":0}')
+    assert isinstance(frame, EventFrame) and frame.seq == 0
