@@ -102,6 +102,7 @@ def dropper(gw: RealGateway, stop: threading.Event, every: float, log: list[str]
         started = time.monotonic()
         if kill and gw.pid is not None:
             os.killpg(gw.pid, signal.SIGKILL)
+            gw.stop()  # reaps the killed process (start() alone may see it still alive)
             gw.start()
         else:
             gw.restart()

@@ -125,7 +125,11 @@ def test_sigkill_mid_request_fails_promptly_and_reconnects_once(
     assert isinstance(error, Disconnected), repr(error)
     assert failed_after <= PROMPT, f"the pending request failed {failed_after:.1f} s after the kill"
 
-    gateway.start()  # same port; the killed process and its helpers are reaped first
+    # Reap the killed process (SIGKILL is asynchronous: it may still look alive for a
+    # moment, and start() would then be a no-op) and end its helpers, then start again
+    # on the same port.
+    gateway.stop()
+    gateway.start()
     assert isinstance(conn.request("health", timeout=60), dict)
     assert isinstance(conn.request("health", timeout=30), dict)
     snapshots = 0
