@@ -193,10 +193,17 @@ class GatewayChannelActor(pykka.ThreadingActor):
         else:
             error = ClientClosed(f"the gateway connection was shut down ({reason})")
         self._cancel_reconnect()
-        threads = self.link.stop(error)
-        if self._thread is not None:
-            threads.append(self._thread)  # exits right after this message: stop() is queued
-        self.stop()
+        threads: list[threading.Thread] = []
+        try:
+            threads = self.link.stop(error)
+        except Exception:  # a bug: still stop, and still say which threads to join
+            log.exception("channel %s failed to close cleanly", self._label)
+            self.link.timer.stop()
+            threads = [*self.link.readers, self.link.timer.thread]
+        finally:
+            if self._thread is not None:
+                threads.append(self._thread)  # exits right after this message: stop() is queued
+            self.stop()
         return threads
 
 

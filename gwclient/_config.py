@@ -386,6 +386,10 @@ class GatewayConfig:
     #: Largest inbound frame accepted before hello-ok (after it: the gateway's
     #: ``policy.maxPayload``); a larger frame closes the socket (1009) unread.
     max_frame_bytes: int = 32 * 1024 * 1024
+    #: Explicit proxy for a remote ``wss://`` gateway (``http://host:port``, ``socks5://``,
+    #: ``socks5h://``); never used for loopback, refused with ``ws://``.  The environment's
+    #: ``http_proxy``/``https_proxy``/``no_proxy`` are never applied (docs/configuration.md).
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -473,6 +477,10 @@ class GatewayConfig:
             if scheme != "wss":
                 raise ConfigError("tls_fingerprint requires a wss:// url")
             set_(self, "tls_fingerprint", normalize_tls_fingerprint(self.tls_fingerprint))
+        if self.proxy is not None:
+            from ._proxy import parse_proxy  # here: _proxy imports this module
+
+            set_(self, "proxy", parse_proxy(self.proxy, url))
 
     # ------------------------------------------------------------------ derived values
 
@@ -555,6 +563,10 @@ class GatewayConfig:
             parts.append(f"ssh={self.ssh.target}:{self.ssh.port}->{self.ssh.remote_port}")
         if not self.device_identity:
             parts.append("device_identity=False")
+        if self.proxy is not None:
+            from ._proxy import redact_proxy  # here: _proxy imports this module
+
+            parts.append(f"proxy={redact_proxy(self.proxy)!r}")
         return f"GatewayConfig({', '.join(parts)})"
 
     __str__ = __repr__

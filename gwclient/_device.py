@@ -9,6 +9,16 @@ Files in the state directory (created 0700)::
 
 Both JSON files are 0600 and replaced atomically, so readers never see partial data.
 Nothing here logs or formats a private key or a token.
+
+File-system rules (POSIX; docs/configuration.md "State directory"):
+
+* ``device.json``, ``device-tokens.json`` and ``.lock`` are opened with ``O_NOFOLLOW``: a
+  symbolic link in their place is refused with a :class:`ConfigError` naming the path,
+  and its target is never read, chmod-ed, created or written.
+* The state directory itself must be owned by the effective user.  If it is ours and
+  writable by group or others, it is fixed to 0700 (with a warning); if it also has the
+  sticky bit (a shared directory such as ``/tmp``) or belongs to someone else, it is
+  refused with a :class:`ConfigError`.  Its parents are not checked.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import threading
 import time
@@ -85,8 +96,10 @@ def b64url_decode(text: str) -> bytes:
 
 
 def _ensure_private_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
-    """Create ``path`` (and parents) if needed; a directory we create gets mode 0700."""
+    """Create ``path`` (and parents) if needed; a directory we create gets mode 0700.
+    An existing one must pass :func:`_check_state_dir`."""
     if path.is_dir():
+        _check_state_dir(path, error)
         return
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -95,6 +108,82 @@ def _ensure_private_dir(path: Path, error: type[ConfigError] = ConfigError) -> N
         raise error(
             f"cannot create gwclient state directory {path}: {exc.strerror or exc}"
         ) from None
+    _check_state_dir(path, error)
+
+
+def _check_state_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
+    """Refuse a state dir that others could write into (they could plant a device.json
+    or a token file); fix the mode of one that is ours.  A missing dir passes (it is
+    created 0700 when first written).  The checks and the chmod use one descriptor, so
+    the directory cannot be swapped in between."""
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise error(f"cannot open gwclient state directory {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != os.geteuid():
+            raise error(
+                f"gwclient state directory {path} belongs to uid {st.st_uid}, not to you "
+                f"(uid {os.geteuid()}); use a directory you own (state_dir / GWCLIENT_STATE_DIR)"
+            )
+        if mode & 0o022:
+            if mode & stat.S_ISVTX:
+                raise error(
+                    f"gwclient state directory {path} is a shared directory (mode {mode:o}); "
+                    "use a private directory (state_dir / GWCLIENT_STATE_DIR)"
+                )
+            log.warning(
+                "gwclient state directory %s was writable by others (mode %o); restricting it to 0700",
+                path,
+                mode,
+            )
+            os.fchmod(fd, 0o700)
+    except OSError as exc:
+        raise error(f"cannot secure gwclient state directory {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_nofollow(path: Path, what: str, error: type[ConfigError] = ConfigError) -> bytes | None:
+    """The bytes of the regular file ``path`` (``None`` if it does not exist), opened with
+    ``O_NOFOLLOW``: a symlink raises ``error`` and its target is left untouched.  A file
+    readable by others is restricted to 0600 through the open descriptor."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_NONBLOCK", 0)  # a FIFO planted there must not block the open
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise error(
+                f"{what} {path} is a symbolic link; gwclient does not follow links there "
+                "(replace the link with the file itself)"
+            ) from None
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {path} is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077 and sys.platform != "win32":
+            log.warning("%s %s was readable by others (mode %o); restricting it to 0600", what, path, mode)
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o600)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -196,6 +285,7 @@ class DeviceIdentity:
         silently: a new key means a new device that must be paired again)."""
         directory = Path(state_dir).expanduser()
         path = directory / IDENTITY_FILENAME
+        _check_state_dir(directory)
         existing = cls._read_file(path)
         if existing is not None:
             return existing
@@ -229,25 +319,9 @@ class DeviceIdentity:
 
     @classmethod
     def _read_file(cls, path: Path) -> DeviceIdentity | None:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = _read_nofollow(path, "device identity file")
+        if raw is None:
             return None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read device identity file {path}: {exc.strerror or exc}"
-            ) from None
-        if sys.platform != "win32":
-            with contextlib.suppress(OSError):
-                mode = path.stat().st_mode & 0o777
-                if mode & 0o077:
-                    log.warning(
-                        "device identity file %s was readable by others (mode %o); "
-                        "restricting it to 0600",
-                        path,
-                        mode,
-                    )
-                    os.chmod(path, 0o600)
         try:
             return cls._from_json(json.loads(raw.decode("utf-8")))
         except (ValueError, UnicodeDecodeError, TypeError) as exc:
@@ -428,8 +502,15 @@ class DeviceTokenStore:
                 return
             _ensure_private_dir(self._dir, DeviceStoreError)
             try:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                # O_NOFOLLOW: a (dangling) symlink named .lock must not create or lock
+                # a file at its target.
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             except OSError as exc:
+                if os.path.islink(self._lock_path):
+                    raise DeviceStoreError(
+                        f"lock file {self._lock_path} is a symbolic link; gwclient does not "
+                        "follow links there (remove it)"
+                    ) from None
                 raise DeviceStoreError(
                     f"cannot open lock file {self._lock_path}: {exc.strerror or exc}"
                 ) from None
@@ -441,11 +522,13 @@ class DeviceTokenStore:
 
     def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
         try:
-            raw = self._path.read_bytes()
-        except FileNotFoundError:
+            raw = _read_nofollow(self._path, "device token file", DeviceStoreError)
+        except DeviceStoreError:
+            if os.path.islink(self._path):
+                raise  # a link is refused loudly, never read nor replaced
+            log.warning("cannot read device token file %s; ignoring it", self._path)
             return {}
-        except OSError as exc:
-            log.warning("cannot read device token file %s (%s); ignoring it", self._path, exc)
+        if raw is None:
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))

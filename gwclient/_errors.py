@@ -173,8 +173,53 @@ class AuthRejected(ConnectError):
     """Credentials were missing, wrong or rate limited (``details.code`` says which)."""
 
 
+#: The first openclaw release whose gateway speaks protocol 4 (older ones speak 3).
+MINIMUM_OPENCLAW = "2026.5.12"
+
+
 class ProtocolMismatch(ConnectError):
-    """The gateway does not accept protocol 4."""
+    """The gateway does not accept protocol 4.
+
+    ``server_protocol`` is what the gateway speaks when it said so (``details.expectedProtocol``
+    or ``hello-ok.protocol``), else ``None`` (a bare close 1002); ``client_protocol`` is what
+    gwclient speaks (4); ``minimum_openclaw`` the first openclaw release that speaks it.
+    The message names all three and says which side to upgrade."""
+
+    #: The first openclaw release whose gateway speaks gwclient's protocol.
+    minimum_openclaw: str = MINIMUM_OPENCLAW
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server_protocol: int | None = None,
+        client_protocol: int = 4,  # gwclient._frames.PROTOCOL_VERSION (a test keeps them equal)
+        **kwargs: Any,
+    ) -> None:
+        self.server_protocol = server_protocol
+        self.client_protocol = client_protocol
+        ours = f"gwclient speaks protocol {client_protocol}"
+        if server_protocol is None:
+            hint = (
+                f"the gateway does not accept protocol {client_protocol} ({ours}); "
+                f"upgrade the gateway to openclaw >= {MINIMUM_OPENCLAW}"
+            )
+        elif server_protocol < client_protocol:
+            hint = (
+                f"the gateway speaks protocol {server_protocol}, {ours}; "
+                f"upgrade the gateway to openclaw >= {MINIMUM_OPENCLAW}"
+            )
+        elif server_protocol > client_protocol:
+            hint = (
+                f"the gateway speaks protocol {server_protocol}, {ours}; "
+                f"upgrade gwclient to a release that speaks protocol {server_protocol}"
+            )
+        else:
+            hint = (
+                f"the gateway says it speaks protocol {server_protocol} but refused it ({ours}); "
+                f"check that the gateway runs openclaw >= {MINIMUM_OPENCLAW}"
+            )
+        super().__init__(f"{message}: {hint}" if message else hint, **kwargs)
 
 
 class PairingRequired(ConnectError):

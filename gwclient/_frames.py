@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, Union
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
 
@@ -42,7 +42,6 @@ __all__ = [
 
 PROTOCOL_VERSION = 4
 
-_T = TypeVar("_T", bound=DataClassJsonMixin)
 _camel = dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)  # type: ignore[call-overload]
 # The frames built on every answer and event keep the dataclass's own __init__: with
 # ``undefined=EXCLUDE`` dataclasses-json wraps __init__ in a signature-binding shim that
@@ -61,25 +60,17 @@ def compact(value: Any) -> Any:
     return value
 
 
-def _check(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str, *,
-           optional: bool = False) -> None:
+def _check(obj: Mapping[str, Any], key: str, kind: type, what: str, *, optional: bool = False) -> None:
     value = obj.get(key)
     if value is None:
         if optional:
             return
         raise ProtocolError(f"{what}: missing required field {key!r}")
     # bool is an int subclass: never accept it where a number is required.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    if isinstance(value, bool) and kind is not bool:
         raise ProtocolError(f"{what}: field {key!r} has the wrong type (bool)")
     if not isinstance(value, kind):
         raise ProtocolError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
-
-
-def _from(cls: type[_T], data: Mapping[str, Any], what: str) -> _T:
-    try:
-        return cls.from_dict(dict(data))
-    except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - guarded by _check
-        raise ProtocolError(f"{what}: {exc!r}") from exc
 
 
 # --------------------------------------------------------------------------- frames
@@ -140,6 +131,11 @@ def decode_frame(data: str | bytes) -> Frame:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"frame is not valid JSON: {exc}") from exc
+    except RecursionError:
+        # json's C decoder recurses per nesting level: a frame nested ~1000 deep or more is
+        # refused here (no legitimate gateway frame comes close) instead of escaping as a
+        # RecursionError from the reader.  Nothing is chained: the traceback is huge.
+        raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"frame is not a JSON object (got {type(obj).__name__})")
     kind = obj.get("type")
@@ -171,7 +167,7 @@ def decode_frame(data: str | bytes) -> Frame:
     if kind == "req":
         _check(obj, "id", str, "req frame")
         _check(obj, "method", str, "req frame")
-        return _from(RequestFrame, obj, "req frame")
+        return RequestFrame(id=obj["id"], method=obj["method"], params=obj.get("params"))
     raise ProtocolError(f"unknown frame type {kind!r}")
 
 
@@ -183,7 +179,13 @@ def decode_error_shape(obj: Any) -> ErrorShape:
     _check(obj, "details", dict, "error shape", optional=True)
     _check(obj, "retryable", bool, "error shape", optional=True)
     _check(obj, "retryAfterMs", int, "error shape", optional=True)
-    return _from(ErrorShape, obj, "error shape")
+    return ErrorShape(
+        code=obj["code"],
+        message=obj.get("message") or "",
+        details=obj.get("details"),
+        retryable=obj.get("retryable"),
+        retry_after_ms=obj.get("retryAfterMs"),
+    )
 
 
 def encode_frame(frame: RequestFrame) -> str:
@@ -197,6 +199,24 @@ def encode_frame(frame: RequestFrame) -> str:
 
 
 # ----------------------------------------------------------------- handshake frames
+
+
+def _opt(obj: Mapping[str, Any], key: str, kind: type, what: str, default: Any) -> Any:
+    """An optional field of type ``kind``: missing or ``null`` gives ``default``."""
+    _check(obj, key, kind, what, optional=True)
+    value = obj.get(key)
+    return default if value is None else value
+
+
+def _str_list(obj: Mapping[str, Any], key: str, what: str) -> list[str]:
+    """An optional list of strings (missing or ``null``: empty).  Never coerced: a string
+    is not a list of its characters, a number is not a string."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError(f"{what}: field {key!r} must be a list of strings")
+    return list(value)
 
 
 @_camel
@@ -215,7 +235,7 @@ class ConnectChallenge(DataClassJsonMixin):
         _check(payload, "ts", int, "connect.challenge")
         if payload["ts"] < 0 or not payload["nonce"]:
             raise ProtocolError("connect.challenge has an empty nonce or a negative ts")
-        return _from(cls, payload, "connect.challenge")
+        return cls(payload["nonce"], payload["ts"], _str_list(payload, "capabilities", "connect.challenge"))
 
 
 @_camel
@@ -335,7 +355,45 @@ class HelloOk(DataClassJsonMixin):
         _check(payload, "protocol", int, "hello-ok")
         for key in ("server", "features", "snapshot", "policy", "auth"):
             _check(payload, key, dict, "hello-ok", optional=True)
-        policy = payload.get("policy") or {}
-        for key in ("maxPayload", "maxBufferedBytes", "tickIntervalMs"):
-            _check(policy, key, int, "hello-ok.policy", optional=True)
-        return _from(cls, payload, "hello-ok")
+        # Built field by field (not dataclasses-json's from_dict, which coerces: a string
+        # became a list of its characters, ``null`` stayed in a list field).
+        raw_server = payload.get("server") or {}
+        server = ServerInfo(
+            version=_opt(raw_server, "version", str, "hello-ok.server", ""),
+            conn_id=_opt(raw_server, "connId", str, "hello-ok.server", ""),
+            build_id=_opt(raw_server, "buildId", str, "hello-ok.server", None),
+            boot_id=_opt(raw_server, "bootId", str, "hello-ok.server", None),
+        )
+        raw_features = payload.get("features") or {}
+        features = Features(
+            methods=_str_list(raw_features, "methods", "hello-ok.features"),
+            events=_str_list(raw_features, "events", "hello-ok.features"),
+            capabilities=_str_list(raw_features, "capabilities", "hello-ok.features"),
+        )
+        raw_policy = payload.get("policy") or {}
+        defaults = Policy()
+        policy = Policy(
+            max_payload=_opt(raw_policy, "maxPayload", int, "hello-ok.policy", defaults.max_payload),
+            max_buffered_bytes=_opt(
+                raw_policy, "maxBufferedBytes", int, "hello-ok.policy", defaults.max_buffered_bytes
+            ),
+            tick_interval_ms=_opt(raw_policy, "tickIntervalMs", int, "hello-ok.policy", defaults.tick_interval_ms),
+        )
+        raw_auth = payload.get("auth")
+        auth = None
+        if raw_auth is not None:
+            auth = HelloAuth(
+                role=_opt(raw_auth, "role", str, "hello-ok.auth", "operator"),
+                scopes=_str_list(raw_auth, "scopes", "hello-ok.auth"),
+                method=_opt(raw_auth, "method", str, "hello-ok.auth", None),
+                device_token=_opt(raw_auth, "deviceToken", str, "hello-ok.auth", None),
+                issued_at_ms=_opt(raw_auth, "issuedAtMs", int, "hello-ok.auth", None),
+            )
+        return cls(
+            protocol=payload["protocol"],
+            server=server,
+            features=features,
+            snapshot=dict(payload.get("snapshot") or {}),
+            policy=policy,
+            auth=auth,
+        )

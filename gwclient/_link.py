@@ -225,7 +225,7 @@ class Link:
     def _read(self, gen: int, guard: OpenGuard) -> None:
         config = self.config
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
-                                   config.max_frame_bytes)
+                                   max_frame=config.max_frame_bytes, proxy=config.proxy)
         try:
             creds = _load_credentials(config)
             transport = self._factory(options, guard)

@@ -22,7 +22,7 @@ from ._errors import (
     ProtocolMismatch,
     RequestError,
 )
-from ._frames import ErrorShape, ResponseFrame
+from ._frames import PROTOCOL_VERSION, ErrorShape, ResponseFrame
 from ._pushes import SeqGap
 
 __all__ = [
@@ -149,6 +149,10 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
         "method": method,
     }
     if connect or method == "connect":
+        # Detail codes are more specific than top-level codes: PROTOCOL_MISMATCH wins even
+        # over NOT_PAIRED; the protocol-3 form (no detail code) is recognised after pairing.
+        if detail_code == "PROTOCOL_MISMATCH":
+            return _mismatch(message, details, kwargs)
         not_paired = shape.code == "NOT_PAIRED" and detail_code != "DEVICE_IDENTITY_REQUIRED"
         if detail_code == "PAIRING_REQUIRED" or not_paired:
             err: ConnectError = PairingRequired(
@@ -162,8 +166,8 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
                 or details.get("pauseReconnect") is False
             )
             return err
-        if detail_code == "PROTOCOL_MISMATCH":
-            return ProtocolMismatch(message, **kwargs)
+        if _is_protocol_3_refusal(shape, details):
+            return _mismatch(message, details, kwargs)
         if detail_code.startswith(_AUTH_PREFIXES) or detail_code in _AUTH_CODES:
             return AuthRejected(message, **kwargs)
         err = ConnectError(message, **kwargs)
@@ -176,15 +180,38 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
     return RequestError(message, **kwargs)
 
 
+def _is_protocol_3_refusal(shape: ErrorShape, details: dict[str, Any]) -> bool:
+    """Protocol 3's refusal (openclaw <= 2026.5.7): ``INVALID_REQUEST`` "protocol mismatch"
+    with ``details: {expectedProtocol}`` and no ``details.code``."""
+    return shape.code == "INVALID_REQUEST" and (
+        "expectedProtocol" in details or shape.message.strip().lower() == "protocol mismatch"
+    )
+
+
+def _mismatch(message: str, details: dict[str, Any], kwargs: dict[str, Any]) -> ProtocolMismatch:
+    return ProtocolMismatch(
+        message,
+        server_protocol=_int_or_none(details.get("expectedProtocol")),
+        client_protocol=PROTOCOL_VERSION,
+        **kwargs,
+    )
+
+
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def connect_error_from_close(code: int | None, reason: str) -> ConnectError:
     """The handshake ended with a close frame and no error response."""
     text = f"gateway closed the connection during the handshake ({code}{': ' + reason if reason else ''})"
     if code == 1002:
-        return ProtocolMismatch(text, code="INVALID_REQUEST")
+        # 1002 during the handshake: the protocol range was refused (the gateway does not
+        # say which version it speaks in a close frame).
+        return ProtocolMismatch(text, code="INVALID_REQUEST", client_protocol=PROTOCOL_VERSION)
     # 1008 is a policy rejection (auth, origin, invalid handshake): retrying cannot help.
     return ConnectError(text, code="CLOSED", pauses_reconnect=code == 1008)
 

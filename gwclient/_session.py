@@ -253,7 +253,7 @@ class Session:
         except ProtocolError as exc:
             return [CloseSocket(1002, "bad hello-ok"), *self._attempt_failed(exc, transport=True)]
         if hello.protocol != PROTOCOL_VERSION:
-            error = ProtocolMismatch(f"gateway speaks protocol {hello.protocol}, gwclient speaks {PROTOCOL_VERSION}")
+            error = ProtocolMismatch("hello-ok announced another protocol", server_protocol=hello.protocol)
             return [CloseSocket(1002, "protocol mismatch"), *self._attempt_failed(error, transport=False)]
         if hello.auth is not None:
             missing = sorted(set(self.limits.scopes) - set(hello.auth.scopes))

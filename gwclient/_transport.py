@@ -39,6 +39,7 @@ from websocket._abnf import ABNF, frame_buffer
 
 from ._config import redact_url
 from ._errors import ConnectError
+from ._proxy import proxy_kwargs
 
 __all__ = [
     "FrameTooLarge",
@@ -135,6 +136,7 @@ class TransportOptions:
     open_timeout: float
     tls_fingerprint: str | None = None
     max_frame: int = 32 * 1024 * 1024
+    proxy: str | None = None
 
 
 TransportFactory = Callable[[TransportOptions, OpenGuard], Transport]
@@ -224,8 +226,16 @@ class _WebSocketTransport:
         if not lock.acquire(blocking=False):
             return False  # a caller is sending: that write is a keepalive too
         try:
-            sent = self._sock.send(frame, socket.MSG_DONTWAIT)
-        except OSError:
+            sock = self._sock
+            if isinstance(sock, ssl.SSLSocket):
+                # TLS sockets take no send flags: write only if the kernel has room (a
+                # writable TCP socket has at least a third of its buffer free, far more
+                # than one small TLS record), so this never blocks either.
+                _, writable, _ = select.select([], [sock], [], 0)
+                sent = sock.send(frame) if writable else 0
+            else:
+                sent = sock.send(frame, socket.MSG_DONTWAIT)
+        except (OSError, ValueError):
             return False
         finally:
             lock.release()
@@ -260,6 +270,9 @@ def open_transport(options: TransportOptions, guard: OpenGuard) -> Transport:
     parts = urlsplit(options.url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "wss" else 80)
+    kwargs = proxy_kwargs(options.url, options.proxy)
+    if "http_proxy_auth" in kwargs:  # an explicit proxy for a remote wss:// gateway
+        return _open_through_proxy(options, kwargs)
     raw = socket.create_connection((host, port), timeout=options.open_timeout)
     guard.attach(raw)
     sock: socket.socket = raw
@@ -268,8 +281,14 @@ def open_transport(options: TransportOptions, guard: OpenGuard) -> Transport:
         if parts.scheme == "wss":
             sock = _wrap_tls(raw, host, options, guard)
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
-        ws.connect(options.url, socket=sock, suppress_origin=True,  # type: ignore[no-untyped-call]
-                   timeout=options.open_timeout)
+        try:
+            ws.connect(options.url, socket=sock, suppress_origin=True,  # type: ignore[no-untyped-call]
+                       timeout=options.open_timeout)
+        except websocket.WebSocketBadStatusException as exc:
+            # Something else listens there (an HTTP server): say so in one line, not with
+            # its headers and body; retried with backoff like any unreachable gateway.
+            raise ConnectionError(f"{redact_url(options.url)} answered the websocket upgrade with HTTP "
+                                  f"{exc.status_code} (not an OpenClaw gateway?)") from None
         # From here on the reader blocks in recv() until a frame, a close or abort();
         # liveness is the session's watchdog, not a socket timeout.
         sock.settimeout(None)
@@ -280,6 +299,42 @@ def open_transport(options: TransportOptions, guard: OpenGuard) -> Transport:
         _shutdown(sock)
         sock.close()
         raise
+
+
+def _open_through_proxy(options: TransportOptions, kwargs: dict[str, Any]) -> Transport:
+    """A remote ``wss://`` gateway behind an explicitly configured proxy: websocket-client
+    opens the tunnel (CONNECT or SOCKS) and the TLS session.  The open cannot be aborted
+    from another thread here; it is bounded by ``open_timeout``."""
+    sslopt: dict[str, Any] = {}
+    if options.tls_fingerprint:
+        sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    try:
+        ws = websocket.create_connection(options.url, timeout=options.open_timeout, suppress_origin=True,
+                                         enable_multithread=True, sslopt=sslopt, skip_utf8_validation=True,
+                                         **kwargs)
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectError(
+            f"TLS certificate of {redact_url(options.url)} is not trusted ({exc.verify_message}); "
+            "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
+            code="TLS_CERT_UNTRUSTED",
+        ) from exc
+    sock: Any = ws.sock
+    try:
+        if options.tls_fingerprint:
+            seen = hashlib.sha256(sock.getpeercert(binary_form=True) or b"").hexdigest()
+            if seen != options.tls_fingerprint:
+                raise ConnectError(
+                    f"TLS certificate fingerprint mismatch for {redact_url(options.url)}: "
+                    f"expected sha256 {options.tls_fingerprint}, got {seen}",
+                    code="TLS_FINGERPRINT_MISMATCH",
+                )
+        sock.settimeout(None)
+    except BaseException:
+        ws.shutdown()  # type: ignore[no-untyped-call]
+        raise
+    transport = _WebSocketTransport(ws, sock)
+    transport.set_max_frame(options.max_frame)
+    return transport
 
 
 def _wrap_tls(raw: socket.socket, host: str, options: TransportOptions, guard: OpenGuard) -> socket.socket:

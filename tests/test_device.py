@@ -430,3 +430,134 @@ def test_concurrent_writers_in_threads_lose_no_update(tmp_path: Path) -> None:
     for i in range(8):
         stored = stores[0].load(GW, f"dev{i}", "operator")
         assert stored is not None and stored.token == f"t{i}-4"
+
+
+# --------------------------------------------------------------- links and the state dir
+
+
+def _decoy(tmp_path: Path) -> tuple[Path, bytes]:
+    """An unrelated 0644 file a link could point at."""
+    target = tmp_path / "elsewhere" / "notes.txt"
+    target.parent.mkdir()
+    content = b"my unrelated notes\n"
+    target.write_bytes(content)
+    target.chmod(0o644)
+    return target, content
+
+
+def test_identity_file_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    target, content = _decoy(tmp_path)
+    (state / "device.json").symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link") as info:
+        DeviceIdentity.load_or_create(state)
+    assert str(state / "device.json") in str(info.value)
+    assert mode_of(target) == 0o644 and target.read_bytes() == content
+    assert (state / "device.json").is_symlink()
+    # The same for a link to a real identity file (it would be chmod-ed and used).
+    real = tmp_path / "real"
+    DeviceIdentity.load_or_create(real)
+    (real / "device.json").chmod(0o644)
+    (state / "device.json").unlink()
+    (state / "device.json").symlink_to(real / "device.json")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        DeviceIdentity.load_or_create(state)
+    assert mode_of(real / "device.json") == 0o644
+
+
+def test_dangling_identity_symlink_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    target = tmp_path / "victim.json"
+    (state / "device.json").symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        DeviceIdentity.load_or_create(state)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_token_file_symlink_is_refused_on_load_and_save(tmp_path: Path, dangling: bool) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    target, content = _decoy(tmp_path)
+    if dangling:
+        target.unlink()
+    (state / "device-tokens.json").symlink_to(target)
+    store = DeviceTokenStore(state)
+    with pytest.raises(DeviceStoreError, match="symbolic link"):
+        store.load(GW, "dev1", "operator")
+    with pytest.raises(DeviceStoreError, match="symbolic link"):
+        store.save(GW, "dev1", "operator", "SECRET-TOKEN-9", [])
+    with pytest.raises(DeviceStoreError, match="symbolic link") as info:
+        store.clear(GW, "dev1", "operator")
+    assert isinstance(info.value, ConfigError)
+    assert (state / "device-tokens.json").is_symlink()
+    if dangling:
+        assert not target.exists()
+    else:
+        assert mode_of(target) == 0o644 and target.read_bytes() == content
+
+
+def test_dangling_lock_symlink_creates_no_file_at_its_target(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    target = tmp_path / "created-by-lock"
+    (state / ".lock").symlink_to(target)
+    store = DeviceTokenStore(state)
+    with pytest.raises(DeviceStoreError, match=r"lock file .* symbolic link"):
+        store.save(GW, "dev1", "operator", "SECRET-TOKEN-10", [])
+    assert not target.exists() and not target.is_symlink()
+    assert not (state / "device-tokens.json").exists()
+
+
+def test_a_fifo_in_place_of_the_identity_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.mkfifo(state / "device.json")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        DeviceIdentity.load_or_create(state)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o757])
+def test_our_group_or_world_writable_state_dir_is_fixed_to_0700(
+    tmp_path: Path, mode: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="gwclient.device"):
+        DeviceIdentity.load_or_create(state)
+    assert mode_of(state) == 0o700
+    assert any("writable by others" in r.getMessage() for r in caplog.records)
+    # The token store checks it too (before it creates the lock file).
+    state.chmod(mode)
+    DeviceTokenStore(state).save(GW, "dev1", "operator", "SECRET-TOKEN-11", [])
+    assert mode_of(state) == 0o700
+
+
+def test_a_shared_sticky_state_dir_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "shared"
+    state.mkdir()
+    state.chmod(0o1777)
+    with pytest.raises(ConfigError, match="shared directory"):
+        DeviceIdentity.load_or_create(state)
+    with pytest.raises(DeviceStoreError, match="shared directory"):
+        DeviceTokenStore(state).save(GW, "dev1", "operator", "SECRET-TOKEN-12", [])
+    assert mode_of(state) == 0o1777 and list(state.iterdir()) == []
+
+
+def test_a_state_dir_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root can hand a directory to another uid; the check compares owners only.
+        state = tmp_path / "theirs"
+        state.mkdir(mode=0o700)
+        os.chown(state, 54321, 54321)
+    else:
+        state = Path("/")  # owned by root, never by a normal user
+    with pytest.raises(ConfigError, match="belongs to uid"):
+        DeviceIdentity.load_or_create(state)
+    with pytest.raises(DeviceStoreError, match="belongs to uid"):
+        DeviceTokenStore(state).save(GW, "dev1", "operator", "SECRET-TOKEN-13", [])
+    assert not (state / "device.json").exists()
+

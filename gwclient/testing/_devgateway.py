@@ -84,8 +84,8 @@ def canonical_session_key(key: str, agent_id: str = "main") -> str:
 class _Reject(Exception):
     """Handshake rejection: res ok:false with ``error`` then close(code, reason)."""
 
-    def __init__(self, error: dict[str, Any], close_code: int, close_reason: str) -> None:
-        super().__init__(error.get("message"))
+    def __init__(self, error: dict[str, Any] | None, close_code: int, close_reason: str) -> None:
+        super().__init__(error.get("message") if error else close_reason)
         self.error = error
         self.close_code = close_code
         self.close_reason = close_reason
@@ -93,7 +93,7 @@ class _Reject(Exception):
 
 @dataclass
 class _Rejection:
-    error: dict[str, Any]
+    error: dict[str, Any] | None  # None: close without a response
     close_code: int
     close_reason: str
 
@@ -224,8 +224,9 @@ class DevGateway(GatewayServerBase):
         try:
             hello = self._admit(cs, frame)
         except _Reject as rej:
-            _log.info("connect rejected: %s", rej.error.get("message"))
-            self._send_res(cs, frame["id"], False, rej.error)
+            _log.info("connect rejected: %s", rej)
+            if rej.error is not None:
+                self._send_res(cs, frame["id"], False, rej.error)
             cs.ws.close(rej.close_code, truncate_close_reason(rej.close_reason))
             return False
         with cs.send_lock:
@@ -736,13 +737,32 @@ class DevGateway(GatewayServerBase):
         retry_after_ms: int | None = None,
         close_code: int = 1008,
         close_reason: str = "",
+        respond: bool = True,
     ) -> None:
         """Answer the next ``n`` (schema-valid) connect requests with this error
-        and close the socket ``(close_code, close_reason)``."""
+        and close the socket ``(close_code, close_reason)``; with ``respond=False`` only
+        close it (no response frame)."""
         error = error_shape(code, message, details, retryable=retryable, retry_after_ms=retry_after_ms)
         with self._lock:
             for _ in range(n):
-                self._rejections.append(_Rejection(copy.deepcopy(error), close_code, close_reason))
+                self._rejections.append(
+                    _Rejection(copy.deepcopy(error) if respond else None, close_code, close_reason)
+                )
+
+    def reject_next_like_protocol_3(self, n: int = 1, *, respond: bool = True) -> None:
+        """Refuse the next ``n`` connects the way a protocol-3 gateway (openclaw <= 2026.5.7)
+        refuses a protocol-4 client: ``INVALID_REQUEST`` "protocol mismatch" with
+        ``details: {expectedProtocol: 3}`` (no ``details.code``), then close 1002
+        "protocol mismatch"; ``respond=False`` sends only the close."""
+        self.reject_next_connects(
+            n,
+            code="INVALID_REQUEST",
+            message="protocol mismatch",
+            details={"expectedProtocol": 3},
+            close_code=1002,
+            close_reason="protocol mismatch",
+            respond=respond,
+        )
 
     def reject_next_unavailable(self, n: int = 1, retry_after_ms: int = 500) -> None:
         """The startup rejection: UNAVAILABLE "gateway starting; retry shortly",
