@@ -113,6 +113,12 @@ _INSTALL_TIMEOUT = 1800.0
 _LOG = logging.getLogger(__name__)
 
 
+def _new_token() -> str:
+    """A random gateway token that never starts with "-" (a command line would read
+    ``--token -x...`` as a missing value)."""
+    return "rg" + secrets.token_urlsafe(24)
+
+
 class RealGatewayError(RuntimeError):
     """Installing, starting, stopping or driving the real gateway failed.
 
@@ -495,7 +501,7 @@ class RealGateway:
             raise ValueError(f"invalid port {port} (1-{65535 - _PORT_SPAN}: the gateway also uses port+{_PORT_SPAN})")
         self._version = version or openclaw_version()
         self._progress = progress
-        self._token = token if token is not None else secrets.token_urlsafe(24)
+        self._token = token if token is not None else _new_token()
         self._auto_port = port is None
         self._port = port if port is not None else _free_loopback_port()
         self._rt = _Runtime()
@@ -917,7 +923,7 @@ def _serve_token(args: argparse.Namespace) -> tuple[str | None, str]:
             kept = path.read_text(encoding="utf-8").strip()
             if kept:
                 return kept, f"token kept from the previous run ({path})"
-    token = args.token or secrets.token_urlsafe(24)
+    token = args.token or _new_token()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
