@@ -413,3 +413,25 @@ def test_subscription_queues_are_bounded_in_bytes_too(gw: DevGateway) -> None:
     assert slow.dropped_bytes_total == overflow.dropped_bytes
     slow.close()
     fast.close()
+
+
+def test_a_misbehaving_config_provider_is_a_config_error_never_a_recursion(gw: DevGateway) -> None:
+    from gwclient import ConfigError
+
+    def raising() -> GatewayConfig:
+        raise RuntimeError("provider bug")
+
+    def wrong() -> GatewayConfig:
+        return 5  # type: ignore[return-value]
+
+    calls: list[int] = []
+
+    def recursing() -> GatewayConfig:
+        calls.append(1)
+        GatewayConnection.shared(provider=recursing).request("health")
+        return config(gw.url)
+
+    for provider, kind in ((raising, ConfigError), (wrong, ConfigError), (recursing, UsageError)):
+        with pytest.raises(kind):
+            GatewayConnection.shared(provider=provider).request("health")
+    assert calls == [1] and gw.sockets_accepted == 0
