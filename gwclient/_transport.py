@@ -313,21 +313,10 @@ def _open_through_proxy(options: TransportOptions, kwargs: dict[str, Any]) -> Tr
                                          enable_multithread=True, sslopt=sslopt, skip_utf8_validation=True,
                                          **kwargs)
     except ssl.SSLCertVerificationError as exc:
-        raise ConnectError(
-            f"TLS certificate of {redact_url(options.url)} is not trusted ({exc.verify_message}); "
-            "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
-            code="TLS_CERT_UNTRUSTED",
-        ) from exc
+        raise _untrusted(options, exc) from exc
     sock: Any = ws.sock
     try:
-        if options.tls_fingerprint:
-            seen = hashlib.sha256(sock.getpeercert(binary_form=True) or b"").hexdigest()
-            if seen != options.tls_fingerprint:
-                raise ConnectError(
-                    f"TLS certificate fingerprint mismatch for {redact_url(options.url)}: "
-                    f"expected sha256 {options.tls_fingerprint}, got {seen}",
-                    code="TLS_FINGERPRINT_MISMATCH",
-                )
+        _check_pin(sock, options)
         sock.settimeout(None)
     except BaseException:
         ws.shutdown()  # type: ignore[no-untyped-call]
@@ -347,20 +336,32 @@ def _wrap_tls(raw: socket.socket, host: str, options: TransportOptions, guard: O
         tls = ctx.wrap_socket(raw, server_hostname=host)
         guard.attach(tls)  # wrap_socket detached ``raw``: abort through the TLS socket now
     except ssl.SSLCertVerificationError as exc:
-        # Retrying cannot fix a certificate: a typed error that pauses reconnecting.
-        raise ConnectError(
-            f"TLS certificate of {redact_url(options.url)} is not trusted ({exc.verify_message}); "
-            "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
-            code="TLS_CERT_UNTRUSTED",
-        ) from exc
-    if options.tls_fingerprint:
-        der: Any = tls.getpeercert(binary_form=True)
-        seen = hashlib.sha256(der or b"").hexdigest()
-        if seen != options.tls_fingerprint:
-            tls.close()
-            raise ConnectError(
-                f"TLS certificate fingerprint mismatch for {redact_url(options.url)}: "
-                f"expected sha256 {options.tls_fingerprint}, got {seen}",
-                code="TLS_FINGERPRINT_MISMATCH",
-            )
+        raise _untrusted(options, exc) from exc
+    try:
+        _check_pin(tls, options)
+    except ConnectError:
+        tls.close()
+        raise
     return tls
+
+
+def _untrusted(options: TransportOptions, exc: ssl.SSLCertVerificationError) -> ConnectError:
+    """Retrying cannot fix a certificate: a typed error that pauses reconnecting."""
+    return ConnectError(
+        f"TLS certificate of {redact_url(options.url)} is not trusted ({exc.verify_message}); "
+        "pin it with tls_fingerprint (gateway.remote.tlsFingerprint) or install its CA",
+        code="TLS_CERT_UNTRUSTED",
+    )
+
+
+def _check_pin(tls: Any, options: TransportOptions) -> None:
+    """With a pinned fingerprint, the certificate must match before any frame is sent."""
+    if not options.tls_fingerprint:
+        return
+    seen = hashlib.sha256(tls.getpeercert(binary_form=True) or b"").hexdigest()
+    if seen != options.tls_fingerprint:
+        raise ConnectError(
+            f"TLS certificate fingerprint mismatch for {redact_url(options.url)}: "
+            f"expected sha256 {options.tls_fingerprint}, got {seen}",
+            code="TLS_FINGERPRINT_MISMATCH",
+        )

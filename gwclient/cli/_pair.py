@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from typing import Any, TextIO
 
@@ -12,43 +10,39 @@ from gwclient.device import DeviceIdentity
 
 from ._codes import EXIT_OK, EXIT_PAIRING, PROG
 from ._session import Session, connection
+from ._spinner import Spinner, isatty
 
 __all__ = ["cmd_pair"]
 
 
 class _PairingProgress:
     """Shows that ``pair --wait`` is alive.  On a terminal: a spinner line with the elapsed
-    seconds, redrawn by a small thread (``gwclient-cli-progress`` is *not* a gwclient
-    library thread name: it never calls the library).  Elsewhere: a plain line at the
-    first refusal and then every ``interval`` seconds."""
+    seconds (``cli-pair-progress``).  Elsewhere: a plain line at the first refusal and then
+    every ``interval`` seconds."""
 
     def __init__(self, err: TextIO, *, interval: float = 15.0) -> None:
         self._err = err
-        self._tty = _isatty(err)
+        self._tty = isatty(err)
         self._interval = interval
         self._started = time.monotonic()
         self._last_line = -interval
         self._request: str | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._spinner = Spinner(err, self._text, name="cli-pair-progress", enabled=self._tty)
+
+    def _text(self) -> str:
+        elapsed = time.monotonic() - self._started
+        what = f" of request {self._request}" if self._request else ""
+        return f"waiting for approval{what}... {elapsed:.0f} s (Ctrl-C to stop)"
 
     def __enter__(self) -> _PairingProgress:
-        if self._tty:
-            self._thread = threading.Thread(target=self._spin, name="cli-pair-progress", daemon=True)
-            self._thread.start()
+        self._spinner.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            with self._lock:
-                self._err.write("\r\033[K")
-                self._err.flush()
+        self._spinner.stop()
 
     def waiting(self, error: PairingRequired) -> None:
-        with self._lock:
+        with self._spinner.lock:
             self._request = error.request_id
         elapsed = time.monotonic() - self._started
         if not self._tty and elapsed - self._last_line >= self._interval:
@@ -56,24 +50,6 @@ class _PairingProgress:
             what = f"request {error.request_id}" if error.request_id else "this device"
             print(f"{PROG}: waiting for approval of {what} ({elapsed:.0f} s elapsed)",
                   file=self._err, flush=True)
-
-    def _spin(self) -> None:
-        for frame in itertools.cycle("|/-\\"):
-            with self._lock:
-                elapsed = time.monotonic() - self._started
-                what = f" of request {self._request}" if self._request else ""
-                self._err.write(f"\r\033[K{frame} waiting for approval{what}... {elapsed:.0f} s "
-                                "(Ctrl-C to stop)")
-                self._err.flush()
-            if self._stop.wait(0.2):
-                return
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _pairing_record(config: GatewayConfig, identity: DeviceIdentity) -> dict[str, Any]:

@@ -15,9 +15,7 @@ so the commands can live beside any CLI front end: :func:`gwclient.cli._parser.a
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -25,6 +23,7 @@ from gwclient import GatewayConnection, GatewayError, Run, RunError
 from gwclient.runs import TextDelta
 
 from ._session import Session, connection
+from ._spinner import Spinner, isatty
 
 __all__ = ["EXIT_INTERRUPTED", "RUN_COMMANDS", "cmd_run", "run_command"]
 
@@ -34,49 +33,6 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 RUN_COMMANDS = ("chat", "agent")
 _ABORT_WAIT = 5.0
-
-
-class _Spinner:
-    """A spinner on a terminal's stderr until the first text arrives.  Its thread
-    (``cli-run-progress``) never calls gwclient."""
-
-    def __init__(self, err: TextIO, enabled: bool) -> None:
-        self._err = err
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._spin, name="cli-run-progress", daemon=True) if enabled else None
-
-    def __enter__(self) -> _Spinner:
-        if self._thread is not None:
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None or self._stop.is_set():
-            return
-        self._stop.set()
-        self._thread.join()
-        with self._lock:
-            self._err.write("\r\033[K")
-            self._err.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _spin(self) -> None:
-        for frame in itertools.cycle("|/-\\"):
-            with self._lock:
-                self._err.write(f"\r{frame} waiting for the reply... (Ctrl-C to abort)")
-                self._err.flush()
-            if self._stop.wait(0.15):
-                return
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _line(out: TextIO, obj: dict[str, Any]) -> None:
@@ -102,7 +58,8 @@ def run_command(args: argparse.Namespace, conn: GatewayConnection, out: TextIO, 
     run = _start(args, conn)
     wrote_text = ""
     try:
-        with _Spinner(err, enabled=_isatty(err) and not as_json) as spinner:
+        with Spinner(err, lambda: "waiting for the reply... (Ctrl-C to abort)", name="cli-run-progress",
+                     enabled=isatty(err) and not as_json, interval=0.15) as spinner:
             if as_json:
                 _line(out, {"kind": "started", "runId": run.run_id, "sessionKey": run.session_key})
             for update in run.updates():
