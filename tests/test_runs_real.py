@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,7 @@ from gwclient import (
     RunInterrupted,
     RunResult,
     RunTimedOut,
+    Subscription,
 )
 from gwclient.runs import LifecycleUpdate, StatusUpdate, TextDelta, UsageUpdate
 from gwclient.testing import HANG, ModelServer, RealGateway, fail, slow
@@ -308,3 +310,35 @@ def test_gateway_restart_during_a_run_ends_it_with_run_interrupted(
     assert [m["role"] for m in history] == ["user"]  # the gateway kept no reply indeed
     # The connection is back: a new run on it works.
     assert conn.chat(session(), "after restart").wait(60).text == "ECHO: after restart"
+
+
+@pytest.mark.timeout(240)
+def test_a_session_subscription_keeps_delivering_after_a_gateway_restart(
+        conn: GatewayConnection, gateway: RealGateway) -> None:
+    """The gateway forgets per-connection subscriptions with the socket; gwclient re-issues
+    ``sessions.messages.subscribe`` on the new socket before the fresh Snapshot."""
+    from gwclient import Event, Snapshot
+
+    key = session()
+
+    def messages_of_one_turn(sub: Subscription, text: str) -> list[Any]:
+        assert conn.chat(key, text).wait(60).text == f"ECHO: {text}"
+        seen: list[Any] = []
+        while len(seen) < 2:  # two session.message per turn (the user's, the reply)
+            push = sub.get(timeout=30)
+            if isinstance(push, Event) and push.event == "session.message":
+                assert push.payload["sessionKey"] == key
+                seen.append(push.payload["message"])
+        return seen
+
+    with conn.subscribe_session(key) as sub:
+        first = messages_of_one_turn(sub, "before restart")
+        assert any("before restart" in json.dumps(m) for m in first)
+        number = conn.last_snapshot.connection_number if conn.last_snapshot else 0
+        gateway.restart()
+        while True:
+            push = sub.get(timeout=60)
+            if isinstance(push, Snapshot) and push.connection_number > number:
+                break
+        second = messages_of_one_turn(sub, "after restart")
+        assert any("after restart" in json.dumps(m) for m in second)
