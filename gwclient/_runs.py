@@ -42,11 +42,8 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Union
-
-from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ClientClosed,
@@ -88,140 +85,20 @@ GRACE_SECONDS = 10.0
 SETTLE_SECONDS = 3.0
 _POLL = 0.5  # longest single wait on the subscription, so settle timers are checked
 
-_camel = dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)  # type: ignore[call-overload]
-
-
-# ----------------------------------------------------------------------------- updates
-
-
-@_camel
-@dataclass(frozen=True)
-class StatusUpdate(DataClassJsonMixin):
-    """A ``run_status`` phase: ``preparing_workspace``, ``preparing_context``,
-    ``starting_model``, or ``retrying`` (with ``retry_attempt``, ``max_retries``,
-    ``delay_ms``, ``message``)."""
-
-    run_id: str
-    phase: str
-    retry_attempt: int | None = None
-    max_retries: int | None = None
-    delay_ms: int | None = None
-    message: str | None = None
-    kind: str = "status"
-
-
-@_camel
-@dataclass(frozen=True)
-class TextDelta(DataClassJsonMixin):
-    """New reply text: ``text`` is the delta, ``full`` the reply so far.  With ``replace``
-    the reply restarted and ``full`` is the whole new text."""
-
-    run_id: str
-    text: str
-    full: str = ""
-    replace: bool = False
-    kind: str = "text"
-
-
-@_camel
-@dataclass(frozen=True)
-class LifecycleUpdate(DataClassJsonMixin):
-    """An ``agent`` ``lifecycle`` phase (``start``, ``model``, ``finishing``, ``end``,
-    ``error``, ``fallback_step``) with its stop reason or error, if any."""
-
-    run_id: str
-    phase: str
-    provider: str | None = None
-    model: str | None = None
-    stop_reason: str | None = None
-    error: str | None = None
-    aborted: bool | None = None
-    kind: str = "lifecycle"
-
-
-@_camel
-@dataclass(frozen=True)
-class ToolUpdate(DataClassJsonMixin):
-    """An ``agent`` ``tool`` event (a tool call starting, updating or finishing)."""
-
-    run_id: str
-    name: str | None = None
-    phase: str | None = None
-    tool_call_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    kind: str = "tool"
-
-
-@_camel
-@dataclass(frozen=True)
-class UsageUpdate(DataClassJsonMixin):
-    """Token usage reported during the run."""
-
-    run_id: str
-    output_tokens: int | None = None
-    input_tokens: int | None = None
-    total_tokens: int | None = None
-    kind: str = "usage"
-
-
-@_camel
-@dataclass(frozen=True)
-class AgentUpdate(DataClassJsonMixin):
-    """Any other ``agent`` stream (``compaction``, ``plan``, ``thinking``...), as sent."""
-
-    run_id: str
-    stream: str
-    data: dict[str, Any] = field(default_factory=dict)
-    kind: str = "agent"
-
-
-RunUpdate = Union[StatusUpdate, TextDelta, LifecycleUpdate, ToolUpdate, UsageUpdate, AgentUpdate]  # noqa: UP007
-
-
-@_camel
-@dataclass(frozen=True)
-class RunResult(DataClassJsonMixin):
-    """How a run ended successfully: the reply ``text``, ``status`` (``ok``), the gateway's
-    ``stop_reason``, token ``usage`` (as reported), and ``recovered`` when the outcome was
-    learnt after a reconnect (``agent.wait``/``chat.history``) rather than streamed."""
-
-    run_id: str
-    session_key: str
-    text: str
-    status: str = "ok"
-    stop_reason: str | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    message: dict[str, Any] = field(default_factory=dict)
-    recovered: bool = False
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def _message_text(message: Any) -> str | None:
-    """The text of a chat message ``{role, content: str | [{type: "text", text}]}``."""
-    if not isinstance(message, dict):
-        return None
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content
-                       if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
-    return None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
+from ._run_updates import (  # noqa: E402  (after the constants they do not need)
+    AgentUpdate,
+    LifecycleUpdate,
+    RunResult,
+    RunUpdate,
+    StatusUpdate,
+    TextDelta,
+    ToolUpdate,
+    UsageUpdate,
+    _dict,
+    _int,
+    _message_text,
+    _str,
+)
 
 # ---------------------------------------------------------------------------------- Run
 
