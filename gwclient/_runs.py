@@ -58,6 +58,20 @@ from ._errors import (
     check_caller,
 )
 from ._pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
+from ._run_updates import (
+    AgentUpdate,
+    LifecycleUpdate,
+    RunResult,
+    RunUpdate,
+    StatusUpdate,
+    TextDelta,
+    ToolUpdate,
+    UsageUpdate,
+    _dict,
+    _int,
+    _message_text,
+    _str,
+)
 
 if TYPE_CHECKING:
     from ._subscription import Subscription
@@ -85,20 +99,6 @@ GRACE_SECONDS = 10.0
 SETTLE_SECONDS = 3.0
 _POLL = 0.5  # longest single wait on the subscription, so settle timers are checked
 
-from ._run_updates import (  # noqa: E402  (after the constants they do not need)
-    AgentUpdate,
-    LifecycleUpdate,
-    RunResult,
-    RunUpdate,
-    StatusUpdate,
-    TextDelta,
-    ToolUpdate,
-    UsageUpdate,
-    _dict,
-    _int,
-    _message_text,
-    _str,
-)
 
 # ---------------------------------------------------------------------------------- Run
 
