@@ -28,7 +28,10 @@ def check_timeout(value: object, what: str = "timeout") -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{what} must be a number of seconds or None, not {type(value).__name__}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond the float range (10**400)
+        seconds = math.inf if value > 0 else -math.inf
     if math.isnan(seconds):
         raise UsageError(f"{what} must be a number of seconds or None, not NaN")
     if seconds < 0:

@@ -435,3 +435,21 @@ def test_a_misbehaving_config_provider_is_a_config_error_never_a_recursion(gw: D
         with pytest.raises(kind):
             GatewayConnection.shared(provider=provider).request("health")
     assert calls == [1] and gw.sockets_accepted == 0
+
+
+def test_a_closed_subscription_is_no_longer_registered(gw: DevGateway) -> None:
+    conn = GatewayConnection.shared(config(gw.url))
+    sub = conn.subscribe()
+    kept = conn.subscribe()
+    bus = current_runtime().bus
+    assert bus is not None
+    registered = [s for subs in bus._subs.values() for s in subs]
+    assert sub in registered and kept in registered
+    sub.close()
+    registered = [s for subs in bus._subs.values() for s in subs]
+    assert sub not in registered and kept in registered
+    assert conn.request("echo", 10**400 > 0) is True
+    assert conn.request("echo", 1, timeout=10**400) == 1  # an int beyond float range: forever
+    with pytest.raises(UsageError):
+        conn.request("echo", 1, timeout=-(10**400))
+    kept.close()
