@@ -28,8 +28,8 @@ from gwclient import (
     Snapshot,
     StateChange,
     UsageError,
+    _encode,
 )
-from gwclient import _encode
 from gwclient._deadline import MAX_TIMEOUT, Deadline, check_timeout
 from gwclient._effects import (
     MAX_PAYLOAD_RANGE,
@@ -74,7 +74,7 @@ def test_check_method_accepts_and_caches_valid_names(fresh_method_cache: set[str
 
 @pytest.mark.parametrize("method", [None, 3, b"health", ""])
 def test_check_method_refuses_non_strings_and_empty(method: object, fresh_method_cache: set[str]) -> None:
-    with pytest.raises(UsageError, match="^method must be a non-empty string$"):
+    with pytest.raises(UsageError, match=r"^method must be a non-empty string$"):
         check_method(method)
     assert fresh_method_cache == set()
 
@@ -161,7 +161,7 @@ def test_check_timeout_refuses(value: object, message: str) -> None:
     with pytest.raises(UsageError) as info:
         check_timeout(value)
     assert str(info.value) == message
-    with pytest.raises(UsageError, match="^connect timeout must"):
+    with pytest.raises(UsageError, match=r"^connect timeout must"):
         check_timeout(value, "connect timeout")
 
 
@@ -394,8 +394,8 @@ def test_events_before_the_challenge_are_kept_and_dropped_ones_are_counted(caplo
         s.received(event("presence", i), 0.0)
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
         effects = s.received(res(connect["id"], hello()), 0.0)
-    delivered = [e for e in effects if isinstance(e, Publish) and isinstance(e.push, Event)]
-    assert [(e.push.seq, e.size) for e in delivered] == [(1, len(first)), (2, len(event("presence", 2)))]
+    delivered = [(e.push.seq, e.size) for e in effects if isinstance(e, Publish) and isinstance(e.push, Event)]
+    assert delivered == [(1, len(first)), (2, len(event("presence", 2)))]
     assert "dropped 3 events sent before hello-ok (more than 2)" in caplog.messages
     assert s._early == []
 
@@ -766,3 +766,124 @@ def test_a_request_frame_from_the_gateway_is_ignored() -> None:
     s, _ = connected()
     assert s.received(json.dumps({"type": "req", "id": "1", "method": "x"}), 3.0) == [] and s.last_rx == 3.0
     assert math.isfinite(s.last_rx)
+
+
+# ----------------------------------------------- second round (survivors of the first run)
+
+
+def test_set_state_detail_defaults_to_empty() -> None:
+    assert Session(LIMITS).set_state(ConnectionState.CONNECTING) == [
+        Publish(StateChange(ConnectionState.CONNECTING, ""))]
+
+
+def test_a_pause_is_logged_and_still_cancels_the_handshake_timer(caplog: pytest.LogCaptureFixture) -> None:
+    s = Session(LIMITS)
+    s.begin(1)
+    with caplog.at_level(logging.WARNING, logger="gwclient.session"):
+        out = s.open_failed(ConfigError("bad token file"))
+    assert out[0] == Timer("handshake", None)
+    assert caplog.messages == ["gateway connection paused: bad token file"]
+
+
+def test_frames_that_are_ignored_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    s, _ = connected()
+    with caplog.at_level(logging.DEBUG, logger="gwclient.session"):
+        s.received("not json", 1.0)
+        s.received(json.dumps({"type": "req", "id": "1", "method": "node.invoke"}), 1.0)
+    assert caplog.messages[0].startswith("ignoring a malformed frame from gw: ")
+    assert len(caplog.messages[0]) > len("ignoring a malformed frame from gw: ")
+    assert caplog.messages[1] == "ignoring a request frame from the gateway (node.invoke)"
+
+
+def test_gaps_and_silence_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    s, _ = connected()
+    with caplog.at_level(logging.INFO, logger="gwclient.session"):
+        s.received(event("tick", 1), 1.0)
+        s.received(event("tick", 5), 1.0)
+        s.timer("liveness", 100.0)
+    assert caplog.messages == ["event gap on gw: expected seq 2, got 5",
+                               "nothing from gw for 99.0 s; replacing the socket"]
+
+
+def test_a_failed_sticky_request_logs_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    s, _ = connected()
+    rid = sent(s.add_sticky("k", "sessions.subscribe", {}))[0]["id"]
+    with caplog.at_level(logging.WARNING, logger="gwclient.session"):
+        s.received(res(rid, ok=False, error={"code": "INVALID_REQUEST", "message": "no such session"}), 1.0)
+    assert caplog.messages == ["re-subscribing with sessions.subscribe failed: no such session"]
+
+
+def test_connect_refusals_name_the_connect_method_and_are_not_transport_failures() -> None:
+    s = Session(LIMITS)
+    ended = ended_of(refuse(s, {"code": "INVALID_REQUEST", "message": "bad", "details": {"code": "AUTH_X"}}))
+    assert ended.error.method == "connect" and ended.transport is False  # type: ignore[attr-defined]
+    s, rid = in_hello()
+    out = s.received(res(rid, {**hello(), "protocol": 3}), 0.0)
+    assert ended_of(out).transport is False
+    assert str(ended_of(out).error).startswith("hello-ok announced another protocol: ")
+
+
+def test_sticky_params_are_resent_on_every_connect() -> None:
+    s = Session(LIMITS)
+    s.add_sticky("k", "sessions.subscribe", {"key": "a"})
+    for _ in range(2):
+        _, effects = connected(s)
+        (frame,) = sent(effects)
+        assert frame["method"] == "sessions.subscribe" and frame["params"] == {"key": "a"}
+        s.closed(1006, "")
+
+
+def test_a_request_that_waited_for_the_connection_keeps_its_method() -> None:
+    s = Session(LIMITS)
+    s.submit("w", "health", b"{}", Future())
+    connected(s)
+    (settle,) = settles(s.closed(1006, ""))
+    assert str(settle.outcome) == "gateway connection closed (1006) before health was answered"
+
+
+def test_submit_defaults_to_a_single_stage_answer() -> None:
+    s, _ = connected()
+    fut: Future[Any] = Future()
+    s.submit("a", "agent", b"{}", fut)
+    assert settles(s.received(res("a", {"status": "accepted"}), 1.0)) == [Settle(fut, {"status": "accepted"})]
+
+
+def test_refusals_settle_the_callers_own_waiter() -> None:
+    s = Session(LIMITS)
+    s.shutdown(ClientClosed("bye"))
+    fut: Future[Any] = Future()
+    (settle,), need = s.submit("a", "x", b"{}", fut)
+    assert isinstance(settle, Settle) and settle.waiter is fut and not need
+    conn: Future[Any] = Future()
+    (settle,), need = s.await_connected(conn)
+    assert isinstance(settle, Settle) and settle.waiter is conn and need is False
+
+
+def test_await_connected_after_a_loss_does_not_ask_for_a_connection() -> None:
+    s, _ = connected()
+    s.closed(1006, "")
+    assert s.await_connected(Future()) == ([], False)
+
+
+def test_a_sticky_key_can_be_used_again_after_its_last_user_left() -> None:
+    s, _ = connected()
+    s.add_sticky("k", "sessions.subscribe", {"key": "a"})
+    assert s.remove_sticky("k")
+    (frame,) = sent(s.add_sticky("k", "sessions.subscribe", {"key": "b"}))
+    assert frame["params"] == {"key": "b"}
+    for _ in range(2):
+        s.add_sticky("k", "sessions.subscribe", {"key": "b"})
+    assert [s.remove_sticky("k") for _ in range(4)] == [False, False, True, False]
+
+
+def test_a_handshake_close_keeps_the_reason() -> None:
+    s, _ = in_hello()
+    ended = ended_of(s.closed(1008, "denied"))
+    assert str(ended.error) == "gateway closed the connection during the handshake (1008: denied)"
+
+
+def test_a_handshake_timeout_never_pauses() -> None:
+    s = Session(LIMITS)
+    s.begin(1)
+    error = ended_of(s.timer("handshake", 9.0)).error
+    assert isinstance(error, ConnectError) and error.pauses_reconnect is False
