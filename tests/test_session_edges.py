@@ -50,6 +50,7 @@ from gwclient._effects import (
 from gwclient._encode import check_method, encode_request
 from gwclient._errors import ChannelRetired
 from gwclient._frames import ConnectChallenge, HelloOk
+from gwclient._retry import RetryPolicy
 from gwclient._session import Effect, Session, describe
 
 # ------------------------------------------------------------------------- _encode
@@ -790,8 +791,8 @@ def test_frames_that_are_ignored_are_logged(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.DEBUG, logger="gwclient.session"):
         s.received("not json", 1.0)
         s.received(json.dumps({"type": "req", "id": "1", "method": "node.invoke"}), 1.0)
-    assert caplog.messages[0].startswith("ignoring a malformed frame from gw: ")
-    assert len(caplog.messages[0]) > len("ignoring a malformed frame from gw: ")
+    assert caplog.messages[0] == ("ignoring a malformed frame from gw: "
+                                  "frame is not valid JSON: Expecting value: line 1 column 1 (char 0)")
     assert caplog.messages[1] == "ignoring a request frame from the gateway (node.invoke)"
 
 
@@ -887,3 +888,35 @@ def test_a_handshake_timeout_never_pauses() -> None:
     s.begin(1)
     error = ended_of(s.timer("handshake", 9.0)).error
     assert isinstance(error, ConnectError) and error.pauses_reconnect is False
+
+
+# ------------------------------------------------- _retry (the delays the actor applies)
+
+
+def test_retry_policy_loopback_interval_bounds() -> None:
+    for bad in (0.0, -1.0, 60.5):
+        with pytest.raises(ValueError, match=r"^RetryPolicy\.loopback_interval must be in \(0, 60\]$"):
+            RetryPolicy(loopback_interval=bad)
+    assert RetryPolicy(loopback_interval=60).loopback_interval == 60
+
+
+def test_retry_policy_jitter_scales_the_loopback_cadence() -> None:
+    policy = RetryPolicy(loopback_interval=1.0, jitter=0.2, rng=lambda: 0.75)
+    assert policy.after_loss(loopback=True) == pytest.approx(1.1)  # 1 * (0.8 + 0.4 * 0.75)
+    assert policy.after_failure(3, loopback=True, refused=True) == pytest.approx(1.1)
+
+
+def test_retry_policy_only_a_refused_loopback_connect_skips_the_backoff() -> None:
+    policy = RetryPolicy(rng=lambda: 0.5)  # no jitter at 0.5
+    assert policy.after_failure(5, loopback=True) == 16.0  # 0.5 * 2**5
+    assert policy.after_failure(5, refused=True) == 16.0
+    assert policy.after_failure(5, loopback=True, refused=True) == pytest.approx(0.2)
+
+
+def test_retry_policy_server_hints() -> None:
+    policy = RetryPolicy(rng=lambda: 0.5)
+    assert policy.after_failure(0, retry_after_ms=1500, loopback=True) == 0.5  # 2.5 loopback intervals
+    assert policy.after_failure(0, retry_after_ms=1500) == 1.5
+    assert RetryPolicy(initial=0.1, maximum=0.5).after_failure(0, retry_after_ms=2000) == 0.5
+    assert policy.after_loss(restart_expected_ms=2000) == 2.0
+    assert policy.after_loss() == 0.5  # the first backoff step
