@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -116,7 +115,7 @@ def test_encode_request_refuses_what_json_cannot_encode() -> None:
         encode_request("r", "echo", {"x": {1}})
     circular: list[Any] = []
     circular.append(circular)
-    with pytest.raises(UsageError, match=r"^params for echo are (not JSON: Circular|nested too deeply)"):
+    with pytest.raises(UsageError, match=r"^params for echo are not JSON: Circular reference detected$"):
         encode_request("r", "echo", circular)
 
 
@@ -354,8 +353,9 @@ def test_nothing_listening_fails_waiting_callers_until_the_first_connect() -> No
     out = s.open_failed(OSError("no route"))  # phase is idle now: ignored
     assert out == []
     s.begin(2)
-    assert "no route" in str(settles(s.submit("c", "x", b"{}", Future())[0] or
-                                     s.open_failed(OSError("no route")))[0].outcome)
+    s.submit("c", "x", b"{}", Future())
+    (settle,) = settles(s.open_failed(OSError("no route")))
+    assert str(settle.outcome) == "cannot connect to the gateway at gw: no route (is the tunnel up?)"
     s, _ = connected(s)
     s.closed(1006, "")
     later: Future[Any] = Future()
@@ -766,7 +766,6 @@ def test_describe() -> None:
 def test_a_request_frame_from_the_gateway_is_ignored() -> None:
     s, _ = connected()
     assert s.received(json.dumps({"type": "req", "id": "1", "method": "x"}), 3.0) == [] and s.last_rx == 3.0
-    assert math.isfinite(s.last_rx)
 
 
 # ----------------------------------------------- second round (survivors of the first run)
