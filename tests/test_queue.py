@@ -155,3 +155,25 @@ def test_a_short_timeout_waits_before_giving_up() -> None:
     with pytest.raises(QueueEmpty):
         q.get(0.2)
     assert waits and all(t is not None and 0 < t <= 0.2 for t in waits)
+
+
+def test_flush_notifies_once_per_deferred_burst_and_never_otherwise() -> None:
+    q: BoundedQueue[str] = BoundedQueue(10, None, marker)
+    notified: list[int] = []
+    original = q._cond.notify
+
+    def notify(n: int = 1) -> None:
+        notified.append(n)
+        original(n)
+
+    q._cond.notify = notify  # type: ignore[method-assign]
+    q.flush()
+    assert notified == []  # nothing deferred: no wake-up
+    q.offer("a", notify=False)
+    q.offer("b", notify=False)
+    assert notified == []
+    q.flush()
+    q.flush()
+    assert notified == [1]  # one wake-up for the burst, none for the second flush
+    q.offer("c")
+    assert notified == [1, 1]
