@@ -86,3 +86,94 @@ def test_end_delivers_what_is_queued_then_ends_and_discard_drops_it() -> None:
     assert d.drained
     with pytest.raises(QueueEnded):
         d.get(0)
+
+
+def test_bounds_are_checked_with_their_own_messages() -> None:
+    with pytest.raises(ValueError, match=r"^maxsize must be >= 1$"):
+        BoundedQueue(0, None, marker)
+    with pytest.raises(ValueError, match=r"^max_bytes must be >= 1 or None$"):
+        BoundedQueue(1, 0, marker)
+    q: BoundedQueue[str] = BoundedQueue(1, 1, marker)
+    assert q.offer("a", 1) is True and q.get(0) == "a"
+
+
+def test_a_fresh_queue_is_empty_and_has_dropped_nothing() -> None:
+    q: BoundedQueue[str] = BoundedQueue(5, 100, marker)
+    assert len(q) == 0 and q.queued_bytes == 0 and q.dropped_total == 0 and q.dropped_bytes_total == 0
+    assert not q.ended and not q.drained
+    with pytest.raises(QueueEmpty):
+        q.get(0)
+
+
+def test_the_byte_bound_is_inclusive() -> None:
+    q: BoundedQueue[str] = BoundedQueue(10, 100, marker)
+    q.offer("a", 60)
+    q.offer("b", 40)  # exactly 100: nothing dropped
+    assert q.queued_bytes == 100 and q.dropped_total == 0
+    assert q.get(0) == "a" and q.get(0) == "b"
+
+
+def test_discard_forgets_the_bytes_and_the_pending_overflow() -> None:
+    q: BoundedQueue[str] = BoundedQueue(1, None, marker)
+    q.offer("a", 10)
+    q.offer("b", 20)
+    q.end(discard=True)
+    assert q.queued_bytes == 0 and len(q) == 0 and q.drained
+    with pytest.raises(QueueEnded):
+        q.get(0)
+
+
+def test_an_offer_wakes_a_waiting_consumer_by_default() -> None:
+    q: BoundedQueue[str] = BoundedQueue(10, None, marker)
+    waiting = threading.Event()
+    got: Future[str] = Future()
+    original = q._cond.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return original(timeout)
+
+    q._cond.wait = wait  # type: ignore[method-assign]
+    consumer = threading.Thread(target=lambda: got.set_result(q.get(30)))
+    consumer.start()
+    assert waiting.wait(10)
+    q.offer("x")
+    assert got.result(10) == "x"  # well before the consumer's own 30 s deadline
+    consumer.join(10)
+
+
+def test_a_short_timeout_waits_before_giving_up() -> None:
+    q: BoundedQueue[str] = BoundedQueue(10, None, marker)
+    waits: list[float | None] = []
+    original = q._cond.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        waits.append(timeout)
+        return original(timeout)
+
+    q._cond.wait = wait  # type: ignore[method-assign]
+    with pytest.raises(QueueEmpty):
+        q.get(0.2)
+    assert waits and all(t is not None and 0 < t <= 0.2 for t in waits)
+
+
+def test_flush_notifies_once_per_deferred_burst_and_never_otherwise() -> None:
+    q: BoundedQueue[str] = BoundedQueue(10, None, marker)
+    notified: list[int] = []
+    original = q._cond.notify
+
+    def notify(n: int = 1) -> None:
+        notified.append(n)
+        original(n)
+
+    q._cond.notify = notify  # type: ignore[method-assign]
+    q.flush()
+    assert notified == []  # nothing deferred: no wake-up
+    q.offer("a", notify=False)
+    q.offer("b", notify=False)
+    assert notified == []
+    q.flush()
+    q.flush()
+    assert notified == [1]  # one wake-up for the burst, none for the second flush
+    q.offer("c")
+    assert notified == [1, 1]
