@@ -26,7 +26,7 @@ import pykka
 from ._bus import Bind, Channel, Release, ReleaseAll
 from ._channel import Retry
 from ._config import GatewayConfig
-from ._deadline import check_timeout
+from ._deadline import MAX_TIMEOUT, check_timeout
 from ._encode import check_method, encode_request
 from ._errors import (
     ChannelRetired,
@@ -334,12 +334,14 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     def closed(self) -> bool:
         return self._closed
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def shutdown(self, timeout: float | None = 5.0) -> None:
         """Close this connection: no reconnect after it, pending requests fail at once with
         :class:`ClientClosed`, subscriptions end, the socket closes and the threads of its
-        channel are joined (if no other config-equal user remains).  Idempotent."""
+        channel are joined (if no other config-equal user remains) for up to ``timeout``
+        seconds (``0``: do not wait for them; ``None``: as long as it takes).  Returns
+        within ``timeout`` even against a frozen gateway.  Idempotent."""
         _check_caller("shutdown")
-        deadline = time.monotonic() + (check_timeout(timeout) or 5.0)
+        deadline = time.monotonic() + _budget(timeout)
         with self._lock:
             if self._closed:
                 return
@@ -367,11 +369,11 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             retire(last, deadline)
 
     @classmethod
-    def shutdown_all(cls, timeout: float = 5.0) -> None:
+    def shutdown_all(cls, timeout: float | None = 5.0) -> None:
         """Shut down every connection of this process and the connection actor; when it
         returns no gwclient thread is alive and no gateway socket is open."""
         _check_caller("shutdown_all")
-        deadline = time.monotonic() + (check_timeout(timeout) or 5.0)
+        deadline = time.monotonic() + _budget(timeout)
         rt = current_runtime()
         with rt.lock:
             facades = list(rt.facades.values())
@@ -405,6 +407,13 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     def __repr__(self) -> str:
         what = repr(self._config) if self._config is not None else repr(self._provider or "environment")
         return f"<GatewayConnection {what}{' closed' if self._closed else ''}>"
+
+
+def _budget(timeout: object) -> float:
+    """The seconds a shutdown may take: ``None``/``inf`` mean "as long as it takes" (still
+    bounded by MAX_TIMEOUT), ``0`` means "do not wait for threads to end"."""
+    seconds = check_timeout(timeout)
+    return MAX_TIMEOUT if seconds is None else seconds
 
 
 def _exit_handler() -> None:
