@@ -24,7 +24,6 @@ once with its traceback, the socket is abandoned, pending requests fail with
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import threading
@@ -35,7 +34,8 @@ from typing import Any
 
 from ._config import GatewayConfig
 from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
-from ._errors import AuthRejected, GatewayTimeout
+from ._errors import AuthRejected
+from ._expiry import Expiries
 from ._frames import ConnectChallenge, RequestFrame, encode_frame
 from ._handshake import Credentials, build_connect_params
 from ._pushes import Push, StateChange
@@ -62,7 +62,6 @@ __all__ = ["Link"]
 log = logging.getLogger("gwclient.channel")
 
 _reader_numbers = itertools.count(1)
-_expiry_ids = itertools.count(1)
 
 
 class Link:
@@ -97,13 +96,9 @@ class Link:
         self._credentials: Credentials | None = None
         self._timers: dict[str, TimerHandle] = {}
         self._timers_lock = threading.Lock()
-        self._expiry_lock = threading.Lock()
-        self._expiries: list[tuple[float, int, str, str, float, Future[Any]]] = []
-        self._expiry_handle: TimerHandle | None = None
-        self._expiry_due = 0.0
-        self._compact_at = 4096
         self.readers: list[threading.Thread] = []
         self.timer = TimerThread(label, on_fault=self._timer_fault)
+        self.expiries = Expiries(self.timer, self.cancel)
         self.on_connect_needed: Callable[[], None] = lambda: None
 
     # -- user threads -----------------------------------------------------------------------
@@ -131,38 +126,8 @@ class Link:
             self.session.cancel(request_id)
 
     def expire_later(self, seconds: float, request_id: str, method: str, fut: Future[Any]) -> None:
-        """Fail ``fut`` with :class:`GatewayTimeout` after ``seconds`` unless answered (the
-        timeout of a ``submit()``).  One heap and one armed timer for all of them: a
-        timer entry and a done-callback per request cost a fifth of a pipelined submit."""
-        due = time.monotonic() + seconds
-        with self._expiry_lock:
-            heapq.heappush(self._expiries, (due, next(_expiry_ids), request_id, method, seconds, fut))
-            if len(self._expiries) > self._compact_at:  # answered entries still waiting for their due time
-                self._expiries = [e for e in self._expiries if not e[5].done()]
-                heapq.heapify(self._expiries)
-                self._compact_at = max(4096, 2 * len(self._expiries))
-            if self._expiry_handle is None or due < self._expiry_due:
-                self.timer.cancel(self._expiry_handle)
-                self._expiry_due = due
-                self._expiry_handle = self.timer.call_later(seconds, self._expire_due)
-
-    def _expire_due(self) -> None:
-        """Timer thread: fail the submitted requests whose time ran out."""
-        now = time.monotonic()
-        expired = []
-        with self._expiry_lock:
-            self._expiry_handle = None
-            heap = self._expiries
-            while heap and (heap[0][5].done() or heap[0][0] <= now):
-                entry = heapq.heappop(heap)
-                if not entry[5].done():
-                    expired.append(entry)
-            if heap:
-                self._expiry_due = heap[0][0]
-                self._expiry_handle = self.timer.call_later(self._expiry_due - now, self._expire_due)
-        for _, _, request_id, method, seconds, fut in expired:
-            self.cancel(request_id)
-            _settle(fut, GatewayTimeout(f"{method} got no answer within {seconds:g} s"))
+        """The timeout of a ``submit()`` (:mod:`gwclient._expiry`)."""
+        self.expiries.add(seconds, request_id, method, fut)
 
     def add_sticky(self, key: object, method: str, params: Any) -> None:
         with self._lock:
