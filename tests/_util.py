@@ -27,6 +27,12 @@ def _time_factor() -> float:
 
 TIME_FACTOR = _time_factor()
 
+#: Local ports of module-scoped servers that *another process* connects to at any time
+#: (the real gateway's HTTP client opens connections to the model server ahead of its
+#: next request).  The leak checker ignores the connections accepted on these ports: no
+#: test opened them, and the server closes them itself (idle timeout, module teardown).
+SHARED_SERVER_PORTS: set[int] = set()
+
 #: The shared token of the ``gw`` fixture's DevGateway (conftest.py).
 DEV_TOKEN = "dev-gateway-token-8c2e"
 

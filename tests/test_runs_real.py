@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from _util import SHARED_SERVER_PORTS
 
 from gwclient import (
     GatewayConfig,
@@ -52,12 +53,16 @@ SLOW_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
 @pytest.fixture(scope="module")
 def model() -> Iterator[ModelServer]:
     with ModelServer() as server:
+        SHARED_SERVER_PORTS.add(server.port)  # the gateway connects to it on its own schedule
         server.when("FAIL500", fail(500))
         server.when("FAIL400", fail(400))
         server.when("SLOW", slow(0.4))
         server.when("BRISK", slow(0.05))
         server.when("HANG", HANG)
-        yield server
+        try:
+            yield server
+        finally:
+            SHARED_SERVER_PORTS.discard(server.port)
 
 
 @pytest.fixture(scope="module")
