@@ -773,14 +773,14 @@ def test_help_and_usage_errors_load_no_client_module() -> None:
 
 
 _SLOW_IMPORT = """
-import sys, time
+import sys, threading
 class SlowImport:
     # The client's modules take a while to import on a cold machine: make one take
     # long enough for the test to press Ctrl-C in the middle of it.
     def find_spec(self, name, path=None, target=None):
         if name == "gwclient.cli._session":
             print("importing", flush=True)
-            time.sleep(60)
+            threading.Event().wait(60)  # until the test's SIGINT interrupts the wait
         return None
 sys.meta_path.insert(0, SlowImport())
 from gwclient.cli import main
