@@ -42,7 +42,7 @@ from ._pairing import PairingMixin
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Snapshot
-from ._runs import RunsMixin
+from ._run_start import RunsMixin
 from ._runtime import ask, current_runtime, join, retire, stop_channels
 from ._sessions import SessionsMixin
 from ._subscription import Subscription

@@ -36,14 +36,12 @@ streaming; if the gateway restarted, the run's reply is looked up with ``chat.hi
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import (
     ClientClosed,
@@ -54,7 +52,6 @@ from ._errors import (
     RunFailed,
     RunInterrupted,
     RunTimedOut,
-    UsageError,
     check_caller,
 )
 from ._pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
@@ -76,6 +73,13 @@ from ._run_updates import (
 if TYPE_CHECKING:
     from ._subscription import Subscription
 
+
+class _RunOwner(Protocol):
+    """What a run needs of its connection: the public primitives."""
+
+    def request(self, method: str, params: Any = None, *, timeout: Any = ...,
+                expect_final: bool | None = None) -> Any: ...
+
 __all__ = [
     "GRACE_SECONDS",
     "SETTLE_SECONDS",
@@ -84,7 +88,6 @@ __all__ = [
     "Run",
     "RunResult",
     "RunUpdate",
-    "RunsMixin",
     "StatusUpdate",
     "TextDelta",
     "ToolUpdate",
@@ -117,7 +120,7 @@ class Run:
     Every consumer sees every update (each iterator keeps its own position).
     """
 
-    def __init__(self, conn: RunsMixin, sub: Subscription, *, kind: str, session_key: str,
+    def __init__(self, conn: _RunOwner, sub: Subscription, *, kind: str, session_key: str,
                  run_id: str, limit: float | None) -> None:
         self._conn = conn
         self._sub = sub
@@ -555,81 +558,3 @@ class Run:
                 text = _message_text(message)
                 return (text or ""), message.get("stopReason") == "error"
         return None, False
-
-
-# -------------------------------------------------------------------------------- mixin
-
-
-class RunsMixin:
-    """``chat()`` and ``agent()`` for :class:`~gwclient.GatewayConnection`, built only on
-    its public ``request()`` and ``subscribe()``."""
-
-    if TYPE_CHECKING:
-        def request(self, method: str, params: Any = None, *, timeout: float | None = ...,
-                    expect_final: bool | None = None) -> Any: ...
-
-        def subscribe(self, events: Iterable[str] | str | None = None, *, maxsize: int | None = None,
-                      include_state: bool = True) -> Subscription: ...
-
-    def chat(self, session_key: str, message: str, *, timeout: float | None = None,
-             idempotency_key: str | None = None, **params: Any) -> Run:
-        """Start a chat turn (``chat.send``) in ``session_key`` and return its :class:`Run`
-        as soon as the gateway has started it.
-
-        ``timeout`` (seconds) is the run's time limit, sent as ``timeoutMs``; the
-        :class:`Run` never waits more than that plus :data:`GRACE_SECONDS`.
-        ``idempotency_key`` defaults to a fresh UUID (it becomes the run id; re-sending the
-        same key never starts a second run).  Other keyword arguments are passed to
-        ``chat.send`` as they are (gateway names: ``thinking``, ``attachments``...).
-        Raises like ``request()`` if the run could not be started."""
-        check_caller("GatewayConnection.chat()")
-        if not isinstance(session_key, str) or not session_key:
-            raise UsageError("session_key must be a non-empty string")
-        key = idempotency_key or str(uuid.uuid4())
-        body: dict[str, Any] = {"sessionKey": session_key, "message": message, "idempotencyKey": key, **params}
-        if timeout is not None:
-            body["timeoutMs"] = max(1, int(timeout * 1000))
-        return self._start_run("chat", "chat.send", body, session_key, timeout)
-
-    def agent(self, message: str, *, session_key: str | None = None, agent_id: str | None = None,
-              timeout: float | None = None, idempotency_key: str | None = None, **params: Any) -> Run:
-        """Start an agent turn (``agent``) and return its :class:`Run` as soon as the gateway
-        has accepted it (the first of its two answers).
-
-        ``session_key`` defaults to the agent's own; ``timeout`` (seconds, rounded up) is
-        the run's time limit; other keyword arguments go to ``agent`` as they are
-        (``provider``, ``model``, ``thinking``...).  Raises like ``request()``."""
-        check_caller("GatewayConnection.agent()")
-        key = idempotency_key or str(uuid.uuid4())
-        body: dict[str, Any] = {"message": message, "idempotencyKey": key, **params}
-        if session_key is not None:
-            body["sessionKey"] = session_key
-        if agent_id is not None:
-            body["agentId"] = agent_id
-        if timeout is not None:
-            body["timeout"] = max(1, math.ceil(timeout))
-        return self._start_run("agent", "agent", body, session_key or "", timeout)
-
-    def _start_run(self, kind: str, method: str, body: dict[str, Any], session_key: str,
-                   timeout: float | None) -> Run:
-        # Subscribe first: the run's first events can arrive before its start answer.
-        sub = self.subscribe(["agent", "chat"], include_state=True)
-        try:
-            if method == "agent":
-                answer = self.request(method, body, expect_final=False)
-            else:
-                answer = self.request(method, body)
-        except BaseException:
-            sub.close()
-            raise
-        answer = answer if isinstance(answer, dict) else {}
-        run_id = _str(answer.get("runId")) or body["idempotencyKey"]
-        session_key = _str(answer.get("sessionKey")) or session_key
-        run = Run(self, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
-        run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
-        status = answer.get("status")
-        if kind == "agent" and status not in (None, "accepted"):
-            run._finish(run._agent_outcome(answer))
-        elif kind == "chat" and status == "ok":
-            run._recheck = True  # an earlier run with this key already finished
-        return run
