@@ -25,11 +25,12 @@ from typing import Any
 
 import pykka
 
+from ._effects import AttemptEnded, Connected, Lost
 from ._errors import ClientClosed, Disconnected, GatewayError
 from ._link import Link
 from ._pushes import ConnectionState
 from ._retry import RetryPolicy
-from ._session import AttemptEnded, Connected, Lost, describe
+from ._session import describe
 from ._timer import TimerHandle
 
 __all__ = ["Connect", "GatewayChannelActor", "Retry", "Stop"]

@@ -16,6 +16,7 @@ from typing import Any, Union
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
 
+from ._encode import encode_request
 from ._errors import ProtocolError
 
 __all__ = [
@@ -189,13 +190,11 @@ def decode_error_shape(obj: Any) -> ErrorShape:
 
 
 def encode_frame(frame: RequestFrame) -> str:
-    """Encode a request frame to the exact JSON the gateway's closed schema accepts."""
+    """Encode a request frame to the exact JSON the gateway's closed schema accepts (the
+    text form of :func:`gwclient._encode.encode_request`, the one request encoder)."""
     if not frame.id:
         raise ValueError("request id must be a non-empty string")
-    out: dict[str, Any] = {"type": "req", "id": frame.id, "method": frame.method}
-    if frame.params is not None:
-        out["params"] = frame.params
-    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+    return encode_request(frame.id, frame.method, frame.params).decode("utf-8")
 
 
 # ----------------------------------------------------------------- handshake frames

@@ -34,12 +34,7 @@ from typing import Any
 
 from ._config import GatewayConfig
 from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
-from ._errors import AuthRejected
-from ._expiry import Expiries
-from ._frames import ConnectChallenge, RequestFrame, encode_frame
-from ._handshake import Credentials, build_connect_params
-from ._pushes import Push, StateChange
-from ._session import (
+from ._effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
@@ -48,11 +43,17 @@ from ._session import (
     Ping,
     Publish,
     Send,
-    Session,
     SessionLimits,
     Settle,
     Timer,
 )
+from ._encode import encode_request
+from ._errors import AuthRejected
+from ._expiry import Expiries
+from ._frames import ConnectChallenge
+from ._handshake import Credentials, build_connect_params
+from ._pushes import Push, StateChange
+from ._session import Session
 from ._timer import Timer as TimerThread
 from ._timer import TimerHandle
 from ._transport import OpenGuard, Transport, TransportClosed, TransportFactory, TransportOptions
@@ -261,7 +262,7 @@ class Link:
 
         def build(challenge: ConnectChallenge, request_id: str) -> bytes:
             params = build_connect_params(config, challenge, creds)
-            return encode_frame(RequestFrame(request_id, "connect", params.to_wire())).encode("utf-8")
+            return encode_request(request_id, "connect", params.to_wire())
 
         return build
 

@@ -38,6 +38,7 @@ from ._effects import (
     Timer,
     clamp_hello,
 )
+from ._encode import encode_request
 from ._errors import (
     ChannelRetired,
     ClientClosed,
@@ -53,20 +54,7 @@ from ._frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, Re
 from ._protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from ._pushes import ConnectionState, Event, Snapshot, StateChange
 
-__all__ = [
-    "AttemptEnded",
-    "CloseSocket",
-    "Connected",
-    "Effect",
-    "Lost",
-    "Ping",
-    "Publish",
-    "Send",
-    "Session",
-    "SessionLimits",
-    "Settle",
-    "Timer",
-]
+__all__ = ["Session", "describe"]
 
 log = logging.getLogger("gwclient.session")
 
@@ -322,10 +310,8 @@ class Session:
         return [Send(data)]
 
     def _send_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
-        from ._frames import RequestFrame, encode_frame  # local: pure helpers
-
         request_id = new_request_id()
-        data = encode_frame(RequestFrame(request_id, method, params)).encode("utf-8")
+        data = encode_request(request_id, method, params)
         self.pending.add(request_id, method, None)
         return [Send(data)]
 

@@ -24,9 +24,7 @@ from gwclient import (
     Snapshot,
     StateChange,
 )
-from gwclient._frames import ConnectChallenge
-from gwclient._retry import RetryPolicy
-from gwclient._session import (
+from gwclient._effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
@@ -35,11 +33,13 @@ from gwclient._session import (
     Ping,
     Publish,
     Send,
-    Session,
     SessionLimits,
     Settle,
     Timer,
 )
+from gwclient._frames import ConnectChallenge
+from gwclient._retry import RetryPolicy
+from gwclient._session import Session
 
 
 def build(challenge: ConnectChallenge, request_id: str) -> bytes:

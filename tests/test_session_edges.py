@@ -37,6 +37,7 @@ from gwclient._effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
+    Effect,
     Lost,
     Ping,
     Publish,
@@ -50,7 +51,7 @@ from gwclient._encode import check_method, encode_request
 from gwclient._errors import ChannelRetired
 from gwclient._frames import ConnectChallenge, HelloOk
 from gwclient._retry import RetryPolicy
-from gwclient._session import Effect, Session, describe
+from gwclient._session import Session, describe
 
 # ------------------------------------------------------------------------- _encode
 

@@ -105,3 +105,15 @@ def test_bad_session_keys_are_refused_at_once(gw: DevGateway) -> None:
         with pytest.raises(UsageError):
             conn.subscribe_session(bad)  # type: ignore[arg-type]
     assert gw.sockets_accepted == 0
+
+
+def test_a_session_key_with_a_lone_surrogate_is_escaped_not_a_crash(gw: DevGateway) -> None:
+    import os
+
+    conn = connection(gw)
+    key = os.fsdecode(b"odd-\xff")  # 'odd-\udcff': not encodable as UTF-8
+    with conn.subscribe_session(key):
+        assert gw.wait_for(lambda g: g.session_subscribers(key) == 1, 10)
+        gw.drop_connections()
+        assert gw.wait_for(lambda g: g.session_subscribers(key) == 1 and g.handshakes_completed == 2, 10)
+    assert conn.request("echo", 1) == 1
