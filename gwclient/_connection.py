@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from typing import Any, Final, cast
 
 import pykka
 
+from . import _runtime as _runtime_module
 from ._bus import Bind, Channel, Release, ReleaseAll
 from ._channel import Retry
 from ._config import GatewayConfig
@@ -99,7 +99,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         self._slot = next(_slot_numbers)
         self._lock = threading.Lock()
         self._closed = False
-        self._pid = os.getpid()
+        self._fork = _runtime_module.fork_generation
         self._bound: tuple[GatewayConfig, Channel] | None = None
         self._stickies: dict[object, list[Any]] = {}  # key -> [method, params, users]
 
@@ -153,13 +153,14 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         if config is None:
             config = self.config
         bound = self._bound
-        if bound is not None and (bound[0] is config or bound[0] == config) and self._pid == os.getpid():
-            return bound[1]  # the hot path: no lock, no ask
+        if bound is not None and (bound[0] is config or bound[0] == config) \
+                and self._fork == _runtime_module.fork_generation:
+            return bound[1]  # the hot path: no lock, no ask, no system call
         with self._lock:
             if self._closed:
                 raise ClientClosed("this GatewayConnection was shut down; call GatewayConnection.shared() again")
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if self._fork != _runtime_module.fork_generation:
+                self._fork = _runtime_module.fork_generation
                 self._bound = None  # the parent's socket is not ours
             bound = self._bound
             rt = current_runtime()

@@ -54,10 +54,17 @@ def current_runtime() -> Runtime:
     return _runtime
 
 
+#: Counts forks into this process (the child's value differs from the parent's): the
+#: facade's per-request check that its binding is still this process's, without the
+#: ``getpid()`` system call on every request.
+fork_generation = 0
+
+
 def _after_fork_in_child() -> None:
     # Never close the parent's sockets from the child; it connects afresh on first use.
-    global _runtime
+    global _runtime, fork_generation
     _runtime = Runtime()
+    fork_generation += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
