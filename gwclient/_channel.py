@@ -113,7 +113,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
             log.exception("channel %s failed to handle %s; replacing the socket", self._label,
                           type(message).__name__)
             if not isinstance(message, Stop):
-                self._replace_socket()
+                self.link.abandon_current()
             return None
 
     def _dispatch(self, message: Any) -> Any:
@@ -181,9 +181,7 @@ class GatewayChannelActor(pykka.ThreadingActor):
         token = self._reconnect_token
         self._reconnect = self.link.timer.call_later(delay, lambda: _tell(me, _Reconnect(token)))
 
-    def _replace_socket(self) -> None:
-        """After an internal error: drop the socket; the reader reports, we reconnect."""
-        self.link._timer_fault(RuntimeError("channel error"))
+
 
     # -- stopping -------------------------------------------------------------------
 

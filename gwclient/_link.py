@@ -280,6 +280,11 @@ class Link:
 
     def _timer_fault(self, exc: BaseException) -> None:
         """A timer callback raised (a bug): abandon the socket so nothing hangs."""
+        self.abandon_current()
+
+    def abandon_current(self) -> None:
+        """Shut the current socket (or the open in progress) down; its reader reports the
+        end, pending requests fail, and the actor reconnects (any thread)."""
         with self._lock:
             transport, guard = self._transport, self._guard
         if transport is not None:
