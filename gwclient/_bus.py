@@ -152,10 +152,6 @@ class Bus:
         for sub in subs:
             sub._end()
 
-    def slots(self) -> list[int]:
-        with self.lock:
-            return list(self._slot_feed)
-
     def end_all(self) -> None:
         with self.lock:
             subs = [s for group in self._subs.values() for s in group]

@@ -182,10 +182,6 @@ class Link:
     def locked(self) -> threading.Lock:
         return self._lock
 
-    @property
-    def gen(self) -> int:
-        return self._gen
-
     # -- reader thread ----------------------------------------------------------------------
 
     def _read(self, gen: int, guard: OpenGuard) -> None:
