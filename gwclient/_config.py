@@ -14,12 +14,10 @@ tools do (``OPENCLAW_GATEWAY_*`` environment variables and the JSON5 config file
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import os
 import re
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +26,13 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from ._errors import ConfigError
+from ._locations import (
+    client_version,
+    default_platform,
+    default_state_dir,
+    expand_user,
+    openclaw_config_path,
+)
 from ._plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 from ._retry import RetryPolicy
 
@@ -86,95 +91,12 @@ CLIENT_MODES: frozenset[str] = frozenset(
 )
 ROLES: frozenset[str] = frozenset({"operator", "node"})
 
-_FALLBACK_VERSION = "0.1.0"
 _SSH_HOST_KEY_POLICIES = frozenset({"strict", "openssh"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _COLON_HEX = re.compile(r"(?:[0-9a-f]{2}:){31}[0-9a-f]{2}")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _client_version() -> str:
-    # Imported lazily (gwclient/__init__ imports this module) and by name, so that type
-    # checking this module does not pull in the whole package.
-    try:
-        package = importlib.import_module("gwclient")
-    except ImportError:  # pragma: no cover - package being replaced
-        return _FALLBACK_VERSION
-    version = getattr(package, "__version__", None)
-    return version if isinstance(version, str) and version else _FALLBACK_VERSION
-
-
-def default_platform() -> str:
-    """A stable, normalised platform name (``linux``, ``macos``, ``windows``, ``freebsd``...).
-
-    The gateway pins ``client.platform`` when a device is paired; it must not change
-    between runs, so it is derived from ``sys.platform`` only (no OS version)."""
-    plat = sys.platform
-    if plat.startswith("linux"):
-        return "linux"
-    if plat == "darwin":
-        return "macos"
-    if plat in ("win32", "cygwin", "msys"):
-        return "windows"
-    return plat.rstrip("0123456789") or plat
-
-
-def _home(env: Mapping[str, str] | None) -> Path:
-    if env is not None:
-        home = env.get("HOME", "").strip()
-        if home:
-            return Path(home)
-    return Path.home()
-
-
-def _expand_user(value: str, env: Mapping[str, str] | None) -> Path:
-    if value == "~" or value.startswith(("~/", "~" + os.sep)):
-        return _home(env) / value[2:] if len(value) > 1 else _home(env)
-    return Path(value).expanduser()
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where gwclient keeps its device identity and device tokens.
-
-    ``$GWCLIENT_STATE_DIR``, else ``$XDG_STATE_HOME/gwclient`` (absolute paths only,
-    as the XDG spec requires), else ``~/.local/state/gwclient``.  ``env`` defaults to
-    ``os.environ``; ``HOME`` is taken from it when present."""
-    source: Mapping[str, str] = os.environ if env is None else env
-    explicit = source.get("GWCLIENT_STATE_DIR", "").strip()
-    if explicit:
-        return _expand_user(explicit, source)
-    xdg = source.get("XDG_STATE_HOME", "").strip()
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "gwclient"
-    return _home(source) / ".local" / "state" / "gwclient"
-
-
-def _openclaw_home(env: Mapping[str, str]) -> Path:
-    value = env.get("OPENCLAW_HOME", "").strip()
-    if value:
-        return _expand_user(value, env)
-    return _home(env)
-
-
-def _openclaw_state_dir(env: Mapping[str, str]) -> Path:
-    value = env.get("OPENCLAW_STATE_DIR", "").strip()
-    if value:
-        return _expand_user(value, {**env, "HOME": str(_openclaw_home(env))})
-    return _openclaw_home(env) / ".openclaw"
-
-
-def openclaw_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """The OpenClaw config file the official tools would read.
-
-    ``$OPENCLAW_CONFIG_PATH``, else ``$OPENCLAW_STATE_DIR/openclaw.json``, else
-    ``~/.openclaw/openclaw.json`` (home: ``$OPENCLAW_HOME``, else ``$HOME``)."""
-    source: Mapping[str, str] = os.environ if env is None else env
-    explicit = source.get("OPENCLAW_CONFIG_PATH", "").strip()
-    if explicit:
-        return _expand_user(explicit, {**source, "HOME": str(_openclaw_home(source))})
-    return _openclaw_state_dir(source) / "openclaw.json"
 
 
 def redact_url(url: str) -> str:
@@ -346,7 +268,7 @@ class GatewayConfig:
     password: str | None = field(default=None, repr=False)
     client_id: str = "cli"
     client_mode: str = "cli"
-    client_version: str = field(default_factory=_client_version)
+    client_version: str = field(default_factory=client_version)
     #: Pinned by the gateway at pairing time: keep it stable.
     platform: str = field(default_factory=default_platform)
     device_family: str | None = None
@@ -634,7 +556,7 @@ class GatewayConfig:
         _reject_unknown_fields(overrides)
         source: Mapping[str, str] = os.environ if env is None else env
         if config_path is not None:
-            path = _expand_user(os.fspath(config_path), source)
+            path = expand_user(os.fspath(config_path), source)
         else:
             path = openclaw_config_path(source)
         # Only the default location may be absent; a file named by the caller must exist.

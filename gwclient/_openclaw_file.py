@@ -21,12 +21,11 @@ from ._config import (
     DEFAULT_PORT,
     SshTunnelConfig,
     _env_value,
-    _expand_user,
     _is_loopback_host,
-    _openclaw_state_dir,
     normalize_tls_fingerprint,
 )
 from ._errors import ConfigError
+from ._locations import expand_user, openclaw_state_dir
 
 __all__ = ["FileSettings", "read_config_file"]
 
@@ -239,9 +238,9 @@ class FileSettings:
         """SHA-256 of the local gateway's certificate, if the file is readable."""
         cert = self._str(self.tls, "gateway.tls.certPath")
         if cert:
-            cert_path = _expand_user(cert, self._env)
+            cert_path = expand_user(cert, self._env)
         else:
-            cert_path = _openclaw_state_dir(self._env) / "gateway" / "tls" / "gateway-cert.pem"
+            cert_path = openclaw_state_dir(self._env) / "gateway" / "tls" / "gateway-cert.pem"
         try:
             pem = cert_path.read_bytes()
             from cryptography import x509
@@ -274,7 +273,7 @@ class FileSettings:
         try:
             return SshTunnelConfig.parse_target(
                 target,
-                identity_file=str(_expand_user(identity, self._env)) if identity else None,
+                identity_file=str(expand_user(identity, self._env)) if identity else None,
                 remote_port=remote_port or DEFAULT_PORT,
                 host_key_policy=policy,
             )

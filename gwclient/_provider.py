@@ -6,7 +6,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from ._config import GatewayConfig, openclaw_config_path
+from ._config import GatewayConfig
+from ._locations import openclaw_config_path
 
 __all__ = ["ConfigProvider", "EnvironmentConfigProvider"]
 

@@ -14,12 +14,10 @@ from gwclient._config import (
     DEFAULT_URL,
     GatewayConfig,
     SshTunnelConfig,
-    default_platform,
-    default_state_dir,
     normalize_tls_fingerprint,
-    openclaw_config_path,
 )
 from gwclient._errors import ConfigError
+from gwclient._locations import default_platform, default_state_dir, openclaw_config_path
 
 FP_HEX = "ab" * 32
 FP_COLONS = ":".join(["AB"] * 32)

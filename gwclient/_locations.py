@@ -1,0 +1,104 @@
+"""Where things are, resolved like the official OpenClaw tools: gwclient's state dir,
+the OpenClaw home, state dir and config file, the client's version and platform name.
+Pure functions of the environment (no I/O beyond ``Path.home()``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "client_version",
+    "default_platform",
+    "default_state_dir",
+    "expand_user",
+    "openclaw_config_path",
+    "openclaw_state_dir",
+]
+
+_FALLBACK_VERSION = "0.1.0"
+
+
+def client_version() -> str:
+    # Imported lazily (gwclient/__init__ imports this module) and by name, so that type
+    # checking this module does not pull in the whole package.
+    try:
+        package = importlib.import_module("gwclient")
+    except ImportError:  # pragma: no cover - package being replaced
+        return _FALLBACK_VERSION
+    version = getattr(package, "__version__", None)
+    return version if isinstance(version, str) and version else _FALLBACK_VERSION
+
+
+def default_platform() -> str:
+    """A stable, normalised platform name (``linux``, ``macos``, ``windows``, ``freebsd``...).
+
+    The gateway pins ``client.platform`` when a device is paired; it must not change
+    between runs, so it is derived from ``sys.platform`` only (no OS version)."""
+    plat = sys.platform
+    if plat.startswith("linux"):
+        return "linux"
+    if plat == "darwin":
+        return "macos"
+    if plat in ("win32", "cygwin", "msys"):
+        return "windows"
+    return plat.rstrip("0123456789") or plat
+
+
+def _home(env: Mapping[str, str] | None) -> Path:
+    if env is not None:
+        home = env.get("HOME", "").strip()
+        if home:
+            return Path(home)
+    return Path.home()
+
+
+def expand_user(value: str, env: Mapping[str, str] | None) -> Path:
+    if value == "~" or value.startswith(("~/", "~" + os.sep)):
+        return _home(env) / value[2:] if len(value) > 1 else _home(env)
+    return Path(value).expanduser()
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where gwclient keeps its device identity and device tokens.
+
+    ``$GWCLIENT_STATE_DIR``, else ``$XDG_STATE_HOME/gwclient`` (absolute paths only,
+    as the XDG spec requires), else ``~/.local/state/gwclient``.  ``env`` defaults to
+    ``os.environ``; ``HOME`` is taken from it when present."""
+    source: Mapping[str, str] = os.environ if env is None else env
+    explicit = source.get("GWCLIENT_STATE_DIR", "").strip()
+    if explicit:
+        return expand_user(explicit, source)
+    xdg = source.get("XDG_STATE_HOME", "").strip()
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "gwclient"
+    return _home(source) / ".local" / "state" / "gwclient"
+
+
+def _openclaw_home(env: Mapping[str, str]) -> Path:
+    value = env.get("OPENCLAW_HOME", "").strip()
+    if value:
+        return expand_user(value, env)
+    return _home(env)
+
+
+def openclaw_state_dir(env: Mapping[str, str]) -> Path:
+    value = env.get("OPENCLAW_STATE_DIR", "").strip()
+    if value:
+        return expand_user(value, {**env, "HOME": str(_openclaw_home(env))})
+    return _openclaw_home(env) / ".openclaw"
+
+
+def openclaw_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The OpenClaw config file the official tools would read.
+
+    ``$OPENCLAW_CONFIG_PATH``, else ``$OPENCLAW_STATE_DIR/openclaw.json``, else
+    ``~/.openclaw/openclaw.json`` (home: ``$OPENCLAW_HOME``, else ``$HOME``)."""
+    source: Mapping[str, str] = os.environ if env is None else env
+    explicit = source.get("OPENCLAW_CONFIG_PATH", "").strip()
+    if explicit:
+        return expand_user(explicit, {**source, "HOME": str(_openclaw_home(source))})
+    return openclaw_state_dir(source) / "openclaw.json"
