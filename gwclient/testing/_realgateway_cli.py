@@ -23,7 +23,8 @@ from gwclient.testing._openclaw_install import (
     _say,
     _tail,
 )
-from gwclient.testing._realgateway import _PORT_SPAN, RealGateway, _new_token
+from gwclient.testing._realgateway import RealGateway, _new_token
+from gwclient.testing._realgw_procs import _PORT_SPAN
 
 __all__ = ["main"]
 
