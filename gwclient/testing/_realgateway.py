@@ -69,6 +69,7 @@ from gwclient.testing._openclaw_install import (
     find_openclaw,
     openclaw_version,
 )
+from gwclient.testing._realgw_openclaw_cli import _OpenClawCliMixin
 from gwclient.testing._realgw_procs import (
     _PORT_SPAN,
     _deep_merge,
@@ -116,7 +117,7 @@ class _PortInUse(RealGatewayError):
     """The gateway could not bind its port (only retried for an automatically chosen port)."""
 
 
-class RealGateway:
+class RealGateway(_OpenClawCliMixin):
     """One real ``openclaw gateway run`` on loopback with a private ``HOME``.
 
     >>> with RealGateway() as gw:              # doctest: +SKIP
@@ -490,68 +491,6 @@ class RealGateway:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # -- CLI ---------------------------------------------------------------------------
-
-    def run_cli(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``openclaw <args>`` with the gateway's environment.
-
-        With *gateway_auth*, ``--url ws://127.0.0.1:P --token T`` are appended (needed by
-        every command that talks to the gateway; without ``--url`` the CLI would target
-        the default port 18789).  Raises :class:`RealGatewayError` (with the redacted
-        output) on a non-zero exit or a timeout.
-        """
-        inst = self._require_install()
-        argv = [str(inst.node), str(inst.openclaw_entry), *args]
-        if gateway_auth:
-            argv += ["--url", self.url, "--token", self._token]
-        shown = " ".join(["openclaw", *args])
-        try:
-            out = subprocess.run(
-                argv,
-                cwd=self._home,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            # ``from None``: TimeoutExpired's message holds the argv, token included.
-            raise RealGatewayError(f"`{shown}` timed out after {timeout:g} s") from None
-        if out.returncode != 0:
-            raise RealGatewayError(
-                f"`{shown}` failed with exit code {out.returncode}:\n" + _tail(self.redact(out.stdout + out.stderr))
-            )
-        return out
-
-    def _cli_json(self, *args: str, timeout: float) -> Any:
-        out = self.run_cli(*args, "--json", timeout=timeout)
-        text = out.stdout
-        start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-        try:
-            if start < 0:
-                raise ValueError("no JSON in output")
-            value, _end = json.JSONDecoder().raw_decode(text, start)
-        except ValueError as exc:
-            raise RealGatewayError(
-                f"`openclaw {' '.join(args)} --json` printed no JSON:\n" + _tail(self.redact(text + out.stderr))
-            ) from exc
-        return value
-
-    def devices_list(self, *, timeout: float = 60.0) -> dict[str, Any]:
-        """``openclaw devices list --json``: ``{"pending": [...], "paired": [...]}``."""
-        value = self._cli_json("devices", "list", timeout=timeout)
-        if not isinstance(value, dict):
-            raise RealGatewayError(f"`openclaw devices list --json` gave {type(value).__name__}")
-        return value
-
-    def devices_approve(self, request_id: str, *, timeout: float = 60.0) -> Any:
-        """``openclaw devices approve <request_id> --json``; returns the parsed JSON."""
-        if not request_id or request_id.startswith("-"):
-            raise ValueError(f"invalid pairing request id {request_id!r}")
-        return self._cli_json("devices", "approve", request_id, timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
