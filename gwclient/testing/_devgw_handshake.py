@@ -1,0 +1,368 @@
+"""The connect handshake of :class:`gwclient.testing.DevGateway` (challenge answer, auth,
+device proof, pairing), a mixin the class inherits."""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gwclient.testing._devgw_pairing import PAIRING_REASONS, PairingStore
+from gwclient.testing._devgw_proto import (
+    MAX_BUFFERED_BYTES,
+    MAX_PAYLOAD,
+    PREAUTH_MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    ROLES,
+    DeviceProofError,
+    error_shape,
+    protocol_accepted,
+    truncate_close_reason,
+    unauthorized_error,
+    validate_connect_params,
+    validate_request_frame,
+    verify_device_proof,
+)
+from gwclient.testing._devgw_runs import RUN_EVENTS, RUN_METHODS
+from gwclient.testing._devgw_server import GatewayServerBase, _Conn, _now_ms
+
+__all__: list[str] = []
+
+_log = logging.getLogger("gwclient.testing.devgateway")
+
+Handler = Callable[[Any], Any]
+
+BUILTIN_METHODS = (
+    "health",
+    "status",
+    "system-presence",
+    "echo",
+    "dev.twostage",
+    "sessions.messages.subscribe",
+    "sessions.messages.unsubscribe",
+    "sessions.subscribe",
+)
+EVENTS = ("connect.challenge", "tick", "health", "shutdown", "presence", "heartbeat", *RUN_EVENTS)
+
+
+class _Reject(Exception):
+    """Handshake rejection: res ok:false with ``error`` then close(code, reason)."""
+
+    def __init__(self, error: dict[str, Any] | None, close_code: int, close_reason: str) -> None:
+        super().__init__(error.get("message") if error else close_reason)
+        self.error = error
+        self.close_code = close_code
+        self.close_reason = close_reason
+
+
+@dataclass
+class _Rejection:
+    error: dict[str, Any] | None  # None: close without a response
+    close_code: int
+    close_reason: str
+
+
+class _DevGatewayHandshake(GatewayServerBase):
+    """The handshake part of :class:`DevGateway` (which provides what is declared below)."""
+
+    # Set by DevGateway.__init__.
+    _token: str | None
+    _password: str | None
+    _auto_approve: bool
+    _enforce_scopes: bool
+    _pairing: PairingStore
+    _handlers: dict[str, Handler]
+    _handler_scopes: dict[str, str | None]
+    _delays: dict[str, float]
+    _never: set[str]
+    _rejections: deque[_Rejection]
+    _state_version: dict[str, int]
+    policy_overrides: dict[str, Any]
+    _handshakes_completed: int
+    _connect_attempts: int
+    _requests_by_method: dict[str, int]
+    _connect_log: list[Any]
+    _invalid_frames: int
+
+    if TYPE_CHECKING:
+
+        def _note_request(self, method: str) -> None: ...
+        def _uptime_ms(self) -> int: ...
+        def _health_payload(self) -> dict[str, Any]: ...
+        def _presence_entries(self) -> list[dict[str, Any]]: ...
+
+    # ------------------------------------------------------------------ handshake
+
+    def _handshake(self, cs: _Conn, data: str | bytes) -> bool:
+        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
+        if size > PREAUTH_MAX_PAYLOAD:
+            cs.ws.close(1009, "preauth payload too large")
+            return False
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            frame = None
+        if not (
+            isinstance(frame, dict)
+            and frame.get("type") == "req"
+            and isinstance(frame.get("id"), str)
+            and frame["id"]
+            and isinstance(frame.get("method"), str)
+        ):
+            cs.ws.close(1008, "invalid handshake")
+            return False
+        try:
+            hello = self._admit(cs, frame)
+        except _Reject as rej:
+            _log.info("connect rejected: %s", rej)
+            if rej.error is not None:
+                self._send_res(cs, frame["id"], False, rej.error)
+            cs.ws.close(rej.close_code, truncate_close_reason(rej.close_reason))
+            return False
+        with cs.send_lock:
+            if not self._send_res(cs, frame["id"], True, hello):
+                return False
+            with self._cond:
+                cs.handshaken = True
+                cs.connected_at_ms = _now_ms()
+                self._handshakes_completed += 1
+                version = dict(self._state_version)
+                self._cond.notify_all()
+            self._send_event(cs, "health", self._health_payload(), version)
+        return True
+
+    def _admit(self, cs: _Conn, frame: dict[str, Any]) -> dict[str, Any]:
+        """Validate a connect frame; returns the hello-ok payload or raises _Reject."""
+        problem = validate_request_frame(frame)
+        method = frame["method"]
+        self._note_request(method)
+        if problem:
+            raise _Reject(
+                error_shape("INVALID_REQUEST", f"invalid request frame: {problem}"),
+                1008,
+                "invalid request frame",
+            )
+        if method != "connect":
+            raise _Reject(
+                error_shape("INVALID_REQUEST", "invalid handshake: first request must be connect"),
+                1008,
+                "invalid handshake",
+            )
+        raw_params = frame.get("params")
+        with self._cond:
+            self._connect_attempts += 1
+            self._connect_log.append(copy.deepcopy(raw_params))
+            self._cond.notify_all()
+        problem = validate_connect_params(raw_params)
+        if problem or not isinstance(raw_params, dict):
+            raise _Reject(
+                error_shape("INVALID_REQUEST", f"invalid connect params: {problem}"),
+                1008,
+                "invalid connect params",
+            )
+        params: dict[str, Any] = raw_params
+        client: dict[str, Any] = params["client"]
+        role = params.get("role", "operator")
+        if not protocol_accepted(params["minProtocol"], params["maxProtocol"], role, client["mode"]):
+            details = {
+                "code": "PROTOCOL_MISMATCH",
+                "clientMinProtocol": params["minProtocol"],
+                "clientMaxProtocol": params["maxProtocol"],
+                "expectedProtocol": PROTOCOL_VERSION,
+                "minimumProbeProtocol": 3,
+            }
+            raise _Reject(
+                error_shape("INVALID_REQUEST", "protocol mismatch", details),
+                1002,
+                "protocol mismatch",
+            )
+        if role not in ROLES:
+            raise _Reject(error_shape("INVALID_REQUEST", "invalid role"), 1008, "invalid role")
+        with self._lock:
+            injected = self._rejections.popleft() if self._rejections else None
+        if injected is not None:
+            raise _Reject(injected.error, injected.close_code, injected.close_reason)
+
+        scopes: list[str] = list(params.get("scopes") or [])
+        auth_method, device_token = self._authenticate(cs, params, role, scopes)
+        if (
+            params.get("device") is None
+            and self._enforce_scopes
+            and not (
+                cs.origin is None and (client["id"], client["mode"]) in (("cli", "cli"), ("gateway-client", "backend"))
+            )
+        ):
+            scopes = []
+        cs.client = dict(client)
+        cs.role = role
+        cs.scopes = scopes
+        cs.auth_method = auth_method
+        auth: dict[str, Any] = {"method": auth_method, "role": role, "scopes": list(scopes)}
+        if device_token is not None:
+            auth["deviceToken"], auth["issuedAtMs"] = device_token
+        with self._lock:
+            methods = sorted(set(BUILTIN_METHODS) | set(RUN_METHODS) | set(self._handlers))
+            version = dict(self._state_version)
+            presence = self._presence_entries()
+        return {
+            "type": "hello-ok",
+            "protocol": PROTOCOL_VERSION,
+            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{id(self):x}-{self.lifetimes}"},
+            "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
+            "snapshot": {
+                "presence": presence,
+                "health": self._health_payload(),
+                "stateVersion": version,
+                "uptimeMs": self._uptime_ms(),
+                "sessionDefaults": {
+                    "defaultAgentId": "main",
+                    "mainKey": "main",
+                    "mainSessionKey": "agent:main:main",
+                    "modelConfigured": False,
+                },
+            },
+            "policy": {
+                "maxPayload": MAX_PAYLOAD,
+                "maxBufferedBytes": MAX_BUFFERED_BYTES,
+                "tickIntervalMs": self._tick_interval_ms,
+                **self.policy_overrides,
+            },
+            "auth": auth,
+        }
+
+    def _authenticate(
+        self, cs: _Conn, params: dict[str, Any], role: str, scopes: list[str]
+    ) -> tuple[str, tuple[str, int] | None]:
+        """Shared secret / device proof / device token / pairing (connect-auth.ts order)."""
+        auth: dict[str, Any] = params.get("auth") or {}
+        device: dict[str, Any] | None = params.get("device")
+        with self._lock:
+            token, password = self._token, self._password
+        mode = "token" if token is not None else "password" if password is not None else "none"
+        provided = [auth[k] for k in ("token", "password") if auth.get(k)]
+        shared_method: str | None = None
+        for secret in provided:
+            if token is not None and hmac.compare_digest(secret, token):
+                shared_method = "token"
+            elif password is not None and hmac.compare_digest(secret, password):
+                shared_method = "password"
+            if shared_method:
+                break
+
+        if device is None:
+            if mode == "none":
+                return "none", None
+            if shared_method:
+                return shared_method, None
+            if provided:
+                error, close_reason = unauthorized_error(params, f"{mode}_mismatch", has_device=False)
+                raise _Reject(error, 1008, close_reason)
+            raise _Reject(
+                error_shape(
+                    "NOT_PAIRED",
+                    "device identity required",
+                    {"code": "DEVICE_IDENTITY_REQUIRED"},
+                ),
+                1008,
+                "device identity required",
+            )
+
+        try:
+            raw_key, _version = verify_device_proof(params, role, cs.nonce, _now_ms())
+        except DeviceProofError as exc:
+            raise _Reject(
+                error_shape("INVALID_REQUEST", exc.message, {"code": exc.detail_code, "reason": exc.reason}),
+                1008,
+                exc.message,
+            ) from None
+        device_id: str = device["id"]
+        if mode == "none":
+            method = "none"
+        elif shared_method:
+            method = shared_method
+        else:
+            candidate: str = auth.get("deviceToken") or auth.get("token") or ""
+            with self._lock:
+                ok = bool(candidate) and self._pairing.token_valid(device_id, raw_key, candidate)
+            if not ok:
+                if provided:
+                    reason = f"{mode}_mismatch"
+                elif auth.get("deviceToken"):
+                    reason = "device_token_mismatch"
+                else:
+                    reason = f"{mode}_missing"
+                error, close_reason = unauthorized_error(params, reason, has_device=True)
+                raise _Reject(error, 1008, close_reason)
+            method = "device-token"
+        cs.device_id = device_id
+        return method, self._pair(
+            cs,
+            params,
+            device_id=device_id,
+            raw_key=raw_key,
+            role=role,
+            scopes=scopes,
+            method=method,
+        )
+
+    def _pair(
+        self,
+        cs: _Conn,
+        params: dict[str, Any],
+        *,
+        device_id: str,
+        raw_key: bytes,
+        role: str,
+        scopes: list[str],
+        method: str,
+    ) -> tuple[str, int]:
+        client: dict[str, Any] = params["client"]
+        with self._cond:
+            reason = self._pairing.requirement(device_id, raw_key, role, scopes, client)
+            if reason is not None:
+                request = self._pairing.request(
+                    device_id,
+                    public_key=raw_key,
+                    role=role,
+                    scopes=scopes,
+                    client=client,
+                    reason=reason,
+                )
+                silent = (
+                    self._auto_approve
+                    and cs.origin is None
+                    and (reason in ("not-paired", "role-upgrade") or method in ("token", "password", "none"))
+                )
+                if silent:
+                    self._pairing.approve(request.request_id)
+                else:
+                    self._cond.notify_all()
+                    paired = self._pairing.paired.get(device_id)
+                    message, requirement, hint = PAIRING_REASONS[reason]
+                    details: dict[str, Any] = {
+                        "code": "PAIRING_REQUIRED",
+                        "reason": reason,
+                        "requestId": request.request_id,
+                        "remediationHint": hint,
+                        "deviceId": device_id,
+                        "requestedRole": role,
+                    }
+                    if scopes:
+                        details["requestedScopes"] = list(scopes)
+                    if paired is not None and paired.public_key == raw_key:
+                        details["approvedRoles"] = sorted(paired.roles)
+                        if paired.scopes:
+                            details["approvedScopes"] = sorted(paired.scopes)
+                    raise _Reject(
+                        error_shape("NOT_PAIRED", message, details),
+                        1008,
+                        f"pairing required: {requirement} (requestId: {request.request_id})",
+                    )
+            issued = self._pairing.issue_token(device_id)
+            self._cond.notify_all()
+            return issued
