@@ -24,8 +24,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._config import GatewayConfig, SshTunnelConfig
+    from ._config.config import GatewayConfig, SshTunnelConfig
+    from ._config.provider import ConfigProvider, EnvironmentConfigProvider
     from ._connection import DEFAULT, GatewayConnection
+    from ._core.frames import HelloOk
+    from ._core.pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
+    from ._core.retry import RetryPolicy
+    from ._engine.subscription import Subscription
     from ._errors import (
         AuthRejected,
         ClientClosed,
@@ -48,18 +53,13 @@ if TYPE_CHECKING:
         TunnelError,
         UsageError,
     )
-    from ._frames import HelloOk
-    from ._provider import ConfigProvider, EnvironmentConfigProvider
-    from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
-    from ._retry import RetryPolicy
     from ._runs import Run, RunResult
-    from ._subscription import Subscription
 
 # public name -> the private module that defines it
 _EXPORTS: dict[str, str] = {
-    "Subscription": "_subscription",
-    "GatewayConfig": "_config",
-    "SshTunnelConfig": "_config",
+    "Subscription": "_engine.subscription",
+    "GatewayConfig": "_config.config",
+    "SshTunnelConfig": "_config.config",
     "DEFAULT": "_connection",
     "GatewayConnection": "_connection",
     **dict.fromkeys(
@@ -87,13 +87,13 @@ _EXPORTS: dict[str, str] = {
         ],
         "_errors",
     ),
-    "HelloOk": "_frames",
-    "ConfigProvider": "_provider",
-    "EnvironmentConfigProvider": "_provider",
+    "HelloOk": "_core.frames",
+    "ConfigProvider": "_config.provider",
+    "EnvironmentConfigProvider": "_config.provider",
     **dict.fromkeys(
-        ["ConnectionState", "Event", "Overflow", "Push", "SeqGap", "Snapshot", "StateChange"], "_pushes"
+        ["ConnectionState", "Event", "Overflow", "Push", "SeqGap", "Snapshot", "StateChange"], "_core.pushes"
     ),
-    "RetryPolicy": "_retry",
+    "RetryPolicy": "_core.retry",
     "Run": "_runs",
     "RunResult": "_runs",
 }

@@ -22,12 +22,19 @@ from typing import Any, Final, cast
 
 import pykka
 
-from . import _runtime as _runtime_module
-from ._bus import Bind, Channel, Release, ReleaseAll
-from ._channel import Retry
-from ._config import GatewayConfig
-from ._deadline import MAX_TIMEOUT, check_timeout
-from ._encode import check_method, encode_request
+from ._config.config import GatewayConfig
+from ._config.provider import ConfigProvider, EnvironmentConfigProvider
+from ._core.deadline import MAX_TIMEOUT, check_timeout
+from ._core.encode import check_method, encode_request
+from ._core.frames import HelloOk
+from ._core.protocol import TWO_STAGE_METHODS, new_request_id
+from ._core.pushes import ConnectionState, Event, Snapshot
+from ._engine import runtime as _runtime_module
+from ._engine.actor import Retry
+from ._engine.registry import Bind, Channel, Release, ReleaseAll
+from ._engine.runtime import ask, current_runtime, join, retire, stop_channels
+from ._engine.subscription import Subscription
+from ._engine.waiter import Waiter
 from ._errors import (
     ChannelRetired,
     ClientClosed,
@@ -37,16 +44,9 @@ from ._errors import (
     UsageError,
     check_caller,
 )
-from ._frames import HelloOk
 from ._pairing import PairingMixin
-from ._protocol import TWO_STAGE_METHODS, new_request_id
-from ._provider import ConfigProvider, EnvironmentConfigProvider
-from ._pushes import ConnectionState, Event, Snapshot
 from ._run_start import RunsMixin
-from ._runtime import ask, current_runtime, join, retire, stop_channels
 from ._sessions import SessionsMixin
-from ._subscription import Subscription
-from ._waiter import Waiter
 
 __all__ = ["DEFAULT", "Default", "GatewayConnection"]
 
@@ -279,7 +279,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         delivered (snapshots, gaps and state changes always are; state changes unless
         ``include_state=False``).  Subscribing starts connecting.  The queue holds
         ``maxsize`` items (default ``config.max_queue``) and ``max_bytes`` bytes of event
-        frames (default ``config.max_queue_bytes``); see :mod:`gwclient._subscription` for
+        frames (default ``config.max_queue_bytes``); see :mod:`gwclient._engine.subscription` for
         the drop-oldest overflow policy."""
         _check_caller("subscribe")
         if isinstance(events, str):

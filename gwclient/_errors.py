@@ -193,7 +193,7 @@ class ProtocolMismatch(ConnectError):
         message: str,
         *,
         server_protocol: int | None = None,
-        client_protocol: int = 4,  # gwclient._frames.PROTOCOL_VERSION (a test keeps them equal)
+        client_protocol: int = 4,  # gwclient._core.frames.PROTOCOL_VERSION (a test keeps them equal)
         **kwargs: Any,
     ) -> None:
         self.server_protocol = server_protocol

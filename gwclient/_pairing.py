@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._deadline import Deadline, check_timeout
+from ._core.deadline import Deadline, check_timeout
+from ._core.frames import HelloOk
 from ._errors import ClientClosed, GatewayTimeout, PairingRequired, check_caller
-from ._frames import HelloOk
 
 if TYPE_CHECKING:
-    from ._subscription import Subscription
+    from ._engine.subscription import Subscription
 
 __all__ = ["PairingMixin"]
 

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._deadline import check_timeout
+from ._core.deadline import check_timeout
+from ._core.runs import _str
 from ._errors import UsageError, check_caller
-from ._run_updates import _str
 from ._runs import Run
 
 if TYPE_CHECKING:
-    from ._subscription import Subscription
+    from ._engine.subscription import Subscription
 
 __all__ = ["RunsMixin"]
 

@@ -43,19 +43,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._errors import (
-    ClientClosed,
-    GatewayError,
-    GatewayTimeout,
-    RunAborted,
-    RunError,
-    RunFailed,
-    RunInterrupted,
-    RunTimedOut,
-    check_caller,
-)
-from ._pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
-from ._run_updates import (
+from ._core.pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
+from ._core.runs import (
     AgentUpdate,
     LifecycleUpdate,
     RunResult,
@@ -69,9 +58,20 @@ from ._run_updates import (
     _message_text,
     _str,
 )
+from ._errors import (
+    ClientClosed,
+    GatewayError,
+    GatewayTimeout,
+    RunAborted,
+    RunError,
+    RunFailed,
+    RunInterrupted,
+    RunTimedOut,
+    check_caller,
+)
 
 if TYPE_CHECKING:
-    from ._subscription import Subscription
+    from ._engine.subscription import Subscription
 
 
 class _RunOwner(Protocol):

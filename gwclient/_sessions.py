@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._core.pushes import Event
 from ._errors import UsageError
-from ._pushes import Event
 
 if TYPE_CHECKING:
-    from ._bus import Channel
     from ._connection import Default
-    from ._subscription import Subscription
+    from ._engine.registry import Channel
+    from ._engine.subscription import Subscription
 
 __all__ = ["SessionsMixin", "canonical_session_key"]
 

@@ -8,7 +8,7 @@ them by itself; these names are for tools that show or manage them (``gwclient p
 
 from __future__ import annotations
 
-from ._device import DeviceIdentity, DeviceStoreError, DeviceTokenStore, StoredDeviceToken
-from ._locations import default_state_dir
+from ._config.device import DeviceIdentity, DeviceStoreError, DeviceTokenStore, StoredDeviceToken
+from ._config.locations import default_state_dir
 
 __all__ = ["DeviceIdentity", "DeviceStoreError", "DeviceTokenStore", "StoredDeviceToken", "default_state_dir"]

@@ -7,8 +7,8 @@ still there.  :class:`gwclient.HelloOk` itself is a core name.
 
 from __future__ import annotations
 
-from ._frames import Policy, StateVersion
-from ._payloads import (
+from ._core.frames import Policy, StateVersion
+from ._core.payloads import (
     HealthSnapshot,
     PresenceEntry,
     SessionDefaults,

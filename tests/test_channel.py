@@ -27,8 +27,8 @@ from gwclient import (
     StateChange,
     UsageError,
 )
-from gwclient._runtime import current_runtime
-from gwclient._transport import OpenGuard, Transport, TransportOptions, open_transport
+from gwclient._engine.runtime import current_runtime
+from gwclient._engine.transport import OpenGuard, Transport, TransportOptions, open_transport
 from gwclient.testing import DevGateway, TcpRelay
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")

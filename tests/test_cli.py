@@ -755,7 +755,7 @@ def test_the_embedded_demo_leaves_the_home_untouched(
 
 
 _HEAVY = ("pykka", "websocket", "websockets", "paramiko", "sshtunnel", "psutil", "cryptography",
-          "dataclasses_json", "json5", "gwclient._connection", "gwclient._config")
+          "dataclasses_json", "json5", "gwclient._connection", "gwclient._config.config")
 
 
 def test_help_and_usage_errors_load_no_client_module() -> None:

@@ -1,4 +1,4 @@
-"""Tests for gwclient._config: GatewayConfig validation and from_environment precedence."""
+"""Tests for gwclient._config.config: GatewayConfig validation and from_environment precedence."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gwclient._config import (
+from gwclient._config.config import (
     DEFAULT_SCOPES,
     DEFAULT_URL,
     GatewayConfig,
     SshTunnelConfig,
     normalize_tls_fingerprint,
 )
+from gwclient._config.locations import default_platform, default_state_dir, openclaw_config_path
 from gwclient._errors import ConfigError
-from gwclient._locations import default_platform, default_state_dir, openclaw_config_path
 
 FP_HEX = "ab" * 32
 FP_COLONS = ":".join(["AB"] * 32)
@@ -261,7 +261,7 @@ def test_with_changes_validates() -> None:
 
 
 def test_retry_policy_field() -> None:
-    from gwclient._retry import RetryPolicy
+    from gwclient._core.retry import RetryPolicy
 
     a = GatewayConfig(retry=RetryPolicy(initial=1.0))
     assert a == GatewayConfig(retry=RetryPolicy(initial=1.0))

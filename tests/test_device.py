@@ -1,4 +1,4 @@
-"""Tests for gwclient._device: Ed25519 device identity and the device-token store."""
+"""Tests for gwclient._config.device: Ed25519 device identity and the device-token store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gwclient._device import (
+from gwclient._config.device import (
     DeviceIdentity,
     DeviceStoreError,
     DeviceTokenStore,

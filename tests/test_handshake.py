@@ -10,9 +10,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gwclient import GatewayConfig
-from gwclient._frames import ConnectChallenge
-from gwclient._handshake import Credentials, build_connect_params
-from gwclient._protocol import device_auth_payload_v3
+from gwclient._core.frames import ConnectChallenge
+from gwclient._core.handshake import Credentials, build_connect_params
+from gwclient._core.protocol import device_auth_payload_v3
 from gwclient.device import DeviceIdentity, StoredDeviceToken
 
 CHALLENGE = ConnectChallenge(nonce="nonce-1", ts=1_700_000_000_000)

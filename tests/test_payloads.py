@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gwclient import ProtocolError
-from gwclient._frames import HelloOk
-from gwclient._pushes import Snapshot
+from gwclient._core.frames import HelloOk
+from gwclient._core.pushes import Snapshot
 from gwclient.payloads import (
     HealthSnapshot,
     ShutdownNotice,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from gwclient import ConfigError, GatewayConfig
-from gwclient._plaintext import is_loopback_host, is_secure_websocket_url, url_hostname
+from gwclient._config.plaintext import is_loopback_host, is_secure_websocket_url, url_hostname
 from gwclient.testing import ensure_openclaw
 
 # url -> (accepted by default, accepted with OPENCLAW_ALLOW_INSECURE_PRIVATE_WS=1)

@@ -26,7 +26,7 @@ from gwclient import (
     RequestError,
     SeqGap,
 )
-from gwclient._frames import (
+from gwclient._core.frames import (
     ConnectChallenge,
     ErrorShape,
     EventFrame,
@@ -36,7 +36,7 @@ from gwclient._frames import (
     decode_error_shape,
     decode_frame,
 )
-from gwclient._protocol import PendingTable, SeqTracker, error_from_shape
+from gwclient._core.protocol import PendingTable, SeqTracker, error_from_shape
 
 settings.register_profile(
     "gwclient", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -18,7 +18,7 @@ from gwclient import (
     RetryPolicy,
     SeqGap,
 )
-from gwclient._frames import (
+from gwclient._core.frames import (
     AuthParams,
     ClientInfo,
     ConnectChallenge,
@@ -32,7 +32,7 @@ from gwclient._frames import (
     decode_frame,
     encode_frame,
 )
-from gwclient._protocol import (
+from gwclient._core.protocol import (
     PendingTable,
     SeqTracker,
     connect_error_from_close,

@@ -19,7 +19,7 @@ from gwclient import (
     RetryPolicy,
     SeqGap,
 )
-from gwclient._frames import (
+from gwclient._core.frames import (
     ConnectChallenge,
     ErrorShape,
     EventFrame,
@@ -31,8 +31,8 @@ from gwclient._frames import (
     decode_frame,
     encode_frame,
 )
-from gwclient._handshake import Credentials, build_connect_params
-from gwclient._protocol import (
+from gwclient._core.handshake import Credentials, build_connect_params
+from gwclient._core.protocol import (
     TWO_STAGE_METHODS,
     PendingTable,
     SeqTracker,

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from gwclient import ConnectError, GatewayConfig, GatewayConnection, ProtocolMismatch, RequestError
+from gwclient._core.frames import PROTOCOL_VERSION, ErrorShape
+from gwclient._core.protocol import connect_error_from_close, error_from_shape
 from gwclient._errors import MINIMUM_OPENCLAW
-from gwclient._frames import PROTOCOL_VERSION, ErrorShape
-from gwclient._protocol import connect_error_from_close, error_from_shape
 from gwclient.testing import DevGateway
 
 TOKEN = "mismatch-token"

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gwclient import ConfigError, GatewayConfig, GatewayConnection
-from gwclient._proxy import parse_proxy, proxy_kwargs, redact_proxy
-from gwclient._transport import OpenGuard, TransportOptions, open_transport
+from gwclient._config.proxy import parse_proxy, proxy_kwargs, redact_proxy
+from gwclient._engine.transport import OpenGuard, TransportOptions, open_transport
 from gwclient.testing import DevGateway
 
 TOKEN = "proxy-test-token"

@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from gwclient._queue import BoundedQueue, QueueEmpty, QueueEnded
+from gwclient._engine.queue import BoundedQueue, QueueEmpty, QueueEnded
 
 
 def marker(dropped: int, dropped_bytes: int) -> str:

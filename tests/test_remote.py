@@ -589,7 +589,7 @@ def test_direct_configs_are_ready_at_once_and_followed_by_the_connection(
 
 @pytest.mark.parametrize("url", ["ws://[::1]:18789", "ws://127.0.0.2:18789", "ws://[::ffff:127.0.0.1]:18789"])
 def test_ssh_tunnel_needs_the_127_0_0_1_local_end(url: str) -> None:
-    # One rule (gwclient._config.ssh_local_end_error) for the config and the coordinator:
+    # One rule (gwclient._config.config.ssh_local_end_error) for the config and the coordinator:
     # the tunnel listens on 127.0.0.1 only, so other loopback URLs would miss it.
     with pytest.raises(ConfigError, match=r"ws://127\.0\.0\.1:<port> or ws://localhost:<port>"):
         GatewayConfig(url=url, ssh=SshTunnelConfig(host="example.invalid"))

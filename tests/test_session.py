@@ -24,7 +24,8 @@ from gwclient import (
     Snapshot,
     StateChange,
 )
-from gwclient._effects import (
+from gwclient._core.connection import Session
+from gwclient._core.effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
@@ -37,9 +38,8 @@ from gwclient._effects import (
     Settle,
     Timer,
 )
-from gwclient._frames import ConnectChallenge
-from gwclient._retry import RetryPolicy
-from gwclient._session import Session
+from gwclient._core.frames import ConnectChallenge
+from gwclient._core.retry import RetryPolicy
 
 
 def build(challenge: ConnectChallenge, request_id: str) -> bytes:

@@ -29,8 +29,9 @@ from gwclient import (
     UsageError,
     _encode,
 )
-from gwclient._deadline import MAX_TIMEOUT, Deadline, check_timeout
-from gwclient._effects import (
+from gwclient._core.connection import Session, describe
+from gwclient._core.deadline import MAX_TIMEOUT, Deadline, check_timeout
+from gwclient._core.effects import (
     MAX_PAYLOAD_RANGE,
     RESTART_HINT_MAX_MS,
     TICK_MS_RANGE,
@@ -47,11 +48,10 @@ from gwclient._effects import (
     Timer,
     clamp_hello,
 )
-from gwclient._encode import check_method, encode_request
+from gwclient._core.encode import check_method, encode_request
+from gwclient._core.frames import ConnectChallenge, HelloOk
+from gwclient._core.retry import RetryPolicy
 from gwclient._errors import ChannelRetired
-from gwclient._frames import ConnectChallenge, HelloOk
-from gwclient._retry import RetryPolicy
-from gwclient._session import Session, describe
 
 # ------------------------------------------------------------------------- _encode
 

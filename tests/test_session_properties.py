@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from test_session import build, challenge, connected, res, sent
 
 from gwclient import Event, SeqGap
-from gwclient._effects import Publish, SessionLimits, Settle
-from gwclient._session import Session
+from gwclient._core.connection import Session
+from gwclient._core.effects import Publish, SessionLimits, Settle
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -37,7 +37,7 @@ None of them runs user code: state changes reach you through
 
 from __future__ import annotations
 
-from .._config import SshTunnelConfig
+from .._config.config import SshTunnelConfig
 from .._errors import EndpointNotReady, TunnelError
 from ._coordinator import ConnectionModeCoordinator
 from ._endpoint import (

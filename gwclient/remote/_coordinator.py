@@ -7,7 +7,7 @@ import logging
 import threading
 from types import TracebackType
 
-from .._config import GatewayConfig, SshTunnelConfig, ssh_local_end_error
+from .._config.config import GatewayConfig, SshTunnelConfig, ssh_local_end_error
 from .._errors import ClientClosed, ConfigError, GatewayError, UsageError
 from ._endpoint import EndpointConnecting, EndpointReady, EndpointState, EndpointUnavailable, GatewayEndpointStore
 from ._manager import RemoteTunnelManager

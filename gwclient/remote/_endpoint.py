@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
-from .._config import GatewayConfig
+from .._config.config import GatewayConfig
 from .._errors import ConfigError, EndpointNotReady, GatewayError, GatewayTimeout, UsageError
 from ._queue import StateQueue
 

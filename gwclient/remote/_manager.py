@@ -15,9 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._config import SshTunnelConfig
+from .._config.config import SshTunnelConfig
+from .._core.retry import RetryPolicy
 from .._errors import ClientClosed, ConfigError, UsageError
-from .._retry import RetryPolicy
 from ._queue import StateQueue
 from ._supervisor import LOCAL_HOST, Tunnel, TunnelStatus
 

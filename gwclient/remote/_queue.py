@@ -1,5 +1,5 @@
 """A bounded, drop-oldest queue of state values for user threads (endpoint states, tunnel
-statuses), on the library's one bounded queue type (:mod:`gwclient._queue`).  The producer
+statuses), on the library's one bounded queue type (:mod:`gwclient._engine.queue`).  The producer
 never blocks: when the queue is full the oldest value is dropped (and counted), so the
 newest one, which is what a state consumer needs, is always kept."""
 
@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
-from .._deadline import check_timeout
+from .._core.deadline import check_timeout
+from .._engine.queue import BoundedQueue, QueueEmpty, QueueEnded
 from .._errors import ClientClosed, GatewayTimeout, check_caller
-from .._queue import BoundedQueue, QueueEmpty, QueueEnded
 
 __all__ = ["StateQueue"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import paramiko  # type: ignore[import-untyped]
 
-from .._config import SshTunnelConfig
+from .._config.config import SshTunnelConfig
 from .._errors import ConfigError
 
 log = logging.getLogger("gwclient.tunnel")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._config import SshTunnelConfig
+from .._config.config import SshTunnelConfig
 from .._errors import ClientClosed, ConfigError, GatewayError, GatewayTimeout, TunnelError
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ DEVICE_SIGNATURE_SKEW_MS = 120_000
 CLOSE_REASON_MAX_BYTES = 123
 
 # The gateway's own copy of the protocol's client enums (PROTOCOL.md §2.2), deliberately
-# not imported from gwclient._config: the fake gateway checks the client, so a wrong value
+# not imported from gwclient._config.config: the fake gateway checks the client, so a wrong value
 # in the client's list must not be accepted by a list shared with it.
 CLIENT_IDS = frozenset(
     {

@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from ._errors import ConfigError
-from ._files import check_state_dir, ensure_private_dir, fsync_dir, read_nofollow, write_private_temp
+from .._errors import ConfigError
+from .files import check_state_dir, ensure_private_dir, fsync_dir, read_nofollow, write_private_temp
 
 if sys.platform != "win32":
     import fcntl

@@ -1,7 +1,7 @@
 """The socket-free session core of one gateway channel (in the spirit of websockets'
 ``protocol.py``): inputs in, effects out; no sockets, no threads, no clock reads.
 
-The threaded shell (:mod:`gwclient._link`) owns a lock around it and executes the
+The threaded shell (:mod:`gwclient._engine.channel`) owns a lock around it and executes the
 effects it returns, in order: send these bytes, settle these waiters, publish these
 pushes, arm or cancel this timer, close the socket, report the end of an attempt or of a
 connection to the channel actor (which owns the reconnect policy).
@@ -23,7 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._effects import (
+from .._errors import (
+    ChannelRetired,
+    ClientClosed,
+    ConfigError,
+    ConnectError,
+    Disconnected,
+    GatewayError,
+    ProtocolError,
+    ProtocolMismatch,
+    RequestError,
+)
+from .effects import (
     RESTART_HINT_MAX_MS,
     AttemptEnded,
     CloseSocket,
@@ -38,21 +49,10 @@ from ._effects import (
     Timer,
     clamp_hello,
 )
-from ._encode import encode_request
-from ._errors import (
-    ChannelRetired,
-    ClientClosed,
-    ConfigError,
-    ConnectError,
-    Disconnected,
-    GatewayError,
-    ProtocolError,
-    ProtocolMismatch,
-    RequestError,
-)
-from ._frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
-from ._protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
-from ._pushes import ConnectionState, Event, Snapshot, StateChange
+from .encode import encode_request
+from .frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
+from .protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
+from .pushes import ConnectionState, Event, Snapshot, StateChange
 
 __all__ = ["Session", "describe"]
 

@@ -19,8 +19,8 @@ import importlib.util
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ._config import _is_loopback_host
-from ._errors import ConfigError
+from .._errors import ConfigError
+from .config import _is_loopback_host
 
 __all__ = ["PROXY_SCHEMES", "parse_proxy", "proxy_kwargs", "redact_proxy"]
 

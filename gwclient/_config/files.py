@@ -2,7 +2,7 @@
 writable by others (fixed to 0700 if it is ours, refused otherwise); files are read
 without following symlinks (``O_NOFOLLOW``), checked to be regular, and written
 atomically through a private temporary file.  Used by the device identity and the
-device-token store (:mod:`gwclient._device`); the rules are in docs/configuration.md."""
+device-token store (:mod:`gwclient._config.device`); the rules are in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import stat
 import sys
 from pathlib import Path
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["check_state_dir", "ensure_private_dir", "fsync_dir", "read_nofollow", "write_private_temp"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._errors import (
+from .._errors import (
     AuthRejected,
     ConnectError,
     GatewayError,
@@ -22,8 +22,8 @@ from ._errors import (
     ProtocolMismatch,
     RequestError,
 )
-from ._frames import PROTOCOL_VERSION, ErrorShape, ResponseFrame
-from ._pushes import SeqGap
+from .frames import PROTOCOL_VERSION, ErrorShape, ResponseFrame
+from .pushes import SeqGap
 
 __all__ = [
     "TWO_STAGE_METHODS",

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._errors import GatewayTimeout
-from ._timer import Timer, TimerHandle
+from .._errors import GatewayTimeout
+from .timer import Timer, TimerHandle
 
 __all__ = ["Expiries"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 
-from ._errors import UsageError
+from .._errors import UsageError
 
 __all__ = ["MAX_TIMEOUT", "Deadline", "check_timeout"]
 

@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from ._errors import ConfigError
-from ._locations import (
+from .._core.retry import RetryPolicy
+from .._errors import ConfigError
+from .locations import (
     client_version,
     default_platform,
     default_state_dir,
     expand_user,
     openclaw_config_path,
 )
-from ._plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
-from ._retry import RetryPolicy
+from .plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 
 __all__ = [
     "CLIENT_IDS",
@@ -400,7 +400,7 @@ class GatewayConfig:
                 raise ConfigError("tls_fingerprint requires a wss:// url")
             set_(self, "tls_fingerprint", normalize_tls_fingerprint(self.tls_fingerprint))
         if self.proxy is not None:
-            from ._proxy import parse_proxy  # here: _proxy imports this module
+            from .proxy import parse_proxy  # here: _proxy imports this module
 
             set_(self, "proxy", parse_proxy(self.proxy, url))
 
@@ -486,7 +486,7 @@ class GatewayConfig:
         if not self.device_identity:
             parts.append("device_identity=False")
         if self.proxy is not None:
-            from ._proxy import redact_proxy  # here: _proxy imports this module
+            from .proxy import redact_proxy  # here: _proxy imports this module
 
             parts.append(f"proxy={redact_proxy(self.proxy)!r}")
         return f"GatewayConfig({', '.join(parts)})"
@@ -551,7 +551,7 @@ class GatewayConfig:
         private DNS; public IP literals stay refused): it sets ``allow_insecure_remote``
         for such a URL only.
         """
-        from ._openclaw_file import FileSettings, read_config_file  # imports this module
+        from .openclaw_file import FileSettings, read_config_file  # imports this module
 
         _reject_unknown_fields(overrides)
         source: Mapping[str, str] = os.environ if env is None else env

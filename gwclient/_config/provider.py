@@ -6,8 +6,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from ._config import GatewayConfig
-from ._locations import openclaw_config_path
+from .config import GatewayConfig
+from .locations import openclaw_config_path
 
 __all__ = ["ConfigProvider", "EnvironmentConfigProvider"]
 

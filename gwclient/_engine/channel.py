@@ -32,9 +32,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._config import GatewayConfig
-from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
-from ._effects import (
+from .._config.config import GatewayConfig
+from .._config.device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
+from .._core.connection import Session
+from .._core.effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
@@ -47,16 +48,15 @@ from ._effects import (
     Settle,
     Timer,
 )
-from ._encode import encode_request
-from ._errors import AuthRejected
-from ._expiry import Expiries
-from ._frames import ConnectChallenge
-from ._handshake import Credentials, build_connect_params
-from ._pushes import Push, StateChange
-from ._session import Session
-from ._timer import Timer as TimerThread
-from ._timer import TimerHandle
-from ._transport import OpenGuard, Transport, TransportClosed, TransportFactory, TransportOptions
+from .._core.encode import encode_request
+from .._core.frames import ConnectChallenge
+from .._core.handshake import Credentials, build_connect_params
+from .._core.pushes import Push, StateChange
+from .._errors import AuthRejected
+from .expiry import Expiries
+from .timer import Timer as TimerThread
+from .timer import TimerHandle
+from .transport import OpenGuard, Transport, TransportClosed, TransportFactory, TransportOptions
 
 __all__ = ["Link"]
 
@@ -127,7 +127,7 @@ class Link:
             self.session.cancel(request_id)
 
     def expire_later(self, seconds: float, request_id: str, method: str, fut: Future[Any]) -> None:
-        """The timeout of a ``submit()`` (:mod:`gwclient._expiry`)."""
+        """The timeout of a ``submit()`` (:mod:`gwclient._engine.expiry`)."""
         self.expiries.add(seconds, request_id, method, fut)
 
     def add_sticky(self, key: object, method: str, params: Any) -> None:

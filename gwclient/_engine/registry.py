@@ -23,12 +23,12 @@ from typing import Any
 
 import pykka
 
-from ._channel import GatewayChannelActor, Stop
-from ._config import GatewayConfig
-from ._link import Link
-from ._pushes import ConnectionState, Push, Snapshot, StateChange
-from ._subscription import Subscription
-from ._transport import TransportFactory, open_transport
+from .._config.config import GatewayConfig
+from .._core.pushes import ConnectionState, Push, Snapshot, StateChange
+from .actor import GatewayChannelActor, Stop
+from .channel import Link
+from .subscription import Subscription
+from .transport import TransportFactory, open_transport
 
 __all__ = ["Bus", "Channel", "ConnectionActor"]
 

@@ -1,5 +1,5 @@
 """What the session core returns (effects) and the clamps it applies to server values.
-Pure data: frozen dataclasses, executed in order by :mod:`gwclient._link`."""
+Pure data: frozen dataclasses, executed in order by :mod:`gwclient._engine.channel`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ._frames import HelloOk
-from ._pushes import Push
+from .frames import HelloOk
+from .pushes import Push
 
 __all__ = [
     "AttemptEnded",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._config import GatewayConfig
-from ._device import DeviceIdentity, StoredDeviceToken
-from ._frames import AuthParams, ClientInfo, ConnectChallenge, ConnectParams, DeviceProof
-from ._protocol import device_auth_payload_v3
+from .._config.config import GatewayConfig
+from .._config.device import DeviceIdentity, StoredDeviceToken
+from .frames import AuthParams, ClientInfo, ConnectChallenge, ConnectParams, DeviceProof
+from .protocol import device_auth_payload_v3
 
 __all__ = ["Credentials", "build_connect_params"]
 

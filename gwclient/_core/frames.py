@@ -16,8 +16,8 @@ from typing import Any, Union
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
 
-from ._encode import encode_request
-from ._errors import ProtocolError
+from .._errors import ProtocolError
+from .encode import encode_request
 
 __all__ = [
     "AuthParams",
@@ -191,7 +191,7 @@ def decode_error_shape(obj: Any) -> ErrorShape:
 
 def encode_frame(frame: RequestFrame) -> str:
     """Encode a request frame to the exact JSON the gateway's closed schema accepts (the
-    text form of :func:`gwclient._encode.encode_request`, the one request encoder)."""
+    text form of :func:`gwclient._core.encode.encode_request`, the one request encoder)."""
     if not frame.id:
         raise ValueError("request id must be a non-empty string")
     return encode_request(frame.id, frame.method, frame.params).decode("utf-8")

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 
-from ._bus import Bus, ConnectionActor, Retire
-from ._channel import GatewayChannelActor, Stop
-from ._errors import ClientClosed, GatewayTimeout
-from ._transport import TransportFactory
+from .._errors import ClientClosed, GatewayTimeout
+from .actor import GatewayChannelActor, Stop
+from .registry import Bus, ConnectionActor, Retire
+from .transport import TransportFactory
 
 if TYPE_CHECKING:
-    from ._connection import GatewayConnection
+    from .._connection import GatewayConnection
 
 __all__ = ["Runtime", "ask", "current_runtime", "join", "retire", "stop_channels"]
 

@@ -2,7 +2,7 @@
 config).
 
 Runs on ``gwclient-channel-<host:port>`` and never blocks.  It is not on the per-request
-path: requests and events go through the channel's :class:`~gwclient._link.Link` (the
+path: requests and events go through the channel's :class:`~gwclient._engine.channel.Link` (the
 session core under a lock, sends from callers' threads, a reader thread that settles and
 publishes).  The actor keeps what only an actor should: starting attempts, the reconnect
 policy and its timer, pausing, retry, and stopping.
@@ -25,13 +25,13 @@ from typing import Any
 
 import pykka
 
-from ._effects import AttemptEnded, Connected, Lost
-from ._errors import ClientClosed, Disconnected, GatewayError
-from ._link import Link
-from ._pushes import ConnectionState
-from ._retry import RetryPolicy
-from ._session import describe
-from ._timer import TimerHandle
+from .._core.connection import describe
+from .._core.effects import AttemptEnded, Connected, Lost
+from .._core.pushes import ConnectionState
+from .._core.retry import RetryPolicy
+from .._errors import ClientClosed, Disconnected, GatewayError
+from .channel import Link
+from .timer import TimerHandle
 
 __all__ = ["Connect", "GatewayChannelActor", "Retry", "Stop"]
 

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ._frames import HelloOk, StateVersion
+from .frames import HelloOk, StateVersion
 
 __all__ = [
     "ConnectionState",

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
 
-from ._errors import ProtocolError
-from ._frames import StateVersion
+from .._errors import ProtocolError
+from .frames import StateVersion
 
 __all__ = [
     "HealthSnapshot",

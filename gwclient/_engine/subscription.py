@@ -2,7 +2,7 @@
 
 The bus offers pushes with :meth:`Subscription._offer` from gwclient threads (the reader,
 the timer, the channel actor); it never blocks, so a slow subscriber cannot stall the
-socket or other subscribers.  **Overflow policy** (:mod:`gwclient._queue`): when the queue
+socket or other subscribers.  **Overflow policy** (:mod:`gwclient._engine.queue`): when the queue
 holds ``maxsize`` items or ``max_bytes`` bytes of event frames, the *oldest* items are
 dropped; the next :meth:`~Subscription.get` returns an :class:`Overflow` marker saying how
 many items and bytes were dropped, before the remaining items.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
-from ._deadline import check_timeout
-from ._errors import ClientClosed, GatewayTimeout, UsageError, check_caller
-from ._pushes import Event, Overflow, Push, StateChange
-from ._queue import BoundedQueue, QueueEmpty, QueueEnded
+from .._core.deadline import check_timeout
+from .._core.pushes import Event, Overflow, Push, StateChange
+from .._errors import ClientClosed, GatewayTimeout, UsageError, check_caller
+from .queue import BoundedQueue, QueueEmpty, QueueEnded
 
 __all__ = ["Subscription"]
 

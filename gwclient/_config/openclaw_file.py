@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from ._config import (
+from .._errors import ConfigError
+from .config import (
     DEFAULT_PORT,
     SshTunnelConfig,
     _env_value,
     _is_loopback_host,
     normalize_tls_fingerprint,
 )
-from ._errors import ConfigError
-from ._locations import expand_user, openclaw_state_dir
+from .locations import expand_user, openclaw_state_dir
 
 __all__ = ["FileSettings", "read_config_file"]
 

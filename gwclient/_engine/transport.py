@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 import websocket
 from websocket._abnf import ABNF, frame_buffer
 
-from ._config import redact_url
-from ._errors import ConnectError
-from ._proxy import proxy_kwargs
+from .._config.config import redact_url
+from .._config.proxy import proxy_kwargs
+from .._errors import ConnectError
 
 __all__ = [
     "FrameTooLarge",

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from ._deadline import Deadline
+from .._core.deadline import Deadline
 
 __all__ = ["BoundedQueue", "QueueEmpty", "QueueEnded"]
 

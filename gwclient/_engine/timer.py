@@ -4,7 +4,7 @@ Due callbacks run on the ``gwclient-timer-<label>`` thread; they only take the c
 short lock or ``tell`` an actor, never block.  The thread is supervised: a callback that
 raises is logged once with its traceback and reported to ``on_fault`` (the channel then
 abandons its socket and reconnects); the thread itself carries on.  Delays are clamped to
-:data:`~gwclient._deadline.MAX_TIMEOUT` (a gateway value of 1e13 ms used to kill it).
+:data:`~gwclient._core.deadline.MAX_TIMEOUT` (a gateway value of 1e13 ms used to kill it).
 
 Cancelled entries are removed eagerly when they pile up, so a long-lived connection that
 re-arms timers forever keeps a bounded heap.  Waits use a ``Condition`` so :meth:`stop`
@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._deadline import MAX_TIMEOUT
+from .._core.deadline import MAX_TIMEOUT
 
 __all__ = ["Timer", "TimerHandle"]
 

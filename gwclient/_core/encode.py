@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._errors import UsageError
+from .._errors import UsageError
 
 __all__ = ["check_method", "encode_request"]
 
