@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .remote._endpoint import EndpointState
+from typing import Any
 
 __all__ = [
     "AuthRejected",
@@ -114,8 +111,10 @@ class EndpointNotReady(Disconnected):
     or unavailable (``state`` says which and why).  Retry after the endpoint is ready
     (:meth:`gwclient.remote.GatewayEndpointStore.wait_ready`)."""
 
-    def __init__(self, message: str, *, state: EndpointState) -> None:
+    def __init__(self, message: str, *, state: object) -> None:
         super().__init__(message)
+        #: The :data:`gwclient.remote.EndpointState` value (``EndpointConnecting`` or
+        #: ``EndpointUnavailable``); typed loosely because this module imports nothing.
         self.state = state
 
 

@@ -8,8 +8,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._core.deadline import Deadline, check_timeout
+from ._core.deadline import check_timeout
 from ._core.frames import HelloOk
+from ._engine.waiter import Deadline
 from ._errors import ClientClosed, GatewayTimeout, PairingRequired, check_caller
 
 if TYPE_CHECKING:

@@ -27,10 +27,10 @@ from gwclient import (
     Snapshot,
     StateChange,
     UsageError,
-    _encode,
 )
+from gwclient._core import encode as _encode
 from gwclient._core.connection import Session, describe
-from gwclient._core.deadline import MAX_TIMEOUT, Deadline, check_timeout
+from gwclient._core.deadline import MAX_TIMEOUT, check_timeout
 from gwclient._core.effects import (
     MAX_PAYLOAD_RANGE,
     RESTART_HINT_MAX_MS,
@@ -51,6 +51,7 @@ from gwclient._core.effects import (
 from gwclient._core.encode import check_method, encode_request
 from gwclient._core.frames import ConnectChallenge, HelloOk
 from gwclient._core.retry import RetryPolicy
+from gwclient._engine.waiter import Deadline
 from gwclient._errors import ChannelRetired
 
 # ------------------------------------------------------------------------- _encode

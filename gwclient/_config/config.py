@@ -14,16 +14,12 @@ tools do (``OPENCLAW_GATEWAY_*`` environment variables and the JSON5 config file
 from __future__ import annotations
 
 import dataclasses
-import logging
-import math
 import os
-import re
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from .._core.retry import RetryPolicy
 from .._errors import ConfigError
@@ -34,7 +30,26 @@ from .locations import (
     expand_user,
     openclaw_config_path,
 )
+from .openclaw_file import FileSettings, read_config_file
 from .plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
+from .proxy import parse_proxy, redact_proxy
+from .values import (
+    CLIENT_IDS,
+    CLIENT_MODES,
+    DEFAULT_PORT,
+    DEFAULT_SCOPES,
+    DEFAULT_URL,
+    ROLES,
+    SshTunnelConfig,
+    _check_text,
+    _check_timeout,
+    _string_tuple,
+    _warn_plaintext_once,
+    env_value,
+    normalize_tls_fingerprint,
+    redact_url,
+    ssh_local_end_error,
+)
 
 __all__ = [
     "CLIENT_IDS",
@@ -51,208 +66,6 @@ __all__ = [
     "openclaw_config_path",
     "redact_url",
 ]
-
-DEFAULT_PORT = 18789
-DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
-DEFAULT_SCOPES: tuple[str, ...] = (
-    "operator.admin",
-    "operator.read",
-    "operator.write",
-    "operator.approvals",
-    "operator.questions",
-    "operator.pairing",
-)
-
-#: ``connect.params.client.id`` values accepted by the gateway (PROTOCOL.md §2.2).
-CLIENT_IDS: frozenset[str] = frozenset(
-    {
-        "webchat-ui",
-        "openclaw-control-ui",
-        "openclaw-browser-copilot",
-        "openclaw-tui",
-        "webchat",
-        "cli",
-        "gateway-client",
-        "openclaw-macos",
-        "openclaw-linux",
-        "openclaw-ios",
-        "openclaw-watchos",
-        "openclaw-android",
-        "node-host",
-        "openclaw-worker",
-        "test",
-        "fingerprint",
-        "openclaw-probe",
-    }
-)
-#: ``connect.params.client.mode`` values accepted by the gateway (PROTOCOL.md §2.2).
-CLIENT_MODES: frozenset[str] = frozenset(
-    {"webchat", "cli", "ui", "backend", "node", "worker", "probe", "test"}
-)
-ROLES: frozenset[str] = frozenset({"operator", "node"})
-
-_SSH_HOST_KEY_POLICIES = frozenset({"strict", "openssh"})
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_COLON_HEX = re.compile(r"(?:[0-9a-f]{2}:){31}[0-9a-f]{2}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo, query or fragment (safe for messages and logs)."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc.rpartition("@")[2]
-    return SplitResult(parts.scheme, netloc, parts.path, "", "").geturl()
-
-
-def normalize_tls_fingerprint(value: str) -> str:
-    """Normalise a SHA-256 certificate fingerprint to 64 lowercase hex digits.
-
-    Accepts an optional ``sha256:`` prefix, colons between byte pairs and any case
-    (``AB:CD:...``, ``sha256:abcd...``).  Raises :class:`ConfigError` otherwise."""
-    text = value.strip().lower()
-    if text.startswith("sha256:"):
-        text = text[len("sha256:") :].strip()
-    if _COLON_HEX.fullmatch(text):
-        text = text.replace(":", "")
-    if not _HEX64.fullmatch(text):
-        raise ConfigError(
-            "tls_fingerprint must be a SHA-256 certificate fingerprint "
-            "(64 hex digits, colons and a 'sha256:' prefix allowed)"
-        )
-    return text
-
-
-def _is_loopback_host(host: str) -> bool:
-    return is_loopback_host(host)
-
-
-#: The hosts an SSH tunnel's local end may have: the tunnel listens on 127.0.0.1 only.
-_TUNNEL_LOCAL_HOSTS = ("127.0.0.1", "localhost")
-
-
-def ssh_local_end_error(url: str) -> str | None:
-    """The one rule for the URL of an SSH-tunnelled config (used by :class:`GatewayConfig`
-    and the remote-mode coordinator): its host must be ``127.0.0.1`` or ``localhost``, where
-    the tunnel listens.  Returns the reason it is not, else ``None``."""
-    host = url_hostname(url)
-    if host in _TUNNEL_LOCAL_HOSTS:
-        return None
-    return (
-        "with an SSH tunnel the url must be ws://127.0.0.1:<port> or ws://localhost:<port> "
-        f"(the tunnel listens on 127.0.0.1), got {redact_url(url)!r}"
-    )
-
-
-_plaintext_log = logging.getLogger("gwclient.config")
-_plaintext_warned: set[str] = set()
-_plaintext_lock = threading.Lock()
-
-
-def _warn_plaintext_once(url: str) -> None:
-    """Log (once per URL per process) that credentials will travel in clear."""
-    safe = redact_url(url)
-    with _plaintext_lock:
-        if safe in _plaintext_warned:
-            return
-        _plaintext_warned.add(safe)
-    _plaintext_log.warning(
-        "plaintext ws:// to non-loopback %s: the token and chat data travel unencrypted; "
-        "prefer wss:// or an SSH tunnel", safe,
-    )
-
-
-def _check_text(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name} must be a non-empty string")
-
-
-def _string_tuple(name: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigError(f"{name} must be an iterable of strings (not a single string)")
-    items = tuple(value)
-    for item in items:
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigError(f"{name} must contain only non-empty strings")
-    return items
-
-
-def _check_timeout(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{name} must be a positive number of seconds")
-
-
-# --------------------------------------------------------------------------- dataclasses
-
-
-@dataclass(frozen=True)
-class SshTunnelConfig:
-    """Remote mode over SSH: forward a local port to the gateway's loopback port on ``host``.
-
-    Used by the tunnel manager; :class:`GatewayConfig.url` is then the local end of the
-    tunnel (a loopback URL).  No password fields: authentication is by key/agent only."""
-
-    host: str
-    user: str | None = None
-    port: int = 22
-    identity_file: str | None = None
-    #: Gateway port on the remote host (bound to loopback there).
-    remote_port: int = DEFAULT_PORT
-    #: ``strict`` (known host keys only) or ``openssh`` (defer to the user's ssh config),
-    #: like ``gateway.remote.sshHostKeyPolicy``.
-    host_key_policy: str = "strict"
-
-    def __post_init__(self) -> None:
-        _check_text("ssh.host", self.host, optional=False)
-        _check_text("ssh.user", self.user, optional=True)
-        _check_text("ssh.identity_file", self.identity_file, optional=True)
-        for name, value in (("ssh.port", self.port), ("ssh.remote_port", self.remote_port)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-                raise ConfigError(f"{name} must be an integer 1-65535")
-        if self.host_key_policy not in _SSH_HOST_KEY_POLICIES:
-            raise ConfigError("ssh.host_key_policy must be 'strict' or 'openssh'")
-
-    @property
-    def target(self) -> str:
-        """``user@host`` (or ``host``), as passed to ssh."""
-        return f"{self.user}@{self.host}" if self.user else self.host
-
-    @classmethod
-    def parse_target(cls, target: str, **kwargs: Any) -> SshTunnelConfig:
-        """Build from ``gateway.remote.sshTarget``: ``host``, ``user@host``, ``user@host:port``
-        or ``user@[v6addr]:port``; ``kwargs`` are the other fields."""
-        text = target.strip()
-        user: str | None = None
-        if "@" in text:
-            user, _, text = text.rpartition("@")
-            user = user or None
-        port = kwargs.pop("port", 22)
-        host = text
-        match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
-        if match:
-            host = match.group(1)
-            if match.group(2):
-                port = int(match.group(2))
-        elif text.count(":") == 1:
-            host, _, port_text = text.partition(":")
-            if not port_text.isdigit():
-                raise ConfigError("ssh target port must be a number")
-            port = int(port_text)
-        if not host:
-            raise ConfigError("ssh target has no host")
-        return cls(host=host, user=user, port=port, **kwargs)
-
 
 @dataclass(frozen=True, repr=False)
 class GatewayConfig:
@@ -400,7 +213,6 @@ class GatewayConfig:
                 raise ConfigError("tls_fingerprint requires a wss:// url")
             set_(self, "tls_fingerprint", normalize_tls_fingerprint(self.tls_fingerprint))
         if self.proxy is not None:
-            from .proxy import parse_proxy  # here: _proxy imports this module
 
             set_(self, "proxy", parse_proxy(self.proxy, url))
 
@@ -430,7 +242,7 @@ class GatewayConfig:
     @property
     def is_loopback(self) -> bool:
         """True for 127.0.0.0/8, ::1 and ``localhost``."""
-        return _is_loopback_host(self.host)
+        return is_loopback_host(self.host)
 
     @property
     def is_secure(self) -> bool:
@@ -486,7 +298,6 @@ class GatewayConfig:
         if not self.device_identity:
             parts.append("device_identity=False")
         if self.proxy is not None:
-            from .proxy import redact_proxy  # here: _proxy imports this module
 
             parts.append(f"proxy={redact_proxy(self.proxy)!r}")
         return f"GatewayConfig({', '.join(parts)})"
@@ -551,8 +362,6 @@ class GatewayConfig:
         private DNS; public IP literals stay refused): it sets ``allow_insecure_remote``
         for such a URL only.
         """
-        from .openclaw_file import FileSettings, read_config_file  # imports this module
-
         _reject_unknown_fields(overrides)
         source: Mapping[str, str] = os.environ if env is None else env
         if config_path is not None:
@@ -565,7 +374,7 @@ class GatewayConfig:
         values: dict[str, Any] = {}
 
         # --- endpoint
-        env_url = _env_value(source, "OPENCLAW_GATEWAY_URL")
+        env_url = env_value(source, "OPENCLAW_GATEWAY_URL")
         if "url" in overrides:
             url_source: Literal["override", "env", "file"] = "override"
             url = overrides["url"]
@@ -582,7 +391,7 @@ class GatewayConfig:
         ):
             if name in overrides:
                 continue
-            value = _env_value(source, env_name)
+            value = env_value(source, env_name)
             if value is None and url_source == "file":
                 value = file_cfg.secret(name)
             values[name] = value
@@ -619,11 +428,3 @@ def _reject_unknown_fields(kwargs: Mapping[str, Any]) -> None:
     unknown = sorted(set(kwargs) - _FIELD_NAMES)
     if unknown:
         raise ConfigError(f"unknown GatewayConfig field(s): {', '.join(unknown)}")
-
-
-def _env_value(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None

@@ -18,14 +18,9 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError
-from .config import (
-    DEFAULT_PORT,
-    SshTunnelConfig,
-    _env_value,
-    _is_loopback_host,
-    normalize_tls_fingerprint,
-)
 from .locations import expand_user, openclaw_state_dir
+from .plaintext import is_loopback_host
+from .values import DEFAULT_PORT, SshTunnelConfig, env_value, normalize_tls_fingerprint
 
 __all__ = ["FileSettings", "read_config_file"]
 
@@ -131,7 +126,7 @@ class FileSettings:
 
     # -- endpoint
     def local_port(self) -> int:
-        env_port = _env_value(self._env, "OPENCLAW_GATEWAY_PORT")
+        env_port = env_value(self._env, "OPENCLAW_GATEWAY_PORT")
         if env_port is not None:
             digits = env_port.rpartition(":")[2]
             if digits.isdigit() and 0 < int(digits) < 65536:
@@ -151,7 +146,7 @@ class FileSettings:
             custom = self._str(self.gateway, "gateway.customBindHost")
             # The gateway keeps a 127.0.0.1 listener beside a custom bind for same-host
             # clients, so plaintext stays on loopback; with TLS the custom host is used.
-            if custom and custom not in ("0.0.0.0", "::") and (tls or _is_loopback_host(custom)):
+            if custom and custom not in ("0.0.0.0", "::") and (tls or is_loopback_host(custom)):
                 host = f"[{custom}]" if ":" in custom else custom
         return f"{scheme}://{host}:{self.local_port()}"
 
@@ -216,7 +211,7 @@ class FileSettings:
                 self._fail(f"{key}: env var {var} is not in the allowlist of provider {alias!r}")
         elif alias not in ("default", default_alias):
             self._fail(f"{key}: unknown env secret provider {alias!r}")
-        value = _env_value(self._env, var)
+        value = env_value(self._env, var)
         if value is None:
             # An explicit SecretRef is authoritative: fail closed, no fallback.
             self._fail(f"{key} refers to environment variable {var}, which is not set")

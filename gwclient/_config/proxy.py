@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from .._errors import ConfigError
-from .config import _is_loopback_host
+from .plaintext import is_loopback_host
 
 __all__ = ["PROXY_SCHEMES", "parse_proxy", "proxy_kwargs", "redact_proxy"]
 
@@ -91,7 +91,7 @@ def proxy_kwargs(url: str, proxy: str | None) -> dict[str, Any]:
     :func:`parse_proxy`) is used only for a ``wss://`` gateway that is not on loopback."""
     parts = urlsplit(url.strip())
     host = parts.hostname or ""
-    if proxy is None or _is_loopback_host(host):
+    if proxy is None or is_loopback_host(host):
         return dict(_NO_PROXY)
     text = parse_proxy(proxy, url)
     p = urlsplit(text)

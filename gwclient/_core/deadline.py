@@ -1,6 +1,7 @@
 """Timeouts and deadlines: the one helper every blocking call uses.
 
-Pure code (a clock read, no threads).  A caller's ``timeout`` is normalised once, at the
+Pure code (no clock, no threads; the clock-reading ``Deadline`` is in
+:mod:`gwclient._engine.waiter`).  A caller's ``timeout`` is normalised once, at the
 call site, by :func:`check_timeout`: ``None`` (and ``inf``) mean "wait forever", a negative
 or non-number is a :class:`~gwclient.UsageError`, and anything longer than
 :data:`MAX_TIMEOUT` is clamped (``threading`` waits overflow near 2**31 s, which used to
@@ -10,11 +11,10 @@ surface as a bare ``OverflowError`` after the request had been sent).
 from __future__ import annotations
 
 import math
-import time
 
 from .._errors import UsageError
 
-__all__ = ["MAX_TIMEOUT", "Deadline", "check_timeout"]
+__all__ = ["MAX_TIMEOUT", "check_timeout"]
 
 #: The longest finite wait gwclient performs in one call (about 11.5 days); longer values
 #: are clamped to it.  ``threading.Condition.wait`` rejects values above ~2**31 s.
@@ -39,27 +39,3 @@ def check_timeout(value: object, what: str = "timeout") -> float | None:
     if math.isinf(seconds):
         return None
     return min(seconds, MAX_TIMEOUT)
-
-
-class Deadline:
-    """A monotonic deadline; ``None`` timeout means never.  ``remaining()`` is what to pass
-    to the next wait (``None`` = forever, never negative)."""
-
-    __slots__ = ("_end", "timeout")
-
-    def __init__(self, timeout: float | None) -> None:
-        self.timeout = timeout
-        self._end = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self) -> float | None:
-        if self._end is None:
-            return None
-        return max(0.0, self._end - time.monotonic())
-
-    @property
-    def expired(self) -> bool:
-        return self._end is not None and time.monotonic() >= self._end
-
-    def describe(self) -> str:
-        """``within 5 s`` / ``in time`` for error messages."""
-        return "in time" if self.timeout is None else f"within {self.timeout:g} s"

@@ -9,24 +9,71 @@ carries.  The channel actor calls :func:`build_connect_params`; tests call it di
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from .._config.config import GatewayConfig
-from .._config.device import DeviceIdentity, StoredDeviceToken
 from .frames import AuthParams, ClientInfo, ConnectChallenge, ConnectParams, DeviceProof
 from .protocol import device_auth_payload_v3
 
-__all__ = ["Credentials", "build_connect_params"]
+__all__ = ["ClientSpec", "Credentials", "Signer", "StoredToken", "build_connect_params"]
+
+
+class ClientSpec(Protocol):
+    """What the connect request needs of a config (``GatewayConfig`` is one)."""
+
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+    @property
+    def caps(self) -> tuple[str, ...]: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_mode(self) -> str: ...
+    @property
+    def client_version(self) -> str: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def device_family(self) -> str | None: ...
+    @property
+    def display_name(self) -> str | None: ...
+    @property
+    def instance_id(self) -> str | None: ...
+
+
+class Signer(Protocol):
+    """The device identity as the handshake sees it (``DeviceIdentity`` is one)."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def public_key_b64url(self) -> str: ...
+    def sign(self, payload: str) -> str: ...
+
+
+class StoredToken(Protocol):
+    """A stored device token (``StoredDeviceToken`` is one)."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def role(self) -> str: ...
 
 
 @dataclass
 class Credentials:
     """What the reader thread loaded from the state dir before the socket opened."""
 
-    identity: DeviceIdentity | None
-    stored: StoredDeviceToken | None
+    identity: Signer | None
+    stored: StoredToken | None
 
 
-def build_connect_params(config: GatewayConfig, challenge: ConnectChallenge, creds: Credentials) -> ConnectParams:
+def build_connect_params(config: ClientSpec, challenge: ConnectChallenge, creds: Credentials) -> ConnectParams:
     auth = AuthParams(token=config.token, password=config.password)
     if not (config.token or config.password) and creds.stored is not None:
         auth = AuthParams(device_token=creds.stored.token)

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .._core.deadline import Deadline
+from .waiter import Deadline
 
 __all__ = ["BoundedQueue", "QueueEmpty", "QueueEnded"]
 

@@ -11,11 +11,12 @@ which the channel ignores).
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-__all__ = ["Waiter"]
+__all__ = ["Deadline", "Waiter"]
 
 
 class Waiter:
@@ -53,3 +54,27 @@ class Waiter:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class Deadline:
+    """A monotonic deadline; ``None`` timeout means never.  ``remaining()`` is what to pass
+    to the next wait (``None`` = forever, never negative)."""
+
+    __slots__ = ("_end", "timeout")
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self._end = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        if self._end is None:
+            return None
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self._end is not None and time.monotonic() >= self._end
+
+    def describe(self) -> str:
+        """``within 5 s`` / ``in time`` for error messages."""
+        return "in time" if self.timeout is None else f"within {self.timeout:g} s"

@@ -1,0 +1,258 @@
+"""The floors of the design, kept by a test (DESIGN.md "Floors, and who owns what").
+
+The import graph is read with grimp (the graph under import-linter); the AST covers what
+an import graph cannot say (where an import sits, what a class needs of its host).  Each
+check fails on a circle, on an import that goes up a floor, on an impure import in
+``_core/``, on a function-level or ``TYPE_CHECKING`` import of gwclient used to dodge a
+circle, and on a class that only works mixed into another.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import grimp
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gwclient"
+
+#: Bottom to top.  A module may import its own floor and the floors below it, never above.
+#: ``None`` entries are matched by prefix; ``facade`` is every other private top-level module.
+FLOORS: list[tuple[str, tuple[str, ...]]] = [
+    ("errors", ("gwclient._errors",)),
+    ("core", ("gwclient._core",)),
+    ("config", ("gwclient._config",)),
+    ("engine", ("gwclient._engine",)),
+    ("remote", ("gwclient.remote",)),
+    ("facade", ("gwclient._connection", "gwclient._runs", "gwclient._pairing", "gwclient._sessions")),
+    ("share", ("gwclient.share",)),
+    ("faces", ("gwclient", "gwclient.runs", "gwclient.payloads", "gwclient.device", "gwclient.__main__")),
+    ("cli", ("gwclient.cli",)),
+]
+
+#: What ``_core/`` may never import: it is the pure floor (no threads, sockets, clocks, I/O).
+IMPURE = ("threading", "socket", "select", "selectors", "ssl", "time", "os", "queue", "concurrent",
+          "pykka", "websocket", "websockets", "subprocess", "asyncio", "signal")
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph("gwclient", include_external_packages=False)
+
+
+def floor_of(module: str) -> int | None:
+    """The floor index of a gwclient module, None for gwclient.testing (checked apart)."""
+    if module == "gwclient.testing" or module.startswith("gwclient.testing."):
+        return None
+    best: tuple[int, int] | None = None  # (prefix length, floor)
+    for index, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), index)
+    assert best is not None, f"{module} belongs to no floor: add it to FLOORS in tests/test_layers.py"
+    return best[1]
+
+
+def edges(graph: grimp.ImportGraph) -> Iterator[tuple[str, str]]:
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            yield module, imported
+
+
+def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.find_modules_directly_imported_by(node)):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def source_files() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        yield ".".join(parts), path
+
+
+def absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    parts = package.split(".")
+    base = parts[: len(parts) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+# ----------------------------------------------------------------------------- the graph
+
+
+def test_there_are_no_import_circles(graph: grimp.ImportGraph) -> None:
+    assert cycles(graph) == []
+
+
+def test_no_import_goes_up_a_floor(graph: grimp.ImportGraph) -> None:
+    upward = []
+    for importer, imported in edges(graph):
+        low, high = floor_of(importer), floor_of(imported)
+        if low is None or high is None:
+            continue
+        if high > low:
+            upward.append(f"{importer} ({FLOORS[low][0]}) imports {imported} ({FLOORS[high][0]})")
+    assert upward == []
+
+
+def test_errors_import_nothing_of_gwclient(graph: grimp.ImportGraph) -> None:
+    assert graph.find_modules_directly_imported_by("gwclient._errors") == set()
+
+
+def test_testing_imports_nothing_of_the_client(graph: grimp.ImportGraph) -> None:
+    wrong = [f"{a} imports {b}" for a, b in edges(graph)
+             if a.startswith("gwclient.testing") and not b.startswith("gwclient.testing")]
+    assert wrong == []
+
+
+def test_the_cli_uses_only_public_modules(graph: grimp.ImportGraph) -> None:
+    private = [f"{a} imports {b}" for a, b in edges(graph)
+               if a.startswith("gwclient.cli") and not b.startswith("gwclient.cli")
+               and any(part.startswith("_") for part in b.split(".")[1:])]
+    assert private == []
+
+
+# ------------------------------------------------------------------------------- the AST
+
+
+def test_core_imports_nothing_impure() -> None:
+    wrong = []
+    for module, path in source_files():
+        if not module.startswith("gwclient._core"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in IMPURE:
+                    wrong.append(f"{module}:{node.lineno} imports {name}")
+    assert wrong == []
+
+
+def _type_checking_block(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def test_no_deferred_or_type_checking_import_of_gwclient() -> None:
+    """Imports of gwclient modules sit at module level, unconditionally: a deferred one would
+    hide a circle.  (The lazy re-exports of ``gwclient/__init__.py`` use importlib, and the
+    CLI loads its command modules by name, so neither is an import statement.)"""
+    wrong = []
+    for module, path in source_files():
+        tree = ast.parse(path.read_text())
+        deferred: list[ast.AST] = []
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                deferred.extend(n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+            elif isinstance(node, ast.If) and _type_checking_block(node):
+                deferred.extend(n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+        for node in deferred:
+            if isinstance(node, ast.ImportFrom):
+                target = absolute(module, path, node)
+            else:
+                assert isinstance(node, ast.Import)
+                target = node.names[0].name
+            if target == "gwclient" or target.startswith("gwclient."):
+                wrong.append(f"{module}:{getattr(node, 'lineno', '?')} imports {target}")
+    assert wrong == []
+
+
+_NOT_MIXINS = ("Protocol", "TypedDict", "NamedTuple", "Enum", "Exception", "BaseException")
+
+
+def _mixin_reasons(cls: ast.ClassDef) -> list[str]:
+    """Why ``cls`` looks like a class that only works mixed into a host."""
+    reasons = []
+    if cls.name.endswith("Mixin"):
+        reasons.append("named *Mixin")
+    bases = {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in cls.bases}
+    decorated = any("dataclass" in ast.unparse(d) for d in cls.decorator_list)
+    if bases & set(_NOT_MIXINS) or decorated or any(b.endswith("Error") for b in bases):
+        return reasons
+    stubs = [n for n in cls.body if isinstance(n, ast.AnnAssign) and n.value is None
+             and isinstance(n.target, ast.Name)]
+    has_init = any(isinstance(n, ast.FunctionDef) and n.name == "__init__" for n in cls.body)
+    if stubs and not has_init:
+        reasons.append(f"declares host attributes it never sets ({', '.join(ast.unparse(s.target) for s in stubs)})")
+    for fn in cls.body:
+        if isinstance(fn, ast.FunctionDef) and len(fn.body) == 1 and isinstance(fn.body[0], ast.Raise):
+            raised = fn.body[0].exc
+            if raised is not None and "NotImplementedError" in ast.unparse(raised) and not bases:
+                reasons.append(f"stubs {fn.name}() for a host")
+    return reasons
+
+
+def test_no_class_only_works_mixed_into_another() -> None:
+    found = []
+    for module, path in source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                reasons = _mixin_reasons(node)
+                if reasons:
+                    found.append(f"{module}.{node.name}: {'; '.join(reasons)}")
+    assert found == []
+
+
+# ------------------------------------------------------------------- the checks can fail
+
+
+def test_the_checks_see_what_they_forbid() -> None:
+    """Each check above fails on the thing it forbids (so a green run means something)."""
+    g = grimp.ImportGraph()
+    for name in ("gwclient._core.a", "gwclient._engine.b", "gwclient._errors"):
+        g.add_module(name)
+    g.add_import(importer="gwclient._core.a", imported="gwclient._engine.b")
+    g.add_import(importer="gwclient._engine.b", imported="gwclient._core.a")
+    assert cycles(g) == [["gwclient._core.a", "gwclient._engine.b"]]
+    up = [(a, b) for a, b in edges(g) if (floor_of(b) or 0) > (floor_of(a) or 0)]
+    assert up == [("gwclient._core.a", "gwclient._engine.b")]
+    mixin = ast.parse("class Host:\n    _x: int\n    def f(self) -> int:\n        return self._x\n").body[0]
+    stub = ast.parse("class RunsMixin:\n    def request(self):\n        raise NotImplementedError\n").body[0]
+    fine = ast.parse("class Part:\n    _x: int\n    def __init__(self) -> None:\n        self._x = 1\n").body[0]
+    assert isinstance(mixin, ast.ClassDef) and isinstance(stub, ast.ClassDef) and isinstance(fine, ast.ClassDef)
+    assert _mixin_reasons(mixin) and len(_mixin_reasons(stub)) == 2 and not _mixin_reasons(fine)
