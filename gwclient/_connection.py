@@ -2,16 +2,25 @@
 
 Only facade methods block, on the caller's thread, always with a deadline.  The hot path
 has no mailbox: :meth:`GatewayConnection.request` validates and encodes in the caller's
-thread, hands the frame to the channel's link (a short lock, then a send from this very
-thread) and waits on a future that the reader thread settles.  Binding a facade to its
-channel (an ``ask`` of the connection actor) happens once per config, not per request.
+thread, hands the frame to the channel (a short lock, then a send from this very thread)
+and waits on a future that the reader thread settles.  Binding a facade to its channel (an
+``ask`` of the connection actor, which owns the registry of bindings) happens once per
+config, not per request; the facade keeps ``(config, channel)`` as a cache of that binding.
+
+Features are composed, not mixed in: session subscriptions are a pure sticky spec
+(:mod:`gwclient._core.sessions`) over :meth:`GatewayConnection.subscribe`'s machinery, runs
+are :meth:`Run.chat` / :meth:`Run.agent` over ``request()`` and ``subscribe()``, waiting
+for pairing is :func:`gwclient._pairing.wait_for_pairing` over the public API; each is
+delegated here in one line.
 """
 
 from __future__ import annotations
 
+import atexit
 import enum
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,11 +38,13 @@ from ._core.encode import check_method, encode_request
 from ._core.frames import HelloOk
 from ._core.protocol import TWO_STAGE_METHODS, new_request_id
 from ._core.pushes import ConnectionState, Event, Snapshot
+from ._core.sessions import Sticky, session_messages, sessions_list
 from ._engine import runtime as _runtime_module
-from ._engine.actor import Retry
-from ._engine.registry import Bind, Channel, Release, ReleaseAll
+from ._engine.channel import Channel
+from ._engine.registry import Bind, Release, ReleaseAll
 from ._engine.runtime import ask, current_runtime, join, retire, stop_channels
-from ._engine.subscription import Subscription
+from ._engine.subscription import Inlet, Subscription
+from ._engine.transport import TransportFactory
 from ._engine.waiter import Waiter
 from ._errors import (
     ChannelRetired,
@@ -41,12 +52,12 @@ from ._errors import (
     ConfigError,
     GatewayError,
     GatewayTimeout,
+    PairingRequired,
     UsageError,
     check_caller,
 )
-from ._pairing import PairingMixin
-from ._run_start import RunsMixin
-from ._sessions import SessionsMixin
+from ._pairing import wait_for_pairing
+from ._runs import Run
 
 __all__ = ["DEFAULT", "Default", "GatewayConnection"]
 
@@ -70,6 +81,26 @@ _resolving = threading.local()
 _default_provider: EnvironmentConfigProvider | None = None
 
 
+class _Shared:
+    """The ``shared()`` table of this process: one facade per key (config, or provider,
+    and transport).  Replaced after a fork, like the runtime."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self.facades: dict[object, GatewayConnection] = {}
+
+
+_shared = _Shared()
+
+
+def _facades() -> _Shared:
+    global _shared
+    if _shared.pid != os.getpid():
+        _shared = _Shared()
+    return _shared
+
+
 def _environment_provider() -> EnvironmentConfigProvider:
     global _default_provider
     if _default_provider is None:
@@ -81,7 +112,7 @@ def _check_caller(what: str) -> None:
     check_caller(f"GatewayConnection.{what}()")
 
 
-class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
+class GatewayConnection:
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets
@@ -90,41 +121,50 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     """
 
     def __init__(self, *, config: GatewayConfig | None, provider: ConfigProvider | None,
-                 key: object, _internal: bool = False) -> None:
+                 key: object, transport: TransportFactory | None = None, _internal: bool = False) -> None:
         if not _internal:
             raise UsageError("use GatewayConnection.shared(config) to get a connection")
         self._config = config
         self._provider = provider
+        self._transport = transport
         self._key = key
         self._slot = next(_slot_numbers)
         self._lock = threading.Lock()
         self._closed = False
         self._fork = _runtime_module.fork_generation
+        #: A cache of this facade's binding in the registry (the one owner), checked on
+        #: every request: valid while the config is the same and no fork happened.
         self._bound: tuple[GatewayConfig, Channel] | None = None
-        self._stickies: dict[object, list[Any]] = {}  # key -> [method, params, users]
 
     @classmethod
-    def shared(cls, config: GatewayConfig | None = None, *,
-               provider: ConfigProvider | None = None) -> GatewayConnection:
+    def shared(cls, config: GatewayConfig | None = None, *, provider: ConfigProvider | None = None,
+               transport: TransportFactory | None = None) -> GatewayConnection:
         """The one connection object for ``config`` in this process.
 
         With no config, the connection follows ``provider`` (default: the environment and
-        ``~/.openclaw/openclaw.json``, see :meth:`GatewayConfig.from_environment`) and
-        reconnects once when the provider's answer changes.  Nothing connects until the
-        first request or subscription."""
+        ``~/.openclaw/openclaw.json``, see :meth:`GatewayConfig.from_environment`): the
+        provider is asked on every request and re-read about once a second while the
+        connection is subscribed or connected, and a new answer closes the old socket and
+        connects once.  Nothing connects until the first request or subscription.
+
+        ``transport`` is the seam that opens sockets (``(TransportOptions, OpenGuard) ->
+        Transport``, default: TCP/TLS websocket); connections with another transport are
+        other connections (tests count and break sockets through it)."""
         if config is not None and provider is not None:
             raise UsageError("pass a config or a provider, not both")
         if config is not None and not isinstance(config, GatewayConfig):
             raise UsageError(f"config must be a GatewayConfig, not {type(config).__name__}")
         if provider is not None and not callable(provider):
             raise UsageError("provider must be a callable returning a GatewayConfig")
-        key: object = config if config is not None else ("provider", provider or "environment")
-        rt = current_runtime()
-        with rt.lock:
-            conn = rt.facades.get(key)
+        if transport is not None and not callable(transport):
+            raise UsageError("transport must be a callable opening a transport")
+        key: object = (config if config is not None else ("provider", provider or "environment"), transport)
+        table = _facades()
+        with table.lock:
+            conn = table.facades.get(key)
             if conn is None or conn._closed:
-                conn = cls(config=config, provider=provider, key=key, _internal=True)
-                rt.facades[key] = conn
+                conn = cls(config=config, provider=provider, key=key, transport=transport, _internal=True)
+                table.facades[key] = conn
             return conn
 
     # -- config and binding -------------------------------------------------------------
@@ -162,18 +202,14 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             if self._fork != _runtime_module.fork_generation:
                 self._fork = _runtime_module.fork_generation
                 self._bound = None  # the parent's socket is not ours
-            bound = self._bound
-            rt = current_runtime()
-            with rt.lock:
-                rt.facades.setdefault(self._key, self)
-            actor, _ = rt.connection_actor()
-            channel = cast(Channel, ask(actor, Bind(self._slot, config)))
-            if bound is not None and bound[1] is not channel:
-                # Moved to another channel (a config change): bring the sticky session
-                # subscriptions along.
-                for key, (method, params, users) in list(self._stickies.items()):
-                    for _ in range(users):
-                        channel.link.add_sticky(key, method, params)
+            table = _facades()
+            with table.lock:
+                table.facades.setdefault(self._key, self)
+            actor, _ = current_runtime().connection_actor()
+            # The registry moves this slot's subscriptions (and their stickies) if the
+            # config changed: the one place that knows every binding.
+            provider = None if self._config is not None else (self._provider or _environment_provider())
+            channel = cast(Channel, ask(actor, Bind(self._slot, config, provider, self._transport)))
             self._bound = (config, channel)
             return channel
 
@@ -184,7 +220,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         for _ in range(3):
             channel = self._channel(config)
             fut: Any = Waiter() if blocking else Future()
-            channel.link.submit(request_id, method, data, fut, expect_final)
+            channel.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
                 return fut
             with self._lock:
@@ -228,7 +264,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         if seconds is not None and not fut.done():
             bound = self._bound
             if bound is not None:
-                bound[1].link.expire_later(seconds, request_id, method, fut)
+                bound[1].expire_later(seconds, request_id, method, fut)
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
@@ -243,7 +279,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         data = encode_request(request_id, method, params)
         fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
         bound = self._bound
-        cancel = bound[1].link.cancel if bound is not None else (lambda _rid: None)
+        cancel = bound[1].cancel if bound is not None else (lambda _rid: None)
         return fut, seconds, request_id, cancel
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
@@ -253,7 +289,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         config = self.config
         seconds = 2 * config.connect_timeout if timeout is DEFAULT else check_timeout(timeout)
         fut: Future[HelloOk] = Future()
-        self._channel(config).link.await_connected(fut)
+        self._channel(config).await_connected(fut)
         try:
             return fut.result(seconds)
         except FutureTimeout:
@@ -262,10 +298,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     def reconnect(self) -> None:
         """Leave the PAUSED state (e.g. after fixing credentials on the gateway side) or cut a
         backoff wait short: connect again now."""
-        try:
-            self._channel().ref.tell(Retry())
-        except pykka.ActorDeadError:
-            raise ClientClosed("the gateway channel has stopped") from None
+        self._channel().retry()
 
     # -- events -------------------------------------------------------------------------
 
@@ -290,25 +323,80 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
                 raise UsageError("events must be event names (strings)")
         return self._subscribe(events, maxsize, max_bytes, include_state=include_state)
 
-    def _subscribe(self, events: list[str] | None, maxsize: int | None, max_bytes: int | Default | None, *,
+    def _subscribe(self, events: Iterable[str] | None, maxsize: int | None, max_bytes: int | Default | None, *,
                    include_state: bool = True, accept: Callable[[Event], bool] | None = None,
-                   on_close: Callable[[], None] | None = None) -> Subscription:
+                   sticky: Sticky | None = None) -> Subscription:
         config = self.config
         size = maxsize if maxsize is not None else config.max_queue
         limit = config.max_queue_bytes if max_bytes is DEFAULT else max_bytes
-        channel = self._channel(config)  # bind first so the bus knows which channel feeds this slot
-        _, bus = current_runtime().connection_actor()
+        channel = self._channel(config)  # bind first so the registry knows which channel feeds this slot
+        _, registry = current_runtime().connection_actor()
 
-        def closed(sub: Subscription) -> None:
-            bus.unsubscribe(sub)
-            if on_close is not None:
-                on_close()
+        def closed(inlet: Inlet) -> None:
+            registry.unsubscribe(inlet)
 
         sub = Subscription(events, maxsize=size, max_bytes=limit, include_state=include_state,
-                           on_close=closed, accept=accept)
-        bus.subscribe(self._slot, sub)
-        channel.link.await_connected(Future())  # start connecting if idle
+                           on_close=closed, accept=accept, sticky=sticky)
+        registry.subscribe(self._slot, sub)
+        channel.await_connected(Future())  # start connecting if idle
         return sub
+
+    # -- composed features: each delegated in one line -----------------------------------
+
+    def subscribe_session(self, session_key: str, *, agent_id: str | None = None, include_approvals: bool = False,
+                          maxsize: int | None = None) -> Subscription:
+        """A :class:`Subscription` of ``session.message`` events (and ``session.approval``
+        with ``include_approvals``) for one session, kept across reconnects.
+
+        Yields like :meth:`subscribe` (a Snapshot first, state changes, a new Snapshot after
+        every reconnect: by then the subscription has been re-issued).  ``session_key`` is
+        the gateway's key (``agent:main:work``; ``"main"`` means ``agent:main:main``).
+        Closing the last subscription for a key unsubscribes on the gateway; if the gateway
+        refuses the subscription, ``get()`` raises its error."""
+        _check_caller("subscribe_session")
+        spec = session_messages(session_key, agent_id=agent_id, include_approvals=include_approvals)
+        return self._subscribe(spec.events, maxsize, DEFAULT, accept=spec.accept, sticky=spec.sticky)
+
+    def subscribe_sessions(self, *, maxsize: int | None = None) -> Subscription:
+        """A :class:`Subscription` of ``sessions.changed`` events (the session list changed),
+        kept across reconnects (``sessions.subscribe`` is re-issued on every new socket;
+        the gateway has no unsubscribe for it: after the last close it is simply not
+        re-issued)."""
+        _check_caller("subscribe_sessions")
+        spec = sessions_list()
+        return self._subscribe(spec.events, maxsize, DEFAULT, sticky=spec.sticky)
+
+    def chat(self, session_key: str, message: str, *, timeout: float | None = None,
+             idempotency_key: str | None = None, **params: Any) -> Run:
+        """Start a chat turn (``chat.send``) in ``session_key`` and return its :class:`Run`
+        as soon as the gateway has started it.
+
+        ``timeout`` (seconds) is the run's time limit, sent as ``timeoutMs``; the
+        :class:`Run` never waits more than that plus ``GRACE_SECONDS``.
+        ``idempotency_key`` defaults to a fresh UUID (it becomes the run id; re-sending the
+        same key never starts a second run).  Other keyword arguments are passed to
+        ``chat.send`` as they are (gateway names: ``thinking``, ``attachments``...).
+        Raises like ``request()`` if the run could not be started."""
+        return Run.chat(self, session_key, message, timeout=timeout, idempotency_key=idempotency_key, **params)
+
+    def agent(self, message: str, *, session_key: str | None = None, agent_id: str | None = None,
+              timeout: float | None = None, idempotency_key: str | None = None, **params: Any) -> Run:
+        """Start an agent turn (``agent``) and return its :class:`Run` as soon as the gateway
+        has accepted it (the first of its two answers).
+
+        ``session_key`` defaults to the agent's own; ``timeout`` (seconds, rounded up) is
+        the run's time limit; other keyword arguments go to ``agent`` as they are
+        (``provider``, ``model``, ``thinking``...).  Raises like ``request()``."""
+        return Run.agent(self, message, session_key=session_key, agent_id=agent_id, timeout=timeout,
+                         idempotency_key=idempotency_key, **params)
+
+    def wait_for_pairing(self, *, timeout: float | None = 300.0, poll_interval: float = 3.0,
+                         on_waiting: Callable[[PairingRequired], None] | None = None) -> HelloOk:
+        """Connect, waiting for an operator to approve this device if pairing is required
+        (see :func:`gwclient._pairing.wait_for_pairing`): returns the hello-ok once approved,
+        raises the last :class:`PairingRequired` when ``timeout`` runs out; ``shutdown()``
+        from another thread ends the wait with :class:`ClientClosed`."""
+        return wait_for_pairing(self, timeout=timeout, poll_interval=poll_interval, on_waiting=on_waiting)
 
     @property
     def state(self) -> ConnectionState:
@@ -324,10 +412,10 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     def _status(self) -> tuple[ConnectionState, Snapshot | None]:
         if self._closed:
             return ConnectionState.CLOSED, None
-        bus = current_runtime().bus
-        if bus is None or self._bound is None:
+        registry = current_runtime().registry
+        if registry is None or self._bound is None:
             return ConnectionState.IDLE, None
-        return bus.status(self._slot)
+        return registry.status(self._slot)
 
     # -- shutting down ------------------------------------------------------------------
 
@@ -348,10 +436,12 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
                 return
             self._closed = True
             self._bound = None
+        table = _facades()
+        with table.lock:
+            if table.facades.get(self._key) is self:
+                del table.facades[self._key]
         rt = current_runtime()
         with rt.lock:
-            if rt.facades.get(self._key) is self:
-                del rt.facades[self._key]
             actor = rt.actor
         if actor is None or not actor.is_alive():
             return
@@ -360,12 +450,9 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         except ClientClosed:  # the registry is gone already (shutdown_all raced us)
             refs = []
         stop_channels(refs, deadline)
-        with rt.lock:
+        with table.lock, rt.lock:
             # The last user is gone: stop the registry too, so no gwclient thread survives.
-            last = rt.actor if not rt.facades and rt.actor is actor else None
-            if last is not None:
-                rt.actor = None
-                rt.bus = None
+            last = rt.forget() if not table.facades and rt.actor is actor else None
         if last is not None:
             retire(last, deadline)
 
@@ -375,13 +462,11 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         returns no gwclient thread is alive and no gateway socket is open."""
         _check_caller("shutdown_all")
         deadline = time.monotonic() + _budget(timeout)
-        rt = current_runtime()
-        with rt.lock:
-            facades = list(rt.facades.values())
-            rt.facades.clear()
-            actor = rt.actor
-            rt.actor = None
-            rt.bus = None
+        table = _facades()
+        with table.lock:
+            facades = list(table.facades.values())
+            table.facades.clear()
+        actor = current_runtime().forget()
         for conn in facades:
             with conn._lock:
                 conn._closed = True
@@ -418,14 +503,11 @@ def _budget(timeout: object) -> float:
 
 
 def _exit_handler() -> None:
-    rt = current_runtime()
-    if rt.facades or rt.actor is not None:
+    if _facades().facades or current_runtime().actor is not None:
         try:
             GatewayConnection.shutdown_all(timeout=2.0)
         except GatewayError:  # pragma: no cover - exiting anyway
             pass
 
-
-import atexit  # noqa: E402  (registered last, once everything above exists)
 
 atexit.register(_exit_handler)

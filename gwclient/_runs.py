@@ -1,5 +1,6 @@
-"""Agent and chat runs as blocking streams: :meth:`RunsMixin.chat`, :meth:`RunsMixin.agent`,
-:class:`Run` and its typed updates.
+"""Agent and chat runs as blocking streams: :class:`Run` (started with :meth:`Run.chat` and
+:meth:`Run.agent`, which the facade's ``chat()`` and ``agent()`` delegate to) and its typed
+updates.
 
 A run is built on the connection's two public primitives only: :meth:`request` (to start,
 abort and, after a reconnect, ask how a run ended) and :meth:`subscribe` (the ``agent``
@@ -36,13 +37,15 @@ streaming; if the gateway restarted, the run's reply is looked up with ``chat.hi
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from ._core.deadline import check_timeout
 from ._core.pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
 from ._core.runs import (
     AgentUpdate,
@@ -67,11 +70,16 @@ from ._errors import (
     RunFailed,
     RunInterrupted,
     RunTimedOut,
+    UsageError,
     check_caller,
 )
 
-if TYPE_CHECKING:
-    from ._engine.subscription import Subscription
+
+class _RunSubscription(Protocol):
+    """What a run needs of its subscription (a :class:`~gwclient.Subscription`)."""
+
+    def get(self, timeout: float | None = None) -> Any: ...
+    def close(self) -> None: ...
 
 
 class _RunOwner(Protocol):
@@ -79,6 +87,9 @@ class _RunOwner(Protocol):
 
     def request(self, method: str, params: Any = None, *, timeout: Any = ...,
                 expect_final: bool | None = None) -> Any: ...
+
+    def subscribe(self, events: Iterable[str] | str | None = None, *, maxsize: int | None = None,
+                  max_bytes: Any = ..., include_state: bool = True) -> Any: ...
 
 __all__ = [
     "GRACE_SECONDS",
@@ -107,8 +118,8 @@ _POLL = 0.5  # longest single wait on the subscription, so settle timers are che
 
 
 class Run:
-    """One agent or chat run, streamed.  Made by :meth:`RunsMixin.chat` and
-    :meth:`RunsMixin.agent`; thread-safe.
+    """One agent or chat run, streamed.  Made by :meth:`Run.chat` and :meth:`Run.agent`
+    (``conn.chat()``, ``conn.agent()``); thread-safe.
 
     * ``for text in run`` yields the reply's text deltas as they arrive, then raises the
       run's :class:`RunError` if it did not succeed;
@@ -120,7 +131,7 @@ class Run:
     Every consumer sees every update (each iterator keeps its own position).
     """
 
-    def __init__(self, conn: _RunOwner, sub: Subscription, *, kind: str, session_key: str,
+    def __init__(self, conn: _RunOwner, sub: _RunSubscription, *, kind: str, session_key: str,
                  run_id: str, limit: float | None) -> None:
         self._conn = conn
         self._sub = sub
@@ -146,8 +157,66 @@ class Run:
         self._recheck = False        # ask agent.wait on the next turn of the pump
         self._settle_at: float | None = None
         self._lost = False           # events may be missing (overflow, gap, reconnect)
-        # A run dropped without wait()/close() must not leave its subscription on the bus.
-        weakref.finalize(self, sub.close)
+        # A run dropped without wait()/close() drops its subscription with it; the
+        # subscription's own finalizer hands it back to the registry (no finalizer here
+        # may call into gwclient: it can run on any thread, under any lock).
+
+    # -- starting ----------------------------------------------------------------------
+
+    @classmethod
+    def chat(cls, conn: _RunOwner, session_key: str, message: str, *, timeout: float | None = None,
+             idempotency_key: str | None = None, **params: Any) -> Run:
+        """Start a chat turn (``chat.send``) in ``session_key`` on ``conn`` and return its
+        run as soon as the gateway has started it (see ``GatewayConnection.chat``)."""
+        check_caller("GatewayConnection.chat()")
+        if not isinstance(session_key, str) or not session_key:
+            raise UsageError("session_key must be a non-empty string")
+        timeout = check_timeout(timeout)
+        key = idempotency_key or str(uuid.uuid4())
+        body: dict[str, Any] = {"sessionKey": session_key, "message": message, "idempotencyKey": key, **params}
+        if timeout is not None:
+            body["timeoutMs"] = max(1, int(timeout * 1000))
+        return cls._start(conn, "chat", "chat.send", body, session_key=session_key, timeout=timeout)
+
+    @classmethod
+    def agent(cls, conn: _RunOwner, message: str, *, session_key: str | None = None, agent_id: str | None = None,
+              timeout: float | None = None, idempotency_key: str | None = None, **params: Any) -> Run:
+        """Start an agent turn (``agent``) on ``conn`` and return its run as soon as the
+        gateway has accepted it (see ``GatewayConnection.agent``)."""
+        check_caller("GatewayConnection.agent()")
+        timeout = check_timeout(timeout)
+        key = idempotency_key or str(uuid.uuid4())
+        body: dict[str, Any] = {"message": message, "idempotencyKey": key, **params}
+        if session_key is not None:
+            body["sessionKey"] = session_key
+        if agent_id is not None:
+            body["agentId"] = agent_id
+        if timeout is not None:
+            body["timeout"] = max(1, math.ceil(timeout))
+        return cls._start(conn, "agent", "agent", body, session_key=session_key or "", timeout=timeout)
+
+    @classmethod
+    def _start(cls, conn: _RunOwner, kind: str, method: str, body: dict[str, Any], *, session_key: str,
+               timeout: float | None) -> Run:
+        # Subscribe first: the run's first events can arrive before its start answer.
+        sub = conn.subscribe(["agent", "chat"], include_state=True)
+        try:
+            # ``agent`` answers twice: the run starts at the first ("accepted") answer.
+            answer = conn.request(method, body, expect_final=False)
+        except BaseException:
+            sub.close()
+            raise
+        answer = answer if isinstance(answer, dict) else {}
+        run_id = _str(answer.get("runId")) or body["idempotencyKey"]
+        session_key = _str(answer.get("sessionKey")) or session_key
+        run = cls(conn, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
+        run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
+        status = answer.get("status")
+        if kind == "agent" and status not in (None, "accepted"):
+            run._finish(run._agent_outcome(answer))
+        elif kind == "chat" and status == "ok":
+            run._recheck = True  # an earlier run with this key already finished
+        return run
 
     # -- public ------------------------------------------------------------------------
 

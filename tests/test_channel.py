@@ -189,6 +189,10 @@ class _Faults:
         self.send = threading.Event()
         self.ping = threading.Event()
 
+    def transport(self, options: TransportOptions, guard: OpenGuard) -> Transport:
+        """The transport seam handed to ``GatewayConnection.shared(transport=...)``."""
+        return _FaultyTransport(open_transport(options, guard), self)
+
 
 class _FaultyTransport:
     def __init__(self, inner: Transport, faults: _Faults) -> None:
@@ -237,17 +241,10 @@ class _FaultyTransport:
 @pytest.fixture
 def faults() -> Iterator[_Faults]:
     state = _Faults()
-
-    def factory(options: TransportOptions, guard: OpenGuard) -> Transport:
-        return _FaultyTransport(open_transport(options, guard), state)
-
-    rt = current_runtime()
-    rt.transport_factory = factory
     try:
         yield state
     finally:
         GatewayConnection.shutdown_all()
-        rt.transport_factory = None
 
 
 def _recovers(gw: DevGateway, conn: GatewayConnection, inject: Callable[[], None],
@@ -262,7 +259,7 @@ def _recovers(gw: DevGateway, conn: GatewayConnection, inject: Callable[[], None
 
 
 def test_a_reader_fault_reconnects(gw: DevGateway, faults: _Faults, caplog: pytest.LogCaptureFixture) -> None:
-    conn = GatewayConnection.shared(config(gw.url))
+    conn = GatewayConnection.shared(config(gw.url), transport=faults.transport)
 
     def inject() -> None:
         faults.recv.set()
@@ -273,7 +270,7 @@ def test_a_reader_fault_reconnects(gw: DevGateway, faults: _Faults, caplog: pyte
 
 def test_a_send_fault_fails_its_caller_only_and_reconnects(gw: DevGateway, faults: _Faults,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    conn = GatewayConnection.shared(config(gw.url))
+    conn = GatewayConnection.shared(config(gw.url), transport=faults.transport)
 
     def inject() -> None:
         faults.send.set()
@@ -284,7 +281,7 @@ def test_a_send_fault_fails_its_caller_only_and_reconnects(gw: DevGateway, fault
 
 
 def test_a_timer_fault_reconnects(gw: DevGateway, faults: _Faults, caplog: pytest.LogCaptureFixture) -> None:
-    conn = GatewayConnection.shared(config(gw.url, ping_interval=0.05))
+    conn = GatewayConnection.shared(config(gw.url, ping_interval=0.05), transport=faults.transport)
     _recovers(gw, conn, faults.ping.set, caplog)
 
 
@@ -296,7 +293,7 @@ def test_a_failing_subscriber_does_not_stop_the_bus(gw: DevGateway) -> None:
     def explode(push: Any, size: int = 0, notify: bool = True) -> bool:
         raise RuntimeError("subscriber bug")
 
-    bad._offer = explode  # type: ignore[method-assign]
+    bad.inlet.queue.offer = explode  # type: ignore[method-assign,assignment]
     conn.request("health")
     gw.broadcast("presence", {"n": 1})
     gw.broadcast("presence", {"n": 2})
@@ -441,13 +438,13 @@ def test_a_closed_subscription_is_no_longer_registered(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(config(gw.url))
     sub = conn.subscribe()
     kept = conn.subscribe()
-    bus = current_runtime().bus
-    assert bus is not None
-    registered = [s for subs in bus._subs.values() for s in subs]
-    assert sub in registered and kept in registered
+    registry = current_runtime().registry
+    assert registry is not None
+    registered = registry.inlets()
+    assert sub.inlet in registered and kept.inlet in registered
     sub.close()
-    registered = [s for subs in bus._subs.values() for s in subs]
-    assert sub not in registered and kept in registered
+    registered = registry.inlets()
+    assert sub.inlet not in registered and kept.inlet in registered
     assert conn.request("echo", 10**400 > 0) is True
     assert conn.request("echo", 1, timeout=10**400) == 1  # an int beyond float range: forever
     with pytest.raises(UsageError):

@@ -29,6 +29,7 @@ from gwclient import (
     RunTimedOut,
     UsageError,
 )
+from gwclient._engine.runtime import current_runtime
 from gwclient.runs import LifecycleUpdate, StatusUpdate, TextDelta, UsageUpdate
 from gwclient.testing import DevGateway
 from gwclient.testing._devgw_runs import RunScript
@@ -352,10 +353,13 @@ def test_blocking_run_calls_from_a_gwclient_thread_raise_usage_error(conn: Gatew
 def test_a_dropped_run_releases_its_subscription(conn: GatewayConnection, gw: DevGateway) -> None:
     import gc
 
+    registry = current_runtime().registry
+    assert registry is not None
     run = conn.chat("agent:main:drop", "HANG")
-    sub = run._sub
-    assert not sub.closed
+    inlet = run._sub.inlet  # type: ignore[attr-defined]
+    assert inlet in registry.inlets()
     del run
     gc.collect()
-    assert sub.closed
+    conn.subscribe(["tick"]).close()  # the registry's next pass releases what was collected
+    assert inlet not in registry.inlets() and inlet.queue.ended
     gw.runs.release()

@@ -24,7 +24,7 @@ from gwclient import (
     Snapshot,
     StateChange,
 )
-from gwclient._core.connection import Session
+from gwclient._core.connection import ConnectionCore
 from gwclient._core.effects import (
     AttemptEnded,
     CloseSocket,
@@ -84,10 +84,10 @@ def res(request_id: str, payload: Any = None, *, ok: bool = True, error: dict[st
     return json.dumps(frame)
 
 
-def connected(session: Session | None = None, **policy: Any) -> tuple[Session, list[Effect]]:
+def connected(session: ConnectionCore | None = None, **policy: Any) -> tuple[ConnectionCore, list[Effect]]:
     """A session driven through begin -> opened -> challenge -> hello-ok."""
-    s = session or Session(SessionLimits(connect_timeout=2.0, label="gw"))
-    s.begin(1)
+    s = session or ConnectionCore(SessionLimits(connect_timeout=2.0, label="gw", retry=RetryPolicy(jitter=0)))
+    s.retry()
     s.opened(build, 0.0)
     out = s.received(challenge(), 0.0)
     connect = sent(out)[0]
@@ -97,8 +97,8 @@ def connected(session: Session | None = None, **policy: Any) -> tuple[Session, l
     return s, effects
 
 
-def refuse(s: Session, error: dict[str, Any]) -> list[Effect]:
-    s.begin(1)
+def refuse(s: ConnectionCore, error: dict[str, Any]) -> list[Effect]:
+    s.retry()
     s.opened(build, 0.0)
     connect = sent(s.received(challenge(), 0.0))[0]
     return s.received(res(connect["id"], ok=False, error=error), 0.0)
@@ -127,8 +127,8 @@ def test_absurd_policy_values_are_clamped() -> None:
 
 def test_handshake_timer_fails_the_attempt_in_each_phase() -> None:
     for steps in (0, 1, 2):
-        s = Session(SessionLimits(connect_timeout=0.5))
-        s.begin(1)
+        s = ConnectionCore(SessionLimits(connect_timeout=0.5))
+        s.retry()
         if steps >= 1:
             s.opened(build, 0.0)
         if steps >= 2:
@@ -141,10 +141,10 @@ def test_handshake_timer_fails_the_attempt_in_each_phase() -> None:
 
 
 def test_waiting_requests_are_sent_after_the_snapshot() -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     fut: Future[Any] = Future()
-    effects, need = s.submit("r1", "health", b'{"type":"req","id":"r1","method":"health"}', fut)
-    assert effects == [] and need  # idle: the shell asks the actor to connect
+    effects = s.submit("r1", "health", b'{"type":"req","id":"r1","method":"health"}', fut)
+    assert [type(e).__name__ for e in effects][-1] == "OpenSocket"  # idle: the core starts an attempt
     _, effects = connected(s)
     order = [type(e).__name__ for e in effects]
     assert order.index("Send") > order.index("Publish")
@@ -153,7 +153,7 @@ def test_waiting_requests_are_sent_after_the_snapshot() -> None:
 
 
 def test_sticky_requests_go_out_before_the_snapshot_on_every_connect() -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     assert s.add_sticky("k", "sessions.messages.subscribe", {"key": "a"}) == []  # not connected yet
     for _ in range(2):
         _, effects = connected(s)
@@ -165,8 +165,8 @@ def test_sticky_requests_go_out_before_the_snapshot_on_every_connect() -> None:
 
 
 def test_events_before_hello_are_bounded() -> None:
-    s = Session(SessionLimits(max_early_events=3))
-    s.begin(1)
+    s = ConnectionCore(SessionLimits(max_early_events=3))
+    s.retry()
     s.opened(build, 0.0)
     connect = sent(s.received(challenge(), 0.0))[0]
     for i in range(10):
@@ -198,7 +198,7 @@ def test_seq_tracking_restarts_on_every_new_socket() -> None:
 
 
 def test_every_reconnect_yields_a_fresh_snapshot() -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     numbers = []
     for _ in range(3):
         _, effects = connected(s)
@@ -214,7 +214,7 @@ def test_disconnect_fails_every_pending_request_at_once() -> None:
     s, _ = connected()
     futs = [Future[Any]() for _ in range(5)]
     for i, fut in enumerate(futs):
-        effects, _ = s.submit(f"r{i}", "health", b"{}", fut)
+        effects = s.submit(f"r{i}", "health", b"{}", fut)
         assert isinstance(effects[0], Send)
     effects = s.closed(1006, "gone")
     failed = settles(effects)
@@ -233,7 +233,7 @@ def test_liveness_timer_replaces_a_silent_socket_and_rearms_otherwise() -> None:
 
 
 def test_liveness_timeout_shorter_than_ticks_adds_pings() -> None:
-    s, effects = connected(Session(SessionLimits(liveness_timeout=3.0)))
+    s, effects = connected(ConnectionCore(SessionLimits(liveness_timeout=3.0)))
     assert Timer("ping", 1.0) in effects and Timer("liveness", 3.0) in effects
     assert s.timer("ping", 1.0) == [Ping(), Timer("ping", 1.0)]
     _s2, effects2 = connected()
@@ -250,7 +250,7 @@ def test_liveness_timeout_shorter_than_ticks_adds_pings() -> None:
     ({"code": "INVALID_REQUEST", "message": "old", "details": {"code": "PROTOCOL_MISMATCH"}}, ProtocolMismatch),
 ])
 def test_non_recoverable_refusals_pause_and_refuse_callers(error: dict[str, Any], kind: type) -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     waiting: Future[Any] = Future()
     s.submit("w", "health", b"{}", waiting)
     effects = refuse(s, error)
@@ -259,13 +259,13 @@ def test_non_recoverable_refusals_pause_and_refuse_callers(error: dict[str, Any]
     assert s.state == ConnectionState.PAUSED
     assert [type(st.outcome) for st in settles(effects)] == [kind]
     later: Future[Any] = Future()
-    out, need = s.submit("x", "health", b"{}", later)
-    assert isinstance(out[0].outcome, kind) and not need  # type: ignore[union-attr]
+    out = s.submit("x", "health", b"{}", later)
+    assert len(out) == 1 and isinstance(out[0].outcome, kind)  # type: ignore[union-attr]
     assert any(isinstance(p, StateChange) and p.state == ConnectionState.PAUSED for p in pushes(effects))
 
 
 def test_unavailable_is_retried_with_the_servers_hint() -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     effects = refuse(s, {"code": "UNAVAILABLE", "message": "gateway starting", "retryAfterMs": 400})
     ended = next(e for e in effects if isinstance(e, AttemptEnded))
     assert not ended.paused and ended.retry_after_ms == 400 and s.paused is None
@@ -273,7 +273,7 @@ def test_unavailable_is_retried_with_the_servers_hint() -> None:
 
 
 def test_retryable_refusal_does_not_pause_but_pause_reconnect_false_is_honoured() -> None:
-    s = Session(SessionLimits())
+    s = ConnectionCore(SessionLimits())
     ended = next(e for e in refuse(s, {"code": "INVALID_REQUEST", "message": "busy", "retryable": True})
              if isinstance(e, AttemptEnded))
     assert not ended.paused
@@ -284,8 +284,8 @@ def test_retryable_refusal_does_not_pause_but_pause_reconnect_false_is_honoured(
 
 
 def test_close_1002_in_handshake_is_a_protocol_mismatch() -> None:
-    s = Session(SessionLimits())
-    s.begin(1)
+    s = ConnectionCore(SessionLimits())
+    s.retry()
     s.opened(build, 0.0)
     ended = next(e for e in s.closed(1002, "protocol mismatch") if isinstance(e, AttemptEnded))
     assert isinstance(ended.error, ProtocolMismatch) and ended.paused
@@ -313,7 +313,7 @@ def test_errors_unknown_ids_and_oversized_requests() -> None:
     assert isinstance(out[0].outcome, GatewayUnavailable)
     assert s.received(res("nobody", 1), 1.0) == []
     assert s.received("not json", 1.0) == [] and s.received("[" * 100_000, 1.0) == []
-    big, _ = s.submit("big", "x", b"x" * 4096, Future())
+    big = s.submit("big", "x", b"x" * 4096, Future())
     assert isinstance(big[0], Settle) and isinstance(big[0].outcome, RequestError)
     assert big[0].outcome.code == "PAYLOAD_TOO_LARGE"
 
@@ -325,7 +325,7 @@ def test_shutdown_fails_everyone_and_refuses_later() -> None:
     effects = s.shutdown(ClientClosed("bye"))
     assert isinstance(settles(effects)[0].outcome, ClientClosed)
     assert s.state == ConnectionState.CLOSED and s.shutdown(ClientClosed("again")) == []
-    out, _ = s.submit("q", "x", b"{}", Future())
+    out = s.submit("q", "x", b"{}", Future())
     assert isinstance(out[0].outcome, ClientClosed)  # type: ignore[union-attr]
 
 

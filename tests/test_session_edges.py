@@ -29,7 +29,7 @@ from gwclient import (
     UsageError,
 )
 from gwclient._core import encode as _encode
-from gwclient._core.connection import Session, describe
+from gwclient._core.connection import ConnectionCore, describe
 from gwclient._core.deadline import MAX_TIMEOUT, check_timeout
 from gwclient._core.effects import (
     MAX_PAYLOAD_RANGE,
@@ -40,11 +40,13 @@ from gwclient._core.effects import (
     Connected,
     Effect,
     Lost,
+    OpenSocket,
     Ping,
     Publish,
     Send,
     SessionLimits,
     Settle,
+    StickyAnswer,
     Timer,
     clamp_hello,
 )
@@ -239,7 +241,7 @@ def test_clamp_keeps_everything_but_the_policy() -> None:
 # ------------------------------------------------------------------------ _session
 
 
-LIMITS = SessionLimits(connect_timeout=2.0, label="gw")
+LIMITS = SessionLimits(connect_timeout=2.0, label="gw", retry=RetryPolicy(jitter=0))
 
 
 def ended_of(effects: list[Effect]) -> AttemptEnded:
@@ -248,21 +250,21 @@ def ended_of(effects: list[Effect]) -> AttemptEnded:
     return found[0]
 
 
-def in_challenge(limits: SessionLimits = LIMITS, now: float = 0.0) -> Session:
-    s = Session(limits)
-    s.begin(1)
+def in_challenge(limits: SessionLimits = LIMITS, now: float = 0.0) -> ConnectionCore:
+    s = ConnectionCore(limits)
+    s.retry()
     s.opened(build, now)
     return s
 
 
-def in_hello(limits: SessionLimits = LIMITS) -> tuple[Session, str]:
+def in_hello(limits: SessionLimits = LIMITS) -> tuple[ConnectionCore, str]:
     s = in_challenge(limits)
     connect = sent(s.received(challenge(), 0.0))[0]
     return s, connect["id"]
 
 
 def test_set_state_publishes_changes_and_repeated_errors_only() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     assert s.set_state(ConnectionState.IDLE) == [] and s.set_state(ConnectionState.IDLE, "same") == []
     error = ConfigError("bad")
     out = s.set_state(ConnectionState.IDLE, "again", error)
@@ -273,53 +275,55 @@ def test_set_state_publishes_changes_and_repeated_errors_only() -> None:
 
 
 def test_liveness_and_ping_interval_follow_limits_and_ticks() -> None:
-    assert Session(SessionLimits()).liveness == 60.0  # no hello yet: the 30 s default tick
-    assert Session(SessionLimits(liveness_timeout=4.0)).liveness == 4.0
-    assert Session(SessionLimits()).ping_interval is None
-    assert Session(SessionLimits(ping_interval=7.0)).ping_interval == 7.0
-    assert Session(SessionLimits(liveness_timeout=3.0)).ping_interval == 1.0
-    assert Session(SessionLimits(liveness_timeout=60.0)).ping_interval is None  # exactly two ticks
-    s, effects = connected(Session(SessionLimits(liveness_timeout=1.5)), tickIntervalMs=1000)
+    assert ConnectionCore(SessionLimits()).liveness == 60.0  # no hello yet: the 30 s default tick
+    assert ConnectionCore(SessionLimits(liveness_timeout=4.0)).liveness == 4.0
+    assert ConnectionCore(SessionLimits()).ping_interval is None
+    assert ConnectionCore(SessionLimits(ping_interval=7.0)).ping_interval == 7.0
+    assert ConnectionCore(SessionLimits(liveness_timeout=3.0)).ping_interval == 1.0
+    assert ConnectionCore(SessionLimits(liveness_timeout=60.0)).ping_interval is None  # exactly two ticks
+    s, effects = connected(ConnectionCore(SessionLimits(liveness_timeout=1.5)), tickIntervalMs=1000)
     assert s.liveness == 1.5 and s.ping_interval == 0.5 and Timer("ping", 0.5) in effects
-    s, _ = connected(Session(SessionLimits(liveness_timeout=2.0)), tickIntervalMs=1000)
+    s, _ = connected(ConnectionCore(SessionLimits(liveness_timeout=2.0)), tickIntervalMs=1000)
     assert s.ping_interval is None
     s, effects = connected(tickIntervalMs=1000)
     assert s.liveness == 2.0 and Timer("liveness", 2.0) in effects
-    s, effects = connected(Session(SessionLimits(ping_interval=7.0)))
+    s, effects = connected(ConnectionCore(SessionLimits(ping_interval=7.0)))
     assert effects[-1] == Timer("ping", 7.0) and s.timer("ping", 1.0) == [Ping(), Timer("ping", 7.0)]
 
 
 def test_refusal_names_shutdown_retirement_and_a_copy_of_the_pause() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     assert s.refusal() is None
     s.shutdown(ChannelRetired("config changed"))
     r = s.refusal()
     assert type(r) is ChannelRetired and str(r) == "this channel was retired by a config change"
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     s.shutdown(ClientClosed("bye"))
     r = s.refusal()
     assert type(r) is ClientClosed and str(r) == "the gateway connection was shut down"
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     s.open_failed(ConfigError("bad url"))
     r = s.refusal()
     assert type(r) is ConfigError and str(r) == "bad url" and r is not s.paused
-    assert s.await_connected(Future())[0][0].outcome.__class__ is ConfigError  # type: ignore[union-attr]
+    assert s.await_connected(Future())[0].outcome.__class__ is ConfigError  # type: ignore[union-attr]
 
 
-def test_begin_announces_the_attempt_and_clears_a_pause() -> None:
-    s = Session(LIMITS)
-    s.begin(1)
+def test_retry_announces_the_attempt_and_clears_a_pause() -> None:
+    s = ConnectionCore(LIMITS)
+    s.retry()
     s.open_failed(ConfigError("bad"))
-    assert s.paused is not None
-    out = s.begin(3)
-    assert out == [Publish(StateChange(ConnectionState.CONNECTING, "attempt 3")), Timer("handshake", 2.0)]
+    assert s.paused is not None and s.state == ConnectionState.PAUSED
+    out = s.retry()
+    assert out == [Timer("reconnect", None), Publish(StateChange(ConnectionState.CONNECTING, "attempt 1")),
+                   Timer("handshake", 2.0), OpenSocket(1, 2)]
     assert s.paused is None and s.phase == "opening" and s.refusal() is None
+    assert s.retry() == []  # an attempt is in progress: nothing to do
 
 
 def test_opened_arms_the_handshake_timer_and_stamps_the_time() -> None:
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     assert s.opened(build, 5.0) == [Timer("handshake", 2.0)] and s.last_rx == 5.0 and s.phase == "challenge"
     connect = sent(s.received(challenge(), 6.0))[0]
     assert s.last_rx == 6.0
@@ -336,12 +340,12 @@ def test_open_failed_only_counts_while_opening() -> None:
 
 def test_nothing_listening_fails_waiting_callers_until_the_first_connect() -> None:
     limits = SessionLimits(label="gw", unreachable_hint=" (is the tunnel up?)")
-    s = Session(limits)
+    s = ConnectionCore(limits)
     a: Future[Any] = Future()
     b: Future[Any] = Future()
     s.submit("a", "health", b"{}", a)
     s.await_connected(b)
-    s.begin(1)
+    s.retry()
     out = s.open_failed(ConnectionRefusedError())
     assert out[0] == Timer("handshake", None) and s.phase == "idle"
     failed = settles(out)
@@ -351,10 +355,12 @@ def test_nothing_listening_fails_waiting_callers_until_the_first_connect() -> No
     assert all(type(f.outcome) is Disconnected for f in failed) and failed[0].outcome is not failed[1].outcome
     ended = ended_of(out)
     assert (ended.paused, ended.transport, ended.retry_after_ms, ended.close_code) == (False, True, None, None)
-    assert s.waiting == {} and s.connect_waiters == [] and s.state == ConnectionState.CONNECTING
+    assert s.waiting == {} and s.connect_waiters == [] and s.state == ConnectionState.RECONNECTING
+    assert any(isinstance(e, Timer) and e.name == "reconnect" and e.delay for e in out)  # the core scheduled it
+    assert s.attempts == 1
     out = s.open_failed(OSError("no route"))  # phase is idle now: ignored
     assert out == []
-    s.begin(2)
+    s.retry()
     s.submit("c", "x", b"{}", Future())
     (settle,) = settles(s.open_failed(OSError("no route")))
     assert str(settle.outcome) == "cannot connect to the gateway at gw: no route (is the tunnel up?)"
@@ -362,18 +368,18 @@ def test_nothing_listening_fails_waiting_callers_until_the_first_connect() -> No
     s.closed(1006, "")
     later: Future[Any] = Future()
     s.submit("l", "health", b"{}", later)
-    s.begin(3)
+    s.retry()
     out = s.open_failed(ConnectionRefusedError("refused"))
     assert settles(out) == [] and "l" in s.waiting  # connected once: callers wait for the retry
     assert not ended_of(out).paused
 
 
 def test_a_config_error_or_pausing_connect_error_pauses_and_fails_callers_with_copies() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     waiters = [Future[Any](), Future[Any]()]
     for i, w in enumerate(waiters):
         s.submit(f"w{i}", "health", b"{}", w)
-    s.begin(1)
+    s.retry()
     error = ConfigError("bad token file")
     out = s.open_failed(error)
     ended = ended_of(out)
@@ -382,8 +388,8 @@ def test_a_config_error_or_pausing_connect_error_pauses_and_fails_callers_with_c
     assert all(f.outcome is not error and str(f.outcome) == "bad token file" for f in settles(out))
     changes = [p for p in pushes(out) if isinstance(p, StateChange)]
     assert changes == [StateChange(ConnectionState.PAUSED, "bad token file")] and changes[0].error is error
-    s2 = Session(LIMITS)
-    s2.begin(1)
+    s2 = ConnectionCore(LIMITS)
+    s2.retry()
     ended = ended_of(s2.open_failed(ConnectError("later", retry_after_ms=900, pauses_reconnect=False)))
     assert not ended.paused and ended.retry_after_ms == 900 and s2.paused is None
 
@@ -408,7 +414,7 @@ def test_a_new_socket_forgets_the_last_ones_early_events_and_drop_count(caplog: 
     s.received(event("presence", 1), 0.0)
     s.received(event("presence", 2), 0.0)
     s.closed(1006, "")
-    s.begin(2)
+    s.retry()
     s.opened(build, 0.0)
     connect = sent(s.received(challenge(), 0.0))[0]
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
@@ -418,9 +424,9 @@ def test_a_new_socket_forgets_the_last_ones_early_events_and_drop_count(caplog: 
 
 
 def test_events_outside_a_socket_are_ignored() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     assert s.received(event("tick", 1), 0.0) == []
-    s.begin(1)
+    s.retry()
     assert s.received(event("tick", 1), 0.0) == []
     assert s._early == []
     s, _ = connected()
@@ -441,8 +447,8 @@ def test_a_signing_config_error_during_the_challenge_pauses() -> None:
     def refuse_to_sign(challenge: ConnectChallenge, request_id: str) -> bytes:
         raise ConfigError("device key unreadable")
 
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     s.opened(refuse_to_sign, 0.0)
     out = s.received(challenge(), 0.0)
     assert out[0] == CloseSocket(1002, "bad challenge")
@@ -456,8 +462,8 @@ def test_the_challenge_sends_the_built_connect_and_rearms_the_timer() -> None:
         seen.append((ch, request_id))
         return b"CONNECT " + request_id.encode()
 
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     s.opened(record, 0.0)
     out = s.received(challenge(), 0.0)
     (ch, rid), = seen
@@ -466,7 +472,7 @@ def test_the_challenge_sends_the_built_connect_and_rearms_the_timer() -> None:
 
 
 def test_a_refused_connect_closes_normally_and_is_not_a_transport_failure() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     out = refuse(s, {"code": "UNAVAILABLE", "message": "starting", "retryAfterMs": 5})
     assert out[0] == CloseSocket(1000, "") and not ended_of(out).transport
 
@@ -513,13 +519,13 @@ def test_missing_scopes_are_named_unless_admin(caplog: pytest.LogCaptureFixture)
 
 
 def test_hello_effects_come_in_order() -> None:
-    s = Session(SessionLimits(liveness_timeout=3.0))
+    s = ConnectionCore(SessionLimits(liveness_timeout=3.0))
     waiting: Future[Any] = Future()
     s.submit("w", "health", b'{"w":1}', waiting)
     conn: Future[Any] = Future()
     s.await_connected(conn)
     s.add_sticky("k", "sessions.subscribe", {"key": "a"})
-    s.begin(1)
+    s.retry()
     s.opened(build, 0.0)
     rid = sent(s.received(challenge(), 0.0))[0]["id"]
     s.received(event("presence", 1), 0.0)
@@ -537,7 +543,7 @@ def test_hello_effects_come_in_order() -> None:
 
 
 def test_a_waiting_expect_final_request_keeps_its_flag() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     fut: Future[Any] = Future()
     s.submit("a", "agent", b"{}", fut, expect_final=True)
     connected(s)
@@ -577,23 +583,24 @@ def test_restart_hint_only_from_shutdown_and_only_for_that_socket() -> None:
     assert s.closed(None, "eof")[-1] == Lost("eof", None)
 
 
-def test_submit_asks_for_a_connection_only_when_idle() -> None:
-    s = Session(LIMITS)
-    assert s.submit("a", "x", b"{}", Future()) == ([], True)
-    s.begin(1)
-    assert s.submit("b", "x", b"{}", Future()) == ([], False)
+def test_submit_starts_an_attempt_only_when_idle() -> None:
+    s = ConnectionCore(LIMITS)
+    assert s.submit("a", "x", b"{}", Future())[-1] == OpenSocket(1, 1)
+    assert s.retry() == []  # opening already
+    assert s.submit("b", "x", b"{}", Future()) == []
     s, _ = connected()
-    s.closed(1006, "")  # lost: the actor already reconnects (state stays until it says so)
-    assert s.phase == "idle" and s.submit("c", "x", b"{}", Future()) == ([], False)
+    s.closed(1006, "")  # lost: the core has scheduled the reconnect; a request waits for it
+    assert s.phase == "idle" and s.state == ConnectionState.RECONNECTING
+    assert s.submit("c", "x", b"{}", Future()) == []
     assert set(s.waiting) == {"c"}
 
 
 def test_payload_limit_is_inclusive() -> None:
     s, _ = connected(maxPayload=2048)
-    assert s.submit("ok", "x", b"x" * 2048, Future()) == ([Send(b"x" * 2048)], False)
+    assert s.submit("ok", "x", b"x" * 2048, Future()) == [Send(b"x" * 2048)]
     fut: Future[Any] = Future()
-    (settle,), need = s.submit("big", "chat.send", b"x" * 2049, fut)
-    assert not need and isinstance(settle, Settle) and settle.waiter is fut
+    (settle,) = s.submit("big", "chat.send", b"x" * 2049, fut)
+    assert isinstance(settle, Settle) and settle.waiter is fut
     assert str(settle.outcome) == "chat.send request is larger than the gateway's maxPayload (2048 bytes)"
     assert settle.outcome.method == "chat.send" and "big" not in s.pending
 
@@ -616,18 +623,20 @@ def test_sticky_answers_settle_nobody_and_failures_are_logged(caplog: pytest.Log
     s, _ = connected()
     rid = sent(s.add_sticky("k", "sessions.subscribe", {}))[0]["id"]
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
-        assert s.received(res(rid, ok=False, error={"code": "INVALID_REQUEST", "message": "no"}), 1.0) == []
+        (answer,) = s.received(res(rid, ok=False, error={"code": "INVALID_REQUEST", "message": "no"}), 1.0)
+    assert isinstance(answer, StickyAnswer) and answer.key == "k" and str(answer.outcome) == "no"
+    assert "k" not in s.sticky and not s.remove_sticky("k")  # dropped: its subscribers are told, once
     assert len(caplog.messages) == 1
-    assert caplog.messages[0].startswith("re-subscribing with sessions.subscribe failed: ")
+    assert caplog.messages[0].startswith("subscribing with sessions.subscribe failed: ")
     rid = sent(s.add_sticky("j", "sessions.subscribe", {}))[0]["id"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
-        assert s.received(res(rid, {"ok": True}), 1.0) == []
+        assert s.received(res(rid, {"ok": True}), 1.0) == [StickyAnswer("j", {"ok": True})]
     assert caplog.messages == []
 
 
 def test_fire_sends_only_when_connected() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     assert s.fire("sessions.unsubscribe", {"key": "a"}) == []
     s, _ = connected()
     (frame,) = sent(s.fire("sessions.unsubscribe", {"key": "a"}))
@@ -636,26 +645,27 @@ def test_fire_sends_only_when_connected() -> None:
 
 
 def test_await_connected() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     fut: Future[Any] = Future()
-    assert s.await_connected(fut) == ([], True) and s.connect_waiters == [fut]
-    s.begin(1)
-    assert s.await_connected(Future()) == ([], False)
+    assert s.await_connected(fut)[-1] == OpenSocket(1, 1) and s.connect_waiters == [fut]
+    assert s.await_connected(Future()) == []
     s, _ = connected()
     now: Future[Any] = Future()
-    assert s.await_connected(now) == ([Settle(now, s.hello)], False)
+    assert s.await_connected(now) == [Settle(now, s.hello)]
 
 
 def test_cancel_forgets_pending_and_waiting_requests() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     s.submit("w", "x", b"W", Future())
     s.cancel("w")
     _, effects = connected(s)
     assert Send(b"W") not in effects
     s.submit("p", "x", b"P", Future())
     s.cancel("p")
-    assert s.received(res("p", 1), 1.0) == [] and s.closed(1006, "") == [Timer("liveness", None),
-                                                                        Timer("ping", None), Lost("1006", None)]
+    assert s.received(res("p", 1), 1.0) == [] and s.closed(1006, "") == [
+        Timer("liveness", None), Timer("ping", None),
+        Publish(StateChange(ConnectionState.RECONNECTING, "retry in 0.50 s: connection closed (1006)")),
+        Timer("reconnect", 0.5), Lost("1006", None)]
     s.cancel("unknown")
 
 
@@ -671,14 +681,14 @@ def test_a_close_during_the_handshake() -> None:
     ended = ended_of(s.closed(1008, "denied"))
     assert isinstance(ended.error, ConnectError) and not ended.transport and ended.close_code == 1008
     assert ended.paused
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     ended = ended_of(s.closed(1011, "oops"))
     assert not ended.paused and ended.close_code == 1011 and not ended.transport
 
 
 def test_a_close_when_idle_is_ignored() -> None:
-    assert Session(LIMITS).closed(1006, "x") == []
+    assert ConnectionCore(LIMITS).closed(1006, "x") == []
     s, _ = connected()
     s.closed(1006, "")
     assert s.closed(1006, "") == []
@@ -701,8 +711,8 @@ def test_a_lost_connection_names_code_and_reason() -> None:
 
 
 def test_handshake_timeouts_name_the_missing_step() -> None:
-    s = Session(SessionLimits(connect_timeout=1.5, label="gw"))
-    s.begin(1)
+    s = ConnectionCore(SessionLimits(connect_timeout=1.5, label="gw"))
+    s.retry()
     out = s.timer("handshake", 9.0)
     assert out[0] == CloseSocket(4000, "connect timeout")
     error = ended_of(out).error
@@ -716,7 +726,7 @@ def test_handshake_timeouts_name_the_missing_step() -> None:
 
 
 def test_timers_outside_their_phase_do_nothing() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     assert s.timer("handshake", 1.0) == [] and s.timer("liveness", 1.0) == [] and s.timer("ping", 1.0) == []
     s, _ = connected()
     assert s.timer("handshake", 1.0) == [] and s.timer("ping", 1.0) == [] and s.timer("other", 1.0) == []
@@ -736,7 +746,7 @@ def test_liveness_expires_at_exactly_the_limit() -> None:
 
 
 def test_shutdown_effects_in_order() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     w: Future[Any] = Future()
     s.submit("w", "x", b"{}", w)
     s, _ = connected(s)
@@ -752,8 +762,8 @@ def test_shutdown_effects_in_order() -> None:
     s2.add_sticky("k", "sessions.subscribe", {})
     error = ClientClosed("bye")
     out = s2.shutdown(error)
-    assert out[:4] == [Timer("handshake", None), Timer("liveness", None), Timer("ping", None),
-                       CloseSocket(1000, "client shutdown")]
+    assert out[:5] == [Timer("handshake", None), Timer("liveness", None), Timer("ping", None),
+                       Timer("reconnect", None), CloseSocket(1000, "client shutdown")]
     assert [st.waiter for st in settles(out)] == [p] and settles(out)[0].outcome is not error
     assert out[-1] == Publish(StateChange(ConnectionState.CLOSED, "bye")) and len(s2.pending) == 0
     out = s.shutdown(error)
@@ -774,13 +784,13 @@ def test_a_request_frame_from_the_gateway_is_ignored() -> None:
 
 
 def test_set_state_detail_defaults_to_empty() -> None:
-    assert Session(LIMITS).set_state(ConnectionState.CONNECTING) == [
+    assert ConnectionCore(LIMITS).set_state(ConnectionState.CONNECTING) == [
         Publish(StateChange(ConnectionState.CONNECTING, ""))]
 
 
 def test_a_pause_is_logged_and_still_cancels_the_handshake_timer(caplog: pytest.LogCaptureFixture) -> None:
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
         out = s.open_failed(ConfigError("bad token file"))
     assert out[0] == Timer("handshake", None)
@@ -804,7 +814,8 @@ def test_gaps_and_silence_are_logged(caplog: pytest.LogCaptureFixture) -> None:
         s.received(event("tick", 5), 1.0)
         s.timer("liveness", 100.0)
     assert caplog.messages == ["event gap on gw: expected seq 2, got 5",
-                               "nothing from gw for 99.0 s; replacing the socket"]
+                               "nothing from gw for 99.0 s; replacing the socket",
+                               "gateway connection to gw lost (nothing received for 99.0 s); reconnecting in 0.50 s"]
 
 
 def test_a_failed_sticky_request_logs_the_error(caplog: pytest.LogCaptureFixture) -> None:
@@ -812,11 +823,17 @@ def test_a_failed_sticky_request_logs_the_error(caplog: pytest.LogCaptureFixture
     rid = sent(s.add_sticky("k", "sessions.subscribe", {}))[0]["id"]
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
         s.received(res(rid, ok=False, error={"code": "INVALID_REQUEST", "message": "no such session"}), 1.0)
-    assert caplog.messages == ["re-subscribing with sessions.subscribe failed: no such session"]
+        s.add_sticky("k", "sessions.subscribe", {})  # subscribed again, then the socket is replaced
+        s.closed(1006, "")
+        s, out = connected(s)
+        again = next(f for f in sent(out) if f["method"] == "sessions.subscribe")["id"]
+        s.received(res(again, ok=False, error={"code": "INVALID_REQUEST", "message": "gone"}), 2.0)
+    assert caplog.messages == ["subscribing with sessions.subscribe failed: no such session",
+                               "re-subscribing after a reconnect with sessions.subscribe failed: gone"]
 
 
 def test_connect_refusals_name_the_connect_method_and_are_not_transport_failures() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     ended = ended_of(refuse(s, {"code": "INVALID_REQUEST", "message": "bad", "details": {"code": "AUTH_X"}}))
     assert ended.error.method == "connect" and ended.transport is False  # type: ignore[attr-defined]
     s, rid = in_hello()
@@ -826,7 +843,7 @@ def test_connect_refusals_name_the_connect_method_and_are_not_transport_failures
 
 
 def test_sticky_params_are_resent_on_every_connect() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     s.add_sticky("k", "sessions.subscribe", {"key": "a"})
     for _ in range(2):
         _, effects = connected(s)
@@ -836,7 +853,7 @@ def test_sticky_params_are_resent_on_every_connect() -> None:
 
 
 def test_a_request_that_waited_for_the_connection_keeps_its_method() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     s.submit("w", "health", b"{}", Future())
     connected(s)
     (settle,) = settles(s.closed(1006, ""))
@@ -851,20 +868,20 @@ def test_submit_defaults_to_a_single_stage_answer() -> None:
 
 
 def test_refusals_settle_the_callers_own_waiter() -> None:
-    s = Session(LIMITS)
+    s = ConnectionCore(LIMITS)
     s.shutdown(ClientClosed("bye"))
     fut: Future[Any] = Future()
-    (settle,), need = s.submit("a", "x", b"{}", fut)
-    assert isinstance(settle, Settle) and settle.waiter is fut and not need
+    (settle,) = s.submit("a", "x", b"{}", fut)
+    assert isinstance(settle, Settle) and settle.waiter is fut
     conn: Future[Any] = Future()
-    (settle,), need = s.await_connected(conn)
-    assert isinstance(settle, Settle) and settle.waiter is conn and need is False
+    (settle,) = s.await_connected(conn)
+    assert isinstance(settle, Settle) and settle.waiter is conn
 
 
 def test_await_connected_after_a_loss_does_not_ask_for_a_connection() -> None:
     s, _ = connected()
     s.closed(1006, "")
-    assert s.await_connected(Future()) == ([], False)
+    assert s.await_connected(Future()) == []  # the core has scheduled the reconnect already
 
 
 def test_a_sticky_key_can_be_used_again_after_its_last_user_left() -> None:
@@ -885,8 +902,8 @@ def test_a_handshake_close_keeps_the_reason() -> None:
 
 
 def test_a_handshake_timeout_never_pauses() -> None:
-    s = Session(LIMITS)
-    s.begin(1)
+    s = ConnectionCore(LIMITS)
+    s.retry()
     error = ended_of(s.timer("handshake", 9.0)).error
     assert isinstance(error, ConnectError) and error.pauses_reconnect is False
 

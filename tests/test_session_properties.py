@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_session import build, challenge, connected, res, sent
 
 from gwclient import Event, SeqGap
-from gwclient._core.connection import Session
+from gwclient._core.connection import ConnectionCore
 from gwclient._core.effects import Publish, SessionLimits, Settle
 
 json_values = st.recursive(
@@ -83,8 +83,8 @@ def test_gaps_are_reported_exactly_when_events_were_skipped(seqs: list[int]) -> 
 
 @given(st.lists(frames, max_size=15), st.sampled_from([0, 1, 2]))
 def test_any_frames_during_the_handshake_end_in_an_attempt_result_or_wait(texts: list[str], phase: int) -> None:
-    s = Session(SessionLimits(connect_timeout=1.0))
-    s.begin(1)
+    s = ConnectionCore(SessionLimits(connect_timeout=1.0))
+    s.retry()
     if phase >= 1:
         s.opened(build, 0.0)
     if phase >= 2:

@@ -65,6 +65,7 @@ __all__ = [
     "normalize_tls_fingerprint",
     "openclaw_config_path",
     "redact_url",
+    "ssh_local_end_error",
 ]
 
 @dataclass(frozen=True, repr=False)

@@ -1,18 +1,32 @@
-"""The socket-free session core of one gateway channel (in the spirit of websockets'
+"""The socket-free connection core of one gateway channel (in the spirit of websockets'
 ``protocol.py``): inputs in, effects out; no sockets, no threads, no clock reads.
 
-The threaded shell (:mod:`gwclient._engine.channel`) owns a lock around it and executes the
-effects it returns, in order: send these bytes, settle these waiters, publish these
-pushes, arm or cancel this timer, close the socket, report the end of an attempt or of a
-connection to the channel actor (which owns the reconnect policy).
+The threaded shell (:mod:`gwclient._engine.channel`) owns a lock around it and executes
+the effects it returns, in order: send these bytes, settle these waiters, publish these
+pushes, arm or cancel this timer, close the socket, open a socket for attempt *n*.
 
-Inputs: :meth:`Session.begin` (an attempt starts), :meth:`Session.opened` (the upgrade
-succeeded), :meth:`Session.received` (one text frame), :meth:`Session.submit` (a request),
-:meth:`Session.closed` / :meth:`Session.open_failed` (the socket ended),
-:meth:`Session.timer` (a timer fired), :meth:`Session.shutdown`.
+Inputs: :meth:`~ConnectionCore.connect` (someone needs the socket),
+:meth:`~ConnectionCore.opened` (the upgrade succeeded), :meth:`~ConnectionCore.received`
+(one text frame), :meth:`~ConnectionCore.submit` (a request), :meth:`~ConnectionCore.closed`
+/ :meth:`~ConnectionCore.open_failed` (the socket ended), :meth:`~ConnectionCore.timer` (a
+timer fired), :meth:`~ConnectionCore.retry` (connect now), :meth:`~ConnectionCore.shutdown`.
 
-It owns the phase, the pending table, the hello checks and clamps, seq tracking, the
-pre-hello event bound, the connection state and the pause decision.
+It owns the whole connection state machine: the phase, the :class:`ConnectionState`
+(RECONNECTING included), the attempt count and the retry delay (computed from the injected
+:class:`~gwclient.RetryPolicy`, as websockets keeps ``backoff()`` in its sans-I/O module),
+the pending table, the hello checks and clamps, seq tracking, the pre-hello event bound,
+the pause decision and the sticky requests (each counted once, here).  A reconnect, from
+``Lost`` to the next attempt, is two inputs: :meth:`~ConnectionCore.closed` (state
+RECONNECTING and ``Timer("reconnect", d)``), then :meth:`~ConnectionCore.timer`
+``"reconnect"`` (state CONNECTING and :class:`OpenSocket`, which the shell runs).
+
+State machine (published as :class:`StateChange` pushes)::
+
+    IDLE --connect()--> CONNECTING --hello-ok--> CONNECTED
+    CONNECTING --retryable failure--> RECONNECTING --timer "reconnect"--> CONNECTING
+    CONNECTED --socket closed / liveness timeout--> RECONNECTING
+    CONNECTING --non-recoverable refusal--> PAUSED --retry()--> CONNECTING
+    any --shutdown()--> CLOSED
 """
 
 from __future__ import annotations
@@ -41,11 +55,13 @@ from .effects import (
     Connected,
     Effect,
     Lost,
+    OpenSocket,
     Ping,
     Publish,
     Send,
     SessionLimits,
     Settle,
+    StickyAnswer,
     Timer,
     clamp_hello,
 )
@@ -54,10 +70,19 @@ from .frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, Res
 from .protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from .pushes import ConnectionState, Event, Snapshot, StateChange
 
-__all__ = ["Session", "describe"]
+__all__ = ["ConnectionCore", "describe"]
 
 log = logging.getLogger("gwclient.session")
 
+
+
+@dataclass(frozen=True)
+class _StickyWaiter:
+    """The pending-table waiter of a sticky request: nobody blocks on it, but its answer
+    goes to the subscribers of ``key`` (an error ends them: they must hear of a refusal)."""
+
+    key: object
+    first: bool
 
 
 @dataclass
@@ -68,7 +93,7 @@ class _Waiting:
     expect_final: bool
 
 
-class Session:
+class ConnectionCore:
     """One channel's protocol state across its sockets.  Not thread-safe: the shell holds
     its lock around every call."""
 
@@ -93,6 +118,10 @@ class Session:
         self._build_connect: Callable[[ConnectChallenge, str], bytes] | None = None
         self._restart_ms: int | None = None
         self._closed_error: GatewayError | None = None
+        #: Failed attempts since the last hello-ok (the retry policy's ``n``).
+        self.attempts = 0
+        #: Identifies the attempt in progress (an :class:`OpenSocket` for an older one is stale).
+        self.attempt_token = 0
 
     # -- state ----------------------------------------------------------------------------
 
@@ -129,12 +158,34 @@ class Session:
 
     # -- attempts -------------------------------------------------------------------------
 
-    def begin(self, attempt: int) -> list[Effect]:
-        """A new attempt starts (the shell opens a socket)."""
+    def connect(self) -> list[Effect]:
+        """Someone needs the socket: start an attempt if the channel was never started."""
+        if self.phase == "idle" and self.state == ConnectionState.IDLE:
+            return self._begin()
+        return []
+
+    def retry(self) -> list[Effect]:
+        """Connect now: leave PAUSED, or cut a reconnect wait short (``reconnect()``)."""
+        if self.phase == "idle" and self.state in (ConnectionState.PAUSED, ConnectionState.RECONNECTING,
+                                                   ConnectionState.IDLE):
+            return self._begin()
+        return []
+
+    def _begin(self) -> list[Effect]:
+        """A new attempt starts: the shell opens a socket for it."""
         self.phase = "opening"
         self.paused = None
-        return [*self.set_state(ConnectionState.CONNECTING, f"attempt {attempt}"),
-                Timer("handshake", self.limits.connect_timeout)]
+        self.attempt_token += 1
+        attempt = self.attempts + 1
+        return [Timer("reconnect", None),
+                *self.set_state(ConnectionState.CONNECTING, f"attempt {attempt}"),
+                Timer("handshake", self.limits.connect_timeout),
+                OpenSocket(attempt, self.attempt_token)]
+
+    def _schedule(self, delay: float, why: str) -> list[Effect]:
+        """RECONNECTING: the next attempt starts when the ``reconnect`` timer fires."""
+        return [*self.set_state(ConnectionState.RECONNECTING, f"retry in {delay:.2f} s: {why}"),
+                Timer("reconnect", delay)]
 
     def opened(self, build_connect: Callable[[ConnectChallenge, str], bytes], now: float) -> list[Effect]:
         """The upgrade succeeded.  ``build_connect(challenge, request_id)`` encodes the
@@ -169,6 +220,12 @@ class Session:
             out += self._fail_waiting(Disconnected(f"cannot connect to the gateway at {self.limits.label}: "
                                                    f"{describe(error)}{self.limits.unreachable_hint}"))
         retry_after = error.retry_after_ms if isinstance(error, ConnectError) else None
+        if not paused:
+            refused = isinstance(error, ConnectionRefusedError) or close_code in (1012, 1013)
+            delay = self.limits.retry.after_failure(self.attempts, retry_after_ms=retry_after,
+                                                    loopback=self.limits.loopback, refused=refused)
+            self.attempts += 1
+            out += self._schedule(delay, describe(error))
         out.append(AttemptEnded(error, paused, transport, retry_after, close_code))
         return out
 
@@ -197,9 +254,11 @@ class Session:
             if done is None:
                 return []
             entry, outcome = done
-            if entry.waiter is None:  # a sticky request: nobody waits, say if it failed
+            if isinstance(entry.waiter, _StickyWaiter):
+                return self._sticky_answered(entry.waiter, entry.method, outcome)
+            if entry.waiter is None:  # fire-and-forget (an unsubscribe)
                 if isinstance(outcome, BaseException):
-                    log.warning("re-subscribing with %s failed: %s", entry.method, outcome)
+                    log.debug("%s failed: %s", entry.method, outcome)
                 return []
             return [Settle(entry.waiter, outcome)]
         log.debug("ignoring a request frame from the gateway (%s)", frame.method)
@@ -248,12 +307,15 @@ class Session:
         self.phase = "connected"
         self.ever_connected = True
         self.connections += 1
+        self.attempts = 0
+        if self.connections > 1:
+            log.info("reconnected to %s (connection %d)", self.limits.label, self.connections)
         out: list[Effect] = [Timer("handshake", None), Connected(hello)]
         out += self.set_state(ConnectionState.CONNECTED, f"connection {self.connections}")
         # Sticky requests (session subscriptions) go out before subscribers see the fresh
         # Snapshot, so a consumer that re-reads state on the Snapshot is already covered.
         for key, (method, params) in self.sticky.items():
-            out += self._send_sticky(key, method, params)
+            out += self._send_sticky(key, method, params, first=False)
         out.append(Publish(Snapshot(hello, self.connections)))
         if self._early_dropped:
             log.warning("dropped %d events sent before hello-ok (more than %d)",
@@ -288,16 +350,16 @@ class Session:
     # -- requests -------------------------------------------------------------------------
 
     def submit(self, request_id: str, method: str, data: bytes, waiter: Any,
-               expect_final: bool = False) -> tuple[list[Effect], bool]:
-        """A caller's encoded request.  Returns the effects and whether the shell must ask
-        the actor to connect (the channel is idle)."""
+               expect_final: bool = False) -> list[Effect]:
+        """A caller's encoded request: sent now if connected, else held until hello-ok
+        (starting an attempt if the channel was never started)."""
         refusal = self.refusal()
         if refusal is not None:
-            return [Settle(waiter, refusal)], False
+            return [Settle(waiter, refusal)]
         if self.phase == "connected":
-            return self._send(request_id, method, data, waiter, expect_final), False
+            return self._send(request_id, method, data, waiter, expect_final)
         self.waiting[request_id] = _Waiting(method, data, waiter, expect_final)
-        return [], self.phase == "idle" and self.state in (ConnectionState.IDLE,)
+        return self.connect()
 
     def _send(self, request_id: str, method: str, data: bytes, waiter: Any, expect_final: bool) -> list[Effect]:
         assert self.hello is not None
@@ -309,11 +371,21 @@ class Session:
         self.pending.add(request_id, method, waiter, expect_final=expect_final)
         return [Send(data)]
 
-    def _send_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
+    def _send_sticky(self, key: object, method: str, params: Any, *, first: bool) -> list[Effect]:
         request_id = new_request_id()
         data = encode_request(request_id, method, params)
-        self.pending.add(request_id, method, None)
+        self.pending.add(request_id, method, _StickyWaiter(key, first) if key is not None else None)
         return [Send(data)]
+
+    def _sticky_answered(self, waiter: _StickyWaiter, method: str, outcome: Any) -> list[Effect]:
+        if not isinstance(outcome, BaseException):
+            return [StickyAnswer(waiter.key, outcome)] if waiter.key in self.sticky else []
+        what = "subscribing" if waiter.first else "re-subscribing after a reconnect"
+        log.warning("%s with %s failed: %s", what, method, outcome)
+        if self.sticky.pop(waiter.key, None) is None:
+            return []  # released meanwhile
+        self._sticky_users.pop(waiter.key, None)
+        return [StickyAnswer(waiter.key, outcome)]
 
     def add_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
         """Count one more user of a request re-sent after every hello-ok (a session
@@ -323,7 +395,7 @@ class Session:
         if count:
             return []
         self.sticky[key] = (method, params)
-        return self._send_sticky(key, method, params) if self.phase == "connected" else []
+        return self._send_sticky(key, method, params, first=True) if self.phase == "connected" else []
 
     def remove_sticky(self, key: object) -> bool:
         """One user fewer; True when it was the last (the caller then unsubscribes)."""
@@ -337,16 +409,17 @@ class Session:
     def fire(self, method: str, params: Any) -> list[Effect]:
         """A request nobody waits for (an unsubscribe); dropped when not connected (the
         server forgets per-connection subscriptions with the socket anyway)."""
-        return self._send_sticky(None, method, params) if self.phase == "connected" else []
+        return self._send_sticky(None, method, params, first=True) if self.phase == "connected" else []
 
-    def await_connected(self, waiter: Any) -> tuple[list[Effect], bool]:
+    def await_connected(self, waiter: Any) -> list[Effect]:
+        """``waiter`` gets the hello-ok once connected (starting an attempt if idle)."""
         refusal = self.refusal()
         if refusal is not None:
-            return [Settle(waiter, refusal)], False
+            return [Settle(waiter, refusal)]
         if self.phase == "connected" and self.hello is not None:
-            return [Settle(waiter, self.hello)], False
+            return [Settle(waiter, self.hello)]
         self.connect_waiters.append(waiter)
-        return [], self.phase == "idle" and self.state == ConnectionState.IDLE
+        return self.connect()
 
     def cancel(self, request_id: str) -> None:
         self.pending.remove(request_id)
@@ -371,14 +444,22 @@ class Session:
         self.phase = "idle"
         out: list[Effect] = [Timer("liveness", None), Timer("ping", None)]
         for entry in self.pending.drain():
-            if entry.waiter is not None:
+            if entry.waiter is not None and not isinstance(entry.waiter, _StickyWaiter):
                 out.append(Settle(entry.waiter, Disconnected(
                     f"gateway connection closed ({what}) before {entry.method} was answered",
                     code=code, reason=reason)))
+        delay = self.limits.retry.after_loss(restart_expected_ms=self._restart_ms, loopback=self.limits.loopback)
+        log.info("gateway connection to %s lost (%s); reconnecting in %.2f s", self.limits.label, what, delay)
+        self.attempts = 1
+        out += self._schedule(delay, f"connection closed ({what})")
         out.append(Lost(what, self._restart_ms))
         return out
 
     def timer(self, name: str, now: float) -> list[Effect]:
+        if name == "reconnect":
+            if self.phase == "idle" and self.state == ConnectionState.RECONNECTING:
+                return self._begin()
+            return []
         if name == "handshake" and self.phase in ("opening", "challenge", "hello"):
             what = {"opening": "complete the websocket upgrade", "challenge": "send connect.challenge",
                     "hello": "send hello-ok"}
@@ -406,8 +487,9 @@ class Session:
         self.phase = "closed"
         self._closed_error = error
         out: list[Effect] = [Timer("handshake", None), Timer("liveness", None), Timer("ping", None),
-                             CloseSocket(1000, "client shutdown")]
-        out += [Settle(e.waiter, copy.copy(error)) for e in self.pending.drain() if e.waiter is not None]
+                             Timer("reconnect", None), CloseSocket(1000, "client shutdown")]
+        out += [Settle(e.waiter, copy.copy(error)) for e in self.pending.drain()
+                if e.waiter is not None and not isinstance(e.waiter, _StickyWaiter)]
         out += self._fail_waiting(error)
         out += self.set_state(ConnectionState.CLOSED, str(error))
         return out

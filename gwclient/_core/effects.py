@@ -4,11 +4,12 @@ Pure data: frozen dataclasses, executed in order by :mod:`gwclient._engine.chann
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .frames import HelloOk
 from .pushes import Push
+from .retry import RetryPolicy
 
 __all__ = [
     "AttemptEnded",
@@ -16,11 +17,13 @@ __all__ = [
     "Connected",
     "Effect",
     "Lost",
+    "OpenSocket",
     "Ping",
     "Publish",
     "Send",
     "SessionLimits",
     "Settle",
+    "StickyAnswer",
     "Timer",
     "clamp_hello",
 ]
@@ -72,9 +75,30 @@ class CloseSocket:
 
 
 @dataclass(frozen=True)
+class StickyAnswer:
+    """The gateway answered the sticky request ``key`` (a session subscription): ``outcome``
+    is its payload, or the error that refused it (the core has dropped the sticky then; its
+    subscribers must be told: nobody else waits on that answer)."""
+
+    key: object
+    outcome: Any
+
+
+@dataclass(frozen=True)
+class OpenSocket:
+    """Start attempt ``attempt``: the shell opens a socket (on a new reader thread, started
+    by the channel actor) and reports it with ``opened`` or ``open_failed``.  ``token``
+    identifies the attempt: an open for an attempt the core has given up is discarded."""
+
+    attempt: int
+    token: int
+
+
+@dataclass(frozen=True)
 class AttemptEnded:
-    """The attempt ended before hello-ok.  ``paused``: do not retry (the actor publishes
-    nothing more); otherwise the actor schedules a retry.  ``refused``: nothing listened."""
+    """The attempt ended before hello-ok (a report: the core has already decided whether and
+    when to retry; ``paused`` means it will not).  ``transport``: nothing was said at the
+    protocol level (a refused or dropped socket)."""
 
     error: BaseException
     paused: bool
@@ -85,13 +109,15 @@ class AttemptEnded:
 
 @dataclass(frozen=True)
 class Lost:
-    """A connected socket ended; pending requests were failed."""
+    """A connected socket ended; pending requests were failed (a report: the core has
+    already scheduled the reconnect)."""
 
     why: str
     restart_expected_ms: int | None
 
 
-Effect = Send | Settle | Publish | Connected | Timer | Ping | CloseSocket | AttemptEnded | Lost
+Effect = (Send | Settle | Publish | Connected | Timer | Ping | CloseSocket | OpenSocket | StickyAnswer
+          | AttemptEnded | Lost)
 
 # ------------------------------------------------------------------- limits and clamps
 
@@ -107,6 +133,10 @@ class SessionLimits:
     scopes: tuple[str, ...] = ()
     #: Appended when nothing listens (e.g. how to start the SSH tunnel in remote mode).
     unreachable_hint: str = ""
+    #: The reconnect policy the core computes every retry delay from.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The endpoint is on this machine (a refused connect costs nothing: retry quickly).
+    loopback: bool = False
 
 
 #: Server values are clamped into these ranges (a value from the network never kills a

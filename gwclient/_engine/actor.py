@@ -1,19 +1,12 @@
-"""GatewayChannelActor: the lifecycle owner of one gateway websocket (one per effective
+"""GatewayChannelActor: the thread lifecycle of one gateway websocket (one per effective
 config).
 
 Runs on ``gwclient-channel-<host:port>`` and never blocks.  It is not on the per-request
-path: requests and events go through the channel's :class:`~gwclient._engine.channel.Link` (the
-session core under a lock, sends from callers' threads, a reader thread that settles and
-publishes).  The actor keeps what only an actor should: starting attempts, the reconnect
-policy and its timer, pausing, retry, and stopping.
-
-State machine (the session publishes it as :class:`StateChange` pushes)::
-
-    IDLE --first use--> CONNECTING --hello-ok--> CONNECTED
-    CONNECTING --retryable failure--> RECONNECTING --delay--> CONNECTING
-    CONNECTED --socket closed / liveness timeout--> RECONNECTING
-    CONNECTING --non-recoverable refusal--> PAUSED --retry()/new config--> CONNECTING
-    any --stop--> CLOSED
+or per-event path (those go through the :class:`~gwclient._engine.channel.Channel`), and it
+decides nothing: the connection core decides when an attempt starts (first use, the
+``reconnect`` timer, ``reconnect()``) and the channel hands that :class:`OpenSocket` here;
+the actor starts the attempt's reader thread, and on :class:`Stop` closes the channel and
+names the threads to join.
 """
 
 from __future__ import annotations
@@ -25,15 +18,11 @@ from typing import Any
 
 import pykka
 
-from .._core.connection import describe
-from .._core.effects import AttemptEnded, Connected, Lost
-from .._core.pushes import ConnectionState
-from .._core.retry import RetryPolicy
+from .._core.effects import OpenSocket
 from .._errors import ClientClosed, Disconnected, GatewayError
-from .channel import Link
-from .timer import TimerHandle
+from .channel import Channel
 
-__all__ = ["Connect", "GatewayChannelActor", "Retry", "Stop"]
+__all__ = ["GatewayChannelActor", "RunAttempt", "Stop", "tell"]
 
 log = logging.getLogger("gwclient.channel")
 
@@ -43,13 +32,10 @@ log = logging.getLogger("gwclient.channel")
 
 
 @dataclass(frozen=True)
-class Connect:
-    """Start connecting if idle (sent by the link when a caller needs the socket)."""
+class RunAttempt:
+    """Start the reader of the attempt the core asked for."""
 
-
-@dataclass(frozen=True)
-class Retry:
-    """Leave PAUSED (or cut a backoff wait short) and connect now."""
+    attempt: OpenSocket
 
 
 @dataclass(frozen=True)
@@ -62,39 +48,16 @@ class Stop:
     retired: bool = False
 
 
-@dataclass(frozen=True)
-class _Report:
-    gen: int
-    what: Any = None
-
-
-@dataclass(frozen=True)
-class _Reconnect:
-    token: int
-
-
 class GatewayChannelActor(pykka.ThreadingActor):
-    """Lifecycle of one websocket for one :class:`GatewayConfig`.  Methods run on the actor
-    thread unless noted."""
+    """Thread lifecycle of one websocket for one config.  Methods run on the actor thread."""
 
     use_daemon_thread = True  # interpreter exit never waits for us (atexit shuts down)
 
-    def __init__(self, link: Link, *, retry_policy: RetryPolicy | None = None) -> None:
+    def __init__(self, channel: Channel) -> None:
         super().__init__()
-        self.config = link.config
-        self._retry = retry_policy or RetryPolicy()
-        self._label = link.label
-        me = self.actor_ref
-        # The link reports from reader/timer/user threads: forward to this mailbox.
-        self.link = link
-        link.report = lambda gen, what: _tell(me, _Report(gen, what))
-        link.on_connect_needed = lambda: _tell(me, Connect())
-        self._attempt = 0
-        self._reconnect: TimerHandle | None = None
-        self._reconnect_token = 0
+        self.channel = channel
+        self._label = channel.label
         self._thread: threading.Thread | None = None
-
-    # -- pykka hooks ----------------------------------------------------------------
 
     def on_start(self) -> None:
         self._thread = threading.current_thread()
@@ -102,88 +65,22 @@ class GatewayChannelActor(pykka.ThreadingActor):
 
     def on_failure(self, *args: Any) -> None:  # pragma: no cover - a bug
         log.error("channel %s crashed; failing every caller", self._label)
-        self.link.stop(ClientClosed("gwclient channel crashed (see the log)"))
+        self.channel.stop(ClientClosed("gwclient channel crashed (see the log)"))
 
     def on_receive(self, message: Any) -> Any:
         # Supervised: an unexpected error while handling a message is logged once and the
         # socket is replaced; the actor stays alive (pykka would stop it on a tell).
         try:
-            return self._dispatch(message)
+            if isinstance(message, RunAttempt):
+                self.channel.start_reader(message.attempt)
+            elif isinstance(message, Stop):
+                return self._on_stop(message.reason, retired=message.retired)
         except Exception:
             log.exception("channel %s failed to handle %s; replacing the socket", self._label,
                           type(message).__name__)
             if not isinstance(message, Stop):
-                self.link.abandon_current()
-            return None
-
-    def _dispatch(self, message: Any) -> Any:
-        if isinstance(message, _Report):
-            self._on_report(message.what)
-        elif isinstance(message, _Reconnect):
-            if message.token == self._reconnect_token and self._state() == ConnectionState.RECONNECTING:
-                self._reconnect = None
-                self._start()
-        elif isinstance(message, Connect):
-            if self._state() == ConnectionState.IDLE:
-                self._start()
-        elif isinstance(message, Retry):
-            if self._state() in (ConnectionState.PAUSED, ConnectionState.RECONNECTING, ConnectionState.IDLE):
-                self._start()
-        elif isinstance(message, Stop):
-            return self._on_stop(message.reason, retired=message.retired)
+                self.channel.abandon_current()
         return None
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def _state(self) -> ConnectionState:
-        with self.link.locked():
-            return self.link.session.state
-
-    def _start(self) -> None:
-        self._cancel_reconnect()
-        self.link.start_attempt(self._attempt + 1)
-
-    def _cancel_reconnect(self) -> None:
-        self.link.timer.cancel(self._reconnect)
-        self._reconnect = None
-        self._reconnect_token += 1
-
-    def _on_report(self, what: Any) -> None:
-        if isinstance(what, Connected):
-            self._attempt = 0
-            connections = self.link.session.connections
-            if connections > 1:
-                log.info("reconnected to %s (connection %d)", self._label, connections)
-        elif isinstance(what, AttemptEnded):
-            error = what.error
-            if what.paused:
-                return
-            refused = isinstance(error, ConnectionRefusedError) or what.close_code in (1012, 1013)
-            delay = self._retry.after_failure(self._attempt, retry_after_ms=what.retry_after_ms,
-                                              loopback=self.config.is_loopback, refused=refused)
-            self._attempt += 1
-            self._schedule(delay, describe(error))
-        elif isinstance(what, Lost):
-            delay = self._retry.after_loss(restart_expected_ms=what.restart_expected_ms,
-                                           loopback=self.config.is_loopback)
-            log.info("gateway connection to %s lost (%s); reconnecting in %.2f s", self._label, what.why, delay)
-            self._attempt = 1
-            self._schedule(delay, f"connection closed ({what.why})")
-
-    def _schedule(self, delay: float, why: str) -> None:
-        with self.link.locked():
-            if self.link.session.phase == "closed":
-                return
-            effects = self.link.session.set_state(ConnectionState.RECONNECTING, f"retry in {delay:.2f} s: {why}")
-        self.link.publish(effects)
-        self._cancel_reconnect()
-        me = self.actor_ref
-        token = self._reconnect_token
-        self._reconnect = self.link.timer.call_later(delay, lambda: _tell(me, _Reconnect(token)))
-
-
-
-    # -- stopping -------------------------------------------------------------------
 
     def _on_stop(self, reason: str, *, retired: bool = False) -> list[threading.Thread]:
         error: GatewayError
@@ -191,14 +88,13 @@ class GatewayChannelActor(pykka.ThreadingActor):
             error = Disconnected(f"gateway connection closed ({reason}); retry to use the new one")
         else:
             error = ClientClosed(f"the gateway connection was shut down ({reason})")
-        self._cancel_reconnect()
         threads: list[threading.Thread] = []
         try:
-            threads = self.link.stop(error)
+            threads = self.channel.stop(error)
         except Exception:  # a bug: still stop, and still say which threads to join
             log.exception("channel %s failed to close cleanly", self._label)
-            self.link.timer.stop()
-            threads = [*self.link.readers, self.link.timer.thread]
+            self.channel.timer.stop()
+            threads = [*self.channel.readers, self.channel.timer.thread]
         finally:
             if self._thread is not None:
                 threads.append(self._thread)  # exits right after this message: stop() is queued
@@ -206,9 +102,9 @@ class GatewayChannelActor(pykka.ThreadingActor):
         return threads
 
 
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    """``tell`` from a reader/timer thread: the actor may already have stopped (shutdown
-    racing a late frame), which is fine: the message no longer matters."""
+def tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """``tell`` from a reader/timer/user thread: the actor may already have stopped
+    (shutdown racing a late frame), which is fine: the message no longer matters."""
     try:
         ref.tell(message)
     except pykka.ActorDeadError:

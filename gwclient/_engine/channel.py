@@ -1,25 +1,30 @@
-"""The data plane of one channel: the session core under one lock, the current socket and
-its reader thread, and the execution of the session's effects.
+"""The data plane of one channel: the connection core under one lock, the current socket
+and its reader thread, and the execution of the core's effects.
 
 Who calls what (every method says its thread):
 
-* user threads: :meth:`Link.submit`, :meth:`Link.await_connected`, :meth:`Link.cancel`:
-  encode in the caller's thread, decide under the lock, send from the caller's thread
-  (websocket-client serialises sends with its own lock).  No mailbox on this path.
-* ``gwclient-reader-<n>``: opens the socket, then ``recv()`` -> session -> settles futures
-  and publishes pushes straight into the bus (lock-protected subscription queues).
-* ``gwclient-timer-<label>``: handshake, liveness and ping timers -> session.
-* ``gwclient-channel-<label>`` (the actor): :meth:`start_attempt`, :meth:`stop`; it is told
-  about attempt and connection endings and owns the reconnect policy.
+* user threads: :meth:`Channel.submit`, :meth:`Channel.await_connected`,
+  :meth:`Channel.cancel`, :meth:`Channel.retry`: encode in the caller's thread, decide
+  under the lock, send from the caller's thread (websocket-client serialises sends with
+  its own lock).  No mailbox on this path.
+* ``gwclient-reader-<n>``: opens the socket, then ``recv()`` -> core -> settles futures and
+  publishes pushes straight into the registry (lock-protected subscription queues).
+* ``gwclient-timer-<label>``: handshake, liveness, ping and **reconnect** timers -> core.
+* ``gwclient-channel-<label>`` (the actor): :meth:`start_reader` when the core asks for an
+  attempt (:class:`OpenSocket`), :meth:`stop`.
 
-Why one lock around the session rather than an actor: the session's decisions are short
-and pure; a lock costs ~0.1 us where a mailbox hop costs a thread wake-up.  Effects run
-outside the lock, in order.  Every socket has a generation number; a reader, a timer or
-a report about a replaced socket is ignored.
+The core decides everything, reconnects included (it computes the delay from the retry
+policy and arms the ``reconnect`` timer); this shell only runs what it is told.  Nothing
+outside this class touches the core or its lock.
+
+Why one lock around the core rather than an actor: its decisions are short and pure; a
+lock costs ~0.1 us where a mailbox hop costs a thread wake-up.  Effects run outside the
+lock, in order.  Every socket has a generation number; a reader or a timer of a replaced
+socket is ignored.
 
 Supervision: an unexpected exception on the reader (or in a timer callback) is logged
 once with its traceback, the socket is abandoned, pending requests fail with
-:class:`Disconnected`, and the actor reconnects: never a live-looking dead connection.
+:class:`Disconnected`, and the core reconnects: never a live-looking dead connection.
 """
 
 from __future__ import annotations
@@ -34,53 +39,65 @@ from typing import Any
 
 from .._config.config import GatewayConfig
 from .._config.device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
-from .._core.connection import Session
+from .._core.connection import ConnectionCore
 from .._core.effects import (
     AttemptEnded,
     CloseSocket,
     Connected,
     Effect,
-    Lost,
+    OpenSocket,
     Ping,
     Publish,
     Send,
     SessionLimits,
     Settle,
+    StickyAnswer,
     Timer,
 )
 from .._core.encode import encode_request
 from .._core.frames import ConnectChallenge
 from .._core.handshake import Credentials, build_connect_params
-from .._core.pushes import Push, StateChange
+from .._core.retry import RetryPolicy
+from .._core.pushes import ConnectionState, Push, StateChange
+from .._core.sessions import Sticky
 from .._errors import AuthRejected
-from .expiry import Expiries
+from .timer import Expiries, TimerHandle
 from .timer import Timer as TimerThread
-from .timer import TimerHandle
 from .transport import OpenGuard, Transport, TransportClosed, TransportFactory, TransportOptions
 
-__all__ = ["Link"]
+__all__ = ["Channel", "ChannelHooks"]
 
 log = logging.getLogger("gwclient.channel")
 
 _reader_numbers = itertools.count(1)
 
 
-class Link:
-    def __init__(
-        self,
-        config: GatewayConfig,
-        publish: Callable[[Push, int, bool], None],
-        factory: TransportFactory,
-        flush: Callable[[], None] = lambda: None,
-    ) -> None:
+class ChannelHooks:
+    """What a channel calls outside itself, handed in at construction (all called outside
+    the channel's lock, never with user code on the stack).  The defaults do nothing."""
+
+    def publish(self, push: Push, size: int, notify: bool) -> None:
+        """A push for this channel's subscribers (reader, timer or user thread)."""
+
+    def flush(self) -> None:
+        """Wake the consumers of pushes published with ``notify=False`` (reader thread)."""
+
+    def sticky_answer(self, key: object, outcome: Any) -> None:
+        """The gateway answered (or refused) the sticky request ``key`` (reader thread)."""
+
+    def run_attempt(self, attempt: OpenSocket) -> None:
+        """The core asked for an attempt: start :meth:`Channel.start_reader` on the actor."""
+
+
+class Channel:
+    def __init__(self, config: GatewayConfig, hooks: ChannelHooks, factory: TransportFactory) -> None:
         self.config = config
-        self._publish = publish
-        self._flush = flush
-        #: Tells the owning actor about AttemptEnded / Lost / Connected (set by the actor).
-        self.report: Callable[[int, Any], None] = lambda gen, what: None
+        self._hooks = hooks
+        self._publish = hooks.publish
+        self._flush = hooks.flush
         self._factory = factory
         self.label = label = f"{config.host}:{config.port}"
-        self.session = Session(SessionLimits(
+        self._core = ConnectionCore(SessionLimits(
             connect_timeout=config.connect_timeout,
             liveness_timeout=config.liveness_timeout,
             ping_interval=config.ping_interval,
@@ -89,6 +106,8 @@ class Link:
             unreachable_hint="" if config.ssh is None else (
                 f" (remote mode over SSH to {config.ssh.host}: is the tunnel up? start it with "
                 "ConnectionModeCoordinator, see docs/remote.md)"),
+            retry=config.retry or RetryPolicy(),
+            loopback=config.is_loopback,
         ))
         self._lock = threading.Lock()
         self._gen = 0
@@ -96,75 +115,105 @@ class Link:
         self._guard: OpenGuard | None = None
         self._credentials: Credentials | None = None
         self._timers: dict[str, TimerHandle] = {}
+        self._attempt_token = 0
         self._timers_lock = threading.Lock()
         self.readers: list[threading.Thread] = []
         self.timer = TimerThread(label, on_fault=self._timer_fault)
         self.expiries = Expiries(self.timer, self.cancel)
-        self.on_connect_needed: Callable[[], None] = lambda: None
 
     # -- user threads -----------------------------------------------------------------------
 
     def submit(self, request_id: str, method: str, data: bytes, waiter: Any,
                expect_final: bool = False) -> None:
         with self._lock:
-            effects, need_connect = self.session.submit(request_id, method, data, waiter, expect_final)
+            effects = self._core.submit(request_id, method, data, waiter, expect_final)
+            if self._core.attempt_token != self._attempt_token:
+                self._new_attempt()
             transport, gen = self._transport, self._gen
         if effects:
             self._run(effects, transport, gen)
-        if need_connect:
-            self.on_connect_needed()
 
     def await_connected(self, waiter: Future[Any]) -> None:
         with self._lock:
-            effects, need_connect = self.session.await_connected(waiter)
+            effects = self._core.await_connected(waiter)
+            if self._core.attempt_token != self._attempt_token:
+                self._new_attempt()
             transport, gen = self._transport, self._gen
         self._run(effects, transport, gen)
-        if need_connect:
-            self.on_connect_needed()
 
     def cancel(self, request_id: str) -> None:
         with self._lock:
-            self.session.cancel(request_id)
+            self._core.cancel(request_id)
+
+    def retry(self) -> None:
+        """Connect now (leave PAUSED, or cut a reconnect wait short)."""
+        with self._lock:
+            effects = self._core.retry()
+            if self._core.attempt_token != self._attempt_token:
+                self._new_attempt()
+            transport, gen = self._transport, self._gen
+        self._run(effects, transport, gen)
+
+    def status(self) -> tuple[ConnectionState, int]:
+        """The state now and the number of the current (or last) socket; any thread."""
+        with self._lock:
+            return self._core.state, self._core.connections
 
     def expire_later(self, seconds: float, request_id: str, method: str, fut: Future[Any]) -> None:
-        """The timeout of a ``submit()`` (:mod:`gwclient._engine.expiry`)."""
+        """The timeout of a ``submit()`` (:mod:`gwclient._engine.timer`)."""
         self.expiries.add(seconds, request_id, method, fut)
 
-    def add_sticky(self, key: object, method: str, params: Any) -> None:
+    def add_sticky(self, sticky: Sticky) -> Callable[[], None]:
+        """One more user of ``sticky`` (counted by the core, which sends it if it is the
+        first and the socket is up).  Returns what is left to do, outside any caller lock:
+        the registry decides under its own lock and sends after releasing it."""
         with self._lock:
-            effects = self.session.add_sticky(key, method, params)
+            effects = self._core.add_sticky(sticky.key, sticky.method, sticky.params)
             transport, gen = self._transport, self._gen
-        self._run(effects, transport, gen)
+        return self._later(effects, transport, gen)
 
-    def remove_sticky(self, key: object, unsubscribe: tuple[str, Any] | None = None) -> None:
-        """One user of ``key`` fewer; the last one sends ``unsubscribe`` (method, params)."""
+    def remove_sticky(self, sticky: Sticky) -> Callable[[], None]:
+        """One user fewer; the last one sends the unsubscribe.  Returns the sending, like
+        :meth:`add_sticky`."""
         with self._lock:
-            last = self.session.remove_sticky(key)
-            effects = self.session.fire(*unsubscribe) if last and unsubscribe is not None else []
+            last = self._core.remove_sticky(sticky.key)
+            unsubscribe = sticky.unsubscribe
+            effects = self._core.fire(*unsubscribe) if last and unsubscribe is not None else []
             transport, gen = self._transport, self._gen
-        self._run(effects, transport, gen)
+        return self._later(effects, transport, gen)
+
+    def _later(self, effects: list[Effect], transport: Transport | None, gen: int) -> Callable[[], None]:
+        def run() -> None:
+            self._run(effects, transport, gen)
+
+        return run
 
     # -- actor thread -----------------------------------------------------------------------
 
-    def start_attempt(self, attempt: int) -> None:
-        guard = OpenGuard()
+    def _new_attempt(self) -> None:
+        """Under the lock, right after the core began an attempt: the attempt's socket gets
+        its generation now, so the effects that come with it (the handshake timer) belong
+        to it, before its reader even starts."""
+        self._attempt_token = self._core.attempt_token
+        self._gen += 1
+        self._guard = OpenGuard()
+
+    def start_reader(self, attempt: OpenSocket) -> None:
+        """Run the attempt the core asked for: a new reader thread opens the socket.  An
+        attempt the core has given up meanwhile (shutdown, a newer attempt) is dropped."""
         with self._lock:
-            if self.session.phase == "closed":
+            if self._core.phase != "opening" or self._attempt_token != attempt.token or self._guard is None:
                 return
-            self._gen += 1
-            gen = self._gen
-            self._guard = guard
-            effects = self.session.begin(attempt)
+            gen, guard = self._gen, self._guard
         reader = threading.Thread(target=self._read, args=(gen, guard),
                                   name=f"gwclient-reader-{next(_reader_numbers)}", daemon=True)
         self.readers = [t for t in self.readers if t.is_alive()] + [reader]
-        self._run(effects, None, gen)
         reader.start()  # started last, after everything it reads exists
 
     def stop(self, error: Any) -> list[threading.Thread]:
         """Final: fail everyone, close the socket; returns the threads to join."""
         with self._lock:
-            effects = self.session.shutdown(error)
+            effects = self._core.shutdown(error)
             transport, gen = self._transport, self._gen
             guard = self._guard
         self._run(effects, transport, gen)
@@ -172,15 +221,6 @@ class Link:
             guard.abort()
         self.timer.stop()
         return [*self.readers, self.timer.thread]
-
-    def publish(self, effects: list[Effect]) -> None:
-        """Run effects the actor got from the session (state changes)."""
-        with self._lock:
-            transport, gen = self._transport, self._gen
-        self._run(effects, transport, gen)
-
-    def locked(self) -> threading.Lock:
-        return self._lock
 
     # -- reader thread ----------------------------------------------------------------------
 
@@ -193,7 +233,7 @@ class Link:
             transport = self._factory(options, guard)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
             with self._lock:
-                effects = self.session.open_failed(exc) if gen == self._gen else []
+                effects = self._core.open_failed(exc) if gen == self._gen else []
             self._run(effects, None, gen)
             return
         with self._lock:
@@ -201,7 +241,7 @@ class Link:
             if not stale:
                 self._transport = transport
                 self._credentials = creds
-                effects = self.session.opened(self._connect_builder(creds), time.monotonic())
+                effects = self._core.opened(self._connect_builder(creds), time.monotonic())
         if stale:
             transport.abort()
             transport.release()
@@ -218,10 +258,10 @@ class Link:
                     if gen != self._gen:
                         break
                     if data is None:
-                        self.session.last_rx = now
+                        self._core.last_rx = now
                         effects = []
                     else:
-                        effects = self.session.received(data, now)
+                        effects = self._core.received(data, now)
                 if effects and self._run(effects, transport, gen, defer=True):
                     deferred += 1
                 # Why defer: with consumers that keep up, waking each one per event costs a
@@ -249,7 +289,7 @@ class Link:
                 current = gen == self._gen
                 if current:
                     self._transport = None
-                    effects = self.session.closed(code, reason)
+                    effects = self._core.closed(code, reason)
             if current:
                 self._run(effects, None, gen)
 
@@ -266,12 +306,15 @@ class Link:
 
     def _on_timer(self, gen: int, name: str) -> None:
         with self._lock:
-            if gen != self._gen:
+            if gen != self._gen and name != "reconnect":  # the reconnect timer is the channel's, not a socket's
                 return
             transport = self._transport
             if transport is not None:  # bytes of a frame still arriving count as life
-                self.session.last_rx = max(self.session.last_rx, transport.last_activity)
-            effects = self.session.timer(name, time.monotonic())
+                self._core.last_rx = max(self._core.last_rx, transport.last_activity)
+            effects = self._core.timer(name, time.monotonic())
+            if self._core.attempt_token != self._attempt_token:  # the reconnect timer began one
+                self._new_attempt()
+            gen = self._gen if name == "reconnect" else gen
         self._run(effects, transport, gen)
 
     def _timer_fault(self, exc: BaseException) -> None:
@@ -280,7 +323,7 @@ class Link:
 
     def abandon_current(self) -> None:
         """Shut the current socket (or the open in progress) down; its reader reports the
-        end, pending requests fail, and the actor reconnects (any thread)."""
+        end, pending requests fail, and the core reconnects (any thread)."""
         with self._lock:
             transport, guard = self._transport, self._guard
         if transport is not None:
@@ -324,14 +367,15 @@ class Link:
                 if transport is not None:
                     transport.set_max_frame(max(effect.hello.policy.max_payload, self.config.max_frame_bytes))
                 self._persist_device_token(effect.hello)
-                self.report(gen, effect)
             elif isinstance(effect, CloseSocket):
                 self._abandon(gen, effect)
             elif isinstance(effect, Ping):
                 if transport is not None:
                     transport.ping_nowait()
-            elif isinstance(effect, (AttemptEnded, Lost)):
-                self.report(gen, effect)
+            elif isinstance(effect, OpenSocket):
+                self._hooks.run_attempt(effect)
+            elif isinstance(effect, StickyAnswer):
+                self._hooks.sticky_answer(effect.key, effect.outcome)
         return published
 
     def _arm(self, gen: int, name: str, delay: float | None) -> None:
@@ -371,7 +415,7 @@ class Link:
             log.warning("could not store the device token: %s", exc)
 
     def forget_device_token(self) -> None:
-        """The gateway rejected the stored device token (actor thread, rare path)."""
+        """The gateway rejected the stored device token (reader thread, rare path)."""
         creds = self._credentials
         if creds is None or creds.identity is None or creds.stored is None:
             return

@@ -1,5 +1,5 @@
-"""Per-process state: the connection actor, its bus and the facades; fork and exit hooks;
-the helpers that stop channels and join their threads within a deadline."""
+"""Per-process state: the connection actor and its registry; the fork hook; the helpers
+that stop channels and join their threads within a deadline."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import pykka
 
 from .._errors import ClientClosed, GatewayTimeout
 from .actor import GatewayChannelActor, Stop
-from .registry import Bus, ConnectionActor, Retire
-from .transport import TransportFactory
+from .registry import ConnectionActor, GetRegistry, Registry, Retire
 
-if TYPE_CHECKING:
-    from .._connection import GatewayConnection
-
-__all__ = ["Runtime", "ask", "current_runtime", "join", "retire", "stop_channels"]
+__all__ = ["Runtime", "ask", "current_runtime", "fork_generation", "join", "retire", "stop_channels"]
 
 
 class Runtime:
@@ -29,16 +25,20 @@ class Runtime:
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self.actor: pykka.ActorRef[ConnectionActor] | None = None
-        self.bus: Bus | None = None
-        self.facades: dict[object, GatewayConnection] = {}
-        self.transport_factory: TransportFactory | None = None
+        self.registry: Registry | None = None
 
-    def connection_actor(self) -> tuple[pykka.ActorRef[ConnectionActor], Bus]:
+    def connection_actor(self) -> tuple[pykka.ActorRef[ConnectionActor], Registry]:
         with self.lock:
-            if self.actor is None or not self.actor.is_alive() or self.bus is None:
-                self.bus = Bus()
-                self.actor = ConnectionActor.start(self.bus, self.transport_factory)
-            return self.actor, self.bus
+            if self.actor is None or not self.actor.is_alive() or self.registry is None:
+                self.actor = ConnectionActor.start()
+                self.registry = cast(Registry, ask(self.actor, GetRegistry()))
+            return self.actor, self.registry
+
+    def forget(self) -> pykka.ActorRef[ConnectionActor] | None:
+        """Drop the actor and registry (shutdown_all); returns the actor to retire."""
+        with self.lock:
+            actor, self.actor, self.registry = self.actor, None, None
+            return actor
 
 
 _runtime = Runtime()

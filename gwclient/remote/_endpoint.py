@@ -6,11 +6,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import ClassVar, TypeAlias
 
 from .._config.config import GatewayConfig
+from .._engine.queue import StateQueue
 from .._errors import ConfigError, EndpointNotReady, GatewayError, GatewayTimeout, UsageError
-from ._queue import StateQueue
 
 __all__ = [
     "EndpointConnecting",
@@ -88,13 +89,15 @@ class GatewayEndpointStore:
     :class:`GatewayConfig` or raises at once (:class:`EndpointNotReady`, or
     :class:`ConfigError` when the endpoint is unusable until the config is fixed); it
     never blocks and never starts a tunnel.  ``GatewayConnection.shared(provider=store)``
-    follows it and reconnects once when the ready config changes.
+    follows it and reconnects once when the ready config changes: it :meth:`watch`\ es the
+    store, so the change arrives without a request, also in a program that only listens.
     """
 
     def __init__(self, initial: EndpointState | None = None) -> None:
         self._cond = threading.Condition()
         self._state: EndpointState = initial if initial is not None else EndpointUnavailable("not configured")
         self._subs: list[EndpointSubscription] = []
+        self._watchers: list[Callable[[], None]] = []
 
     def current(self) -> EndpointState:
         with self._cond:
@@ -112,8 +115,25 @@ class GatewayEndpointStore:
             for sub in self._subs:  # under the lock: every subscriber sees one order
                 sub._offer(state)
             self._cond.notify_all()
+            watchers = list(self._watchers)
         log.debug("endpoint %s", state)
+        for notify in watchers:  # outside the lock: a watcher may read the store
+            notify()
         return True
+
+    def watch(self, notify: Callable[[], None]) -> Callable[[], None]:
+        """Call ``notify()`` (on the publishing thread, after the change) whenever the state
+        changes; returns the function that stops it.  ``notify`` must not block: the
+        connection registry's only arms a timer.  Prefer :meth:`subscribe` in programs."""
+        with self._cond:
+            self._watchers.append(notify)
+
+        def unwatch() -> None:
+            with self._cond:
+                if notify in self._watchers:
+                    self._watchers.remove(notify)
+
+        return unwatch
 
     def subscribe(self, *, maxsize: int = 64) -> EndpointSubscription:
         """A queue of states, starting with the current one."""

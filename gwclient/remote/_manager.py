@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from .._config.config import SshTunnelConfig
 from .._core.retry import RetryPolicy
+from .._engine.queue import StateQueue
 from .._errors import ClientClosed, ConfigError, UsageError
-from ._queue import StateQueue
 from ._supervisor import LOCAL_HOST, Tunnel, TunnelStatus
 
 if TYPE_CHECKING:
