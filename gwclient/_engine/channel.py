@@ -57,8 +57,8 @@ from .._core.effects import (
 from .._core.encode import encode_request
 from .._core.frames import ConnectChallenge
 from .._core.handshake import Credentials, build_connect_params
-from .._core.retry import RetryPolicy
 from .._core.pushes import ConnectionState, Push, StateChange
+from .._core.retry import RetryPolicy
 from .._core.sessions import Sticky
 from .._errors import AuthRejected
 from .timer import Expiries, TimerHandle

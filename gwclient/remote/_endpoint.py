@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
 from .._config.config import GatewayConfig
@@ -83,7 +83,7 @@ class EndpointSubscription(StateQueue[EndpointState]):
 
 
 class GatewayEndpointStore:
-    """The single publisher of the effective gateway endpoint.
+    r"""The single publisher of the effective gateway endpoint.
 
     A :data:`~gwclient.ConfigProvider`: calling it (or :meth:`config`) returns the ready
     :class:`GatewayConfig` or raises at once (:class:`EndpointNotReady`, or
