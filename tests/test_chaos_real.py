@@ -9,7 +9,6 @@ futures, events and subscriptions; loops are bounded by deadlines.
 from __future__ import annotations
 
 import http.server
-import logging
 import os
 import signal
 import socket
@@ -22,7 +21,6 @@ from typing import Any
 
 import psutil
 import pytest
-import websocket
 
 from gwclient import (
     Disconnected,
@@ -33,6 +31,7 @@ from gwclient import (
     RetryPolicy,
     Snapshot,
 )
+from gwclient._engine.transport import OpenGuard, Transport, TransportOptions, open_transport
 from gwclient.testing._realgateway import RealGateway
 
 RETRY = RetryPolicy(initial=0.2, maximum=2.0)
@@ -67,18 +66,52 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[Future[Any], threading.Thread]:
     return fut, thread
 
 
-class _SentFrames(logging.Handler):
-    """Sets ``event`` when websocket-client is about to write a frame containing ``marker``
-    (its own trace hook, enabled only around the request under test)."""
+class _SentFrames:
+    """The transport seam, spying: ``event`` is set once a frame containing ``marker`` has
+    been handed to the socket."""
 
     def __init__(self, marker: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.marker = marker
+        self.marker = marker.encode()
         self.event = threading.Event()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.marker in record.getMessage():
-            self.event.set()
+    def transport(self, options: TransportOptions, guard: OpenGuard) -> Transport:
+        return _SpyTransport(open_transport(options, guard), self)
+
+
+class _SpyTransport:
+    def __init__(self, inner: Transport, spy: _SentFrames) -> None:
+        self._inner = inner
+        self._spy = spy
+
+    def send(self, data: bytes) -> None:
+        self._inner.send(data)
+        if self._spy.marker in data:
+            self._spy.event.set()
+
+    def recv(self) -> bytes | None:
+        return self._inner.recv()
+
+    def set_max_frame(self, limit: int) -> None:
+        self._inner.set_max_frame(limit)
+
+    @property
+    def last_activity(self) -> float:
+        return self._inner.last_activity
+
+    def has_pending(self) -> bool:
+        return self._inner.has_pending()
+
+    def ping_nowait(self) -> bool:
+        return self._inner.ping_nowait()
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        self._inner.close_nowait(code, reason)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def release(self) -> None:
+        self._inner.release()
 
 
 # ------------------------------------------------------------------ the real gateway
@@ -96,24 +129,16 @@ def test_sigkill_mid_request_fails_promptly_and_reconnects_once(
 ) -> None:
     config = GatewayConfig(url=gateway.url, token=gateway.token, retry=RETRY, connect_timeout=10.0,
                            request_timeout=60.0)
-    conn = GatewayConnection.shared(config)
+    spy = _SentFrames('"agent.wait"')
+    conn = GatewayConnection.shared(config, transport=spy.transport)
     assert isinstance(conn.request("health", timeout=30), dict)
     sub = conn.subscribe()
     assert isinstance(sub.get(timeout=10), Snapshot)  # the current connection's snapshot
 
     # A request the gateway holds for a minute (an unknown run waited on), on the wire.
-    spy = _SentFrames('"agent.wait"')
-    ws_logger = logging.getLogger("websocket")
-    propagate = ws_logger.propagate
-    ws_logger.propagate = False  # keep traced frames out of the test's captured logs
-    websocket.enableTrace(True, handler=spy)
-    try:
-        params = {"runId": f"chaos-{uuid.uuid4()}", "timeoutMs": 60_000}
-        fut, caller = _in_thread(lambda: conn.request("agent.wait", params, timeout=90))
-        assert spy.event.wait(15), "the request never reached the socket"
-    finally:
-        websocket.enableTrace(False)
-        ws_logger.propagate = propagate
+    params = {"runId": f"chaos-{uuid.uuid4()}", "timeoutMs": 60_000}
+    fut, caller = _in_thread(lambda: conn.request("agent.wait", params, timeout=90))
+    assert spy.event.wait(15), "the request never reached the socket"
     assert not fut.done()
     pid = gateway.pid
     assert pid is not None

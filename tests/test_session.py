@@ -31,6 +31,7 @@ from gwclient._core.effects import (
     Connected,
     Effect,
     Lost,
+    OpenSocket,
     Ping,
     Publish,
     Send,
@@ -338,3 +339,51 @@ def test_restart_hint_never_exceeds_the_backoff_cap() -> None:
     assert policy.after_failure(9) >= 4.0  # remote endpoints keep the long backoff
     err = ConnectError("x", retry_after_ms=10**13)
     assert policy.after_failure(0, retry_after_ms=err.retry_after_ms) == 2.0
+
+
+# ------------------------------------------------------------------ reconnects, in the core
+
+
+def test_a_reconnect_from_lost_to_the_next_attempt_is_decided_by_the_core() -> None:
+    """The whole reconnect, followed with plain asserts: the loss schedules the retry (state,
+    delay from the policy), the timer starts the attempt, a refusal backs off by the policy,
+    the next hello-ok resets the count."""
+    policy = RetryPolicy(initial=0.5, multiplier=2.0, maximum=30.0, jitter=0)
+    s, _ = connected(ConnectionCore(SessionLimits(connect_timeout=2.0, label="gw", retry=policy)))
+    out = s.closed(1006, "")
+    assert out[-3:] == [Publish(StateChange(ConnectionState.RECONNECTING, "retry in 0.50 s: connection closed (1006)")),
+                        Timer("reconnect", 0.5), Lost("1006", None)]
+    assert s.state == ConnectionState.RECONNECTING and s.attempts == 1
+    assert s.timer("reconnect", 1.0) == [Timer("reconnect", None),
+                                         Publish(StateChange(ConnectionState.CONNECTING, "attempt 2")),
+                                         Timer("handshake", 2.0), OpenSocket(2, 2)]
+    out = s.open_failed(OSError("no route"))  # the attempt fails: the next delay doubles
+    assert Timer("reconnect", 1.0) in out and s.attempts == 2 and s.state == ConnectionState.RECONNECTING
+    assert s.timer("reconnect", 2.0)[-1] == OpenSocket(3, 3)
+    assert s.timer("reconnect", 2.0) == []  # stale: an attempt is in progress
+    s.opened(build, 3.0)
+    connect = sent(s.received(challenge(), 3.0))[0]
+    out = s.received(res(connect["id"], hello()), 3.0)
+    assert s.state == ConnectionState.CONNECTED and s.attempts == 0 and s.connections == 2
+    assert [type(p).__name__ for p in pushes(out)] == ["StateChange", "Snapshot"]
+
+
+def test_a_loopback_restart_is_retried_quickly_and_a_restart_hint_is_followed_elsewhere() -> None:
+    policy = RetryPolicy(jitter=0, loopback_interval=0.2)
+    local = ConnectionCore(SessionLimits(label="gw", retry=policy, loopback=True))
+    local, _ = connected(local)
+    assert Timer("reconnect", 0.2) in local.closed(1012, "service restart")
+    assert Timer("reconnect", 0.2) in local.timer("reconnect", 0.0) + local.open_failed(ConnectionRefusedError())
+    remote, _ = connected(ConnectionCore(SessionLimits(label="gw", retry=policy)))
+    remote.received(event("shutdown", 1, {"reason": "gateway restarting", "restartExpectedMs": 1500}), 1.0)
+    assert Timer("reconnect", 1.5) in remote.closed(1012, "service restart")
+
+
+def test_a_pause_schedules_nothing_and_retry_leaves_it() -> None:
+    s = ConnectionCore(SessionLimits(label="gw", retry=RetryPolicy(jitter=0)))
+    out = refuse(s, {"code": "INVALID_REQUEST", "message": "unauthorized",
+                     "details": {"code": "AUTH_TOKEN_MISMATCH"}})
+    assert s.state == ConnectionState.PAUSED and not any(isinstance(e, Timer) and e.name == "reconnect"
+                                                          and e.delay for e in out)
+    assert s.timer("reconnect", 9.0) == []  # nothing scheduled, nothing starts
+    assert s.retry()[-1] == OpenSocket(1, 2) and s.state == ConnectionState.CONNECTING

@@ -23,6 +23,7 @@ thread and never block.
 from __future__ import annotations
 
 import hashlib
+import os
 import select
 import socket
 import ssl
@@ -35,7 +36,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import websocket
-from websocket._abnf import ABNF, frame_buffer
 
 from .._config.config import redact_url
 from .._config.proxy import proxy_kwargs
@@ -149,45 +149,180 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-class _LimitedFrames(frame_buffer):  # type: ignore[misc]
-    """websocket-client's frame reader with a size check between the header and the
-    payload: a frame over the limit is refused before its payload is read."""
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_READ_SIZE = 256 * 1024
 
-    max_frame = 32 * 1024 * 1024
-    #: ``time.monotonic()`` of the last bytes read: a frame trickling in is life too.
-    last_activity = 0.0
 
-    def __init__(self, recv_fn: Callable[[int], bytes], skip_utf8_validation: bool) -> None:
-        def recv(bufsize: int) -> bytes:
-            data = recv_fn(bufsize)
-            self.last_activity = time.monotonic()
-            return data
+def _mask(key: bytes, data: bytes) -> bytes:
+    """RFC 6455 client masking: one big-integer XOR (no per-byte Python loop)."""
+    n = len(data)
+    if not n:
+        return b""
+    keystream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
 
-        super().__init__(recv, skip_utf8_validation)
 
-    def recv_length(self) -> None:
-        super().recv_length()
-        if self.length is not None and self.length > self.max_frame:
-            raise FrameTooLarge(1009, f"frame of {self.length} bytes exceeds the {self.max_frame}-byte limit")
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked frame (what a client sends)."""
+    n = len(payload)
+    head = bytes((0x80 | opcode,))
+    if n < 126:
+        head += bytes((0x80 | n,))
+    elif n < 1 << 16:
+        head += bytes((0x80 | 126,)) + struct.pack("!H", n)
+    else:
+        head += bytes((0x80 | 127,)) + struct.pack("!Q", n)
+    key = os.urandom(4)
+    return head + key + _mask(key, payload)
 
 
 class _WebSocketTransport:
+    """The websocket after the upgrade, on gwclient's own TCP (or TLS) socket.
+
+    **Reading** (the reader thread): one ``recv`` takes whatever the socket has (up to
+    256 KiB) into a buffer, and every complete frame in it is parsed from there: a burst of
+    small events costs one system call, not the three or four small reads per frame of
+    websocket-client's frame reader.  A frame that announces more than ``max_frame`` bytes
+    is refused from its header, before its payload is read.
+
+    **Writing** (callers' threads): a sender appends its frame to a queue and takes the
+    send lock; whoever holds the lock writes everything queued in one ``sendall``, so
+    concurrent senders hand their frames to one write instead of queueing on the lock for
+    one write each.  A frame is written exactly once, in queue order."""
+
     def __init__(self, ws: websocket.WebSocket, sock: socket.socket) -> None:
-        self._ws = ws
+        self._ws = ws  # kept for the socket's lifetime (it did the upgrade)
         self._sock = sock
-        self._frames = _LimitedFrames(ws._recv, True)
-        ws.frame_buffer = self._frames
+        self._buf = bytearray()
+        self._pos = 0
+        self._fragments: list[bytes] = []
+        self._fragment_op = 0
+        self.max_frame = 32 * 1024 * 1024
+        self._activity = time.monotonic()
+        self._send_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[bytes] = []
 
     def set_max_frame(self, limit: int) -> None:
-        self._frames.max_frame = limit
+        self.max_frame = limit
 
     @property
     def last_activity(self) -> float:
-        return self._frames.last_activity
+        return self._activity
+
+    # -- reading (the reader thread) ---------------------------------------------------
+
+    def _frame_end(self) -> int:
+        """The end offset of the complete frame at the read position, or -1; raises
+        :class:`FrameTooLarge` as soon as the header is in."""
+        buf, pos = self._buf, self._pos
+        have = len(buf) - pos
+        if have < 2:
+            return -1
+        b1 = buf[pos + 1]
+        length = b1 & 0x7F
+        offset = 2
+        if length == 126:
+            if have < 4:
+                return -1
+            length = (buf[pos + 2] << 8) | buf[pos + 3]
+            offset = 4
+        elif length == 127:
+            if have < 10:
+                return -1
+            length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            offset = 10
+        if length > self.max_frame:
+            raise FrameTooLarge(1009, f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
+        if b1 & 0x80:
+            offset += 4
+        end = pos + offset + length
+        return end if end <= len(buf) else -1
+
+    def _fill(self) -> None:
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (OSError, ValueError) as exc:
+            raise TransportClosed(None, str(exc) or type(exc).__name__) from exc
+        if not data:
+            raise TransportClosed(None, "Connection to remote host was lost.")
+        self._activity = time.monotonic()
+        self._buf += data
+
+    def recv(self) -> bytes | None:
+        while True:
+            end = self._frame_end()
+            while end < 0:
+                self._fill()
+                end = self._frame_end()
+            buf, pos = self._buf, self._pos
+            b0, b1 = buf[pos], buf[pos + 1]
+            offset = 2 + (2 if (b1 & 0x7F) == 126 else 8 if (b1 & 0x7F) == 127 else 0)
+            if b1 & 0x80:  # a masked server frame (not expected; tolerated)
+                key = bytes(buf[pos + offset:pos + offset + 4])
+                payload = _mask(key, bytes(buf[pos + offset + 4:end]))
+            else:
+                payload = bytes(buf[pos + offset:end])
+            self._pos = end
+            if self._pos == len(buf):
+                buf.clear()
+                self._pos = 0
+            opcode = b0 & 0x0F
+            fin = bool(b0 & 0x80)
+            if opcode in (_OP_TEXT, _OP_BINARY):
+                if self._fragments:
+                    raise TransportClosed(1002, "a new message began inside a fragmented one")
+                if fin:
+                    if opcode == _OP_BINARY:
+                        raise BinaryFrame(1003, "binary frames are not part of the gateway protocol")
+                    return payload
+                self._fragment_op = opcode
+                self._fragments = [payload]
+                self._check_fragments()
+            elif opcode == _OP_CONT:
+                if not self._fragments:
+                    raise TransportClosed(1002, "a continuation frame without a message")
+                self._fragments.append(payload)
+                self._check_fragments()
+                if fin:
+                    data, op = b"".join(self._fragments), self._fragment_op
+                    self._fragments = []
+                    if op == _OP_BINARY:
+                        raise BinaryFrame(1003, "binary frames are not part of the gateway protocol")
+                    return data
+            elif opcode == _OP_PING:
+                self._write(_client_frame(_OP_PONG, payload))
+                return None  # a sign of life
+            elif opcode == _OP_PONG:
+                return None
+            elif opcode == _OP_CLOSE:
+                code: int | None = None
+                reason = ""
+                if len(payload) >= 2:
+                    code = struct.unpack("!H", payload[:2])[0]
+                    reason = payload[2:].decode("utf-8", "replace")
+                self._send_nowait(_client_frame(_OP_CLOSE, payload[:2]))  # the close handshake
+                raise TransportClosed(code, reason)
+            else:
+                raise TransportClosed(1002, f"unknown websocket opcode {opcode}")
+
+    def _check_fragments(self) -> None:
+        if sum(len(f) for f in self._fragments) > self.max_frame:
+            raise FrameTooLarge(1009, f"a fragmented message exceeds the {self.max_frame}-byte limit")
 
     def has_pending(self) -> bool:
+        """A complete frame is buffered, or the socket has bytes (``recv`` would not block
+        waiting for the network)."""
+        try:
+            if self._frame_end() >= 0:
+                return True
+        except FrameTooLarge:
+            return True
         sock = self._sock
-        if self._frames.recv_buffer or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
             readable, _, _ = select.select([sock], [], [], 0)
@@ -195,34 +330,26 @@ class _WebSocketTransport:
             return False
         return bool(readable)
 
-    def send(self, data: bytes) -> None:
-        try:
-            self._ws.send(data, websocket.ABNF.OPCODE_TEXT)
-        except (OSError, websocket.WebSocketException, AttributeError) as exc:
-            raise TransportClosed(None, f"send failed: {exc}") from exc
+    # -- writing (callers' threads) ----------------------------------------------------
 
-    def recv(self) -> bytes | None:
-        try:
-            opcode, data = self._ws.recv_data(control_frame=True)
-        except TransportClosed:
-            raise
-        except (OSError, websocket.WebSocketException, AttributeError) as exc:
-            raise TransportClosed(None, str(exc) or type(exc).__name__) from exc
-        if opcode == ABNF.OPCODE_TEXT:
-            return data if isinstance(data, bytes) else str(data).encode("utf-8")
-        if opcode == ABNF.OPCODE_CLOSE:
-            code: int | None = None
-            reason = ""
-            if len(data) >= 2:
-                code = struct.unpack("!H", data[:2])[0]
-                reason = data[2:].decode("utf-8", "replace")
-            raise TransportClosed(code, reason)
-        if opcode == ABNF.OPCODE_BINARY:
-            raise BinaryFrame(1003, "binary frames are not part of the gateway protocol")
-        return None  # ping (answered by websocket-client) or pong: the peer is alive
+    def send(self, data: bytes) -> None:
+        self._write(_client_frame(_OP_TEXT, data))
+
+    def _write(self, frame: bytes) -> None:
+        with self._queue_lock:
+            self._queue.append(frame)
+        with self._send_lock:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if not batch:
+                return  # the previous holder wrote ours
+            try:
+                self._sock.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+            except (OSError, ValueError) as exc:
+                raise TransportClosed(None, f"send failed: {exc}") from exc
 
     def _send_nowait(self, frame: bytes) -> bool:
-        lock = self._ws.lock
+        lock = self._send_lock
         if not lock.acquire(blocking=False):
             return False  # a caller is sending: that write is a keepalive too
         try:
@@ -245,11 +372,11 @@ class _WebSocketTransport:
         return True
 
     def ping_nowait(self) -> bool:
-        return self._send_nowait(ABNF.create_frame(b"", ABNF.OPCODE_PING).format())
+        return self._send_nowait(_client_frame(_OP_PING, b""))
 
     def close_nowait(self, code: int, reason: str) -> None:
         payload = struct.pack("!H", code) + reason.encode("utf-8")[:120]
-        self._send_nowait(ABNF.create_frame(payload, ABNF.OPCODE_CLOSE).format())
+        self._send_nowait(_client_frame(_OP_CLOSE, payload))
         self.abort()
 
     def abort(self) -> None:
