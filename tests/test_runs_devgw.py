@@ -353,9 +353,9 @@ def test_blocking_run_calls_from_a_gwclient_thread_raise_usage_error(conn: Gatew
 def test_a_dropped_run_releases_its_subscription(conn: GatewayConnection, gw: DevGateway) -> None:
     import gc
 
+    run = conn.chat("agent:main:drop", "HANG")
     registry = current_runtime().registry
     assert registry is not None
-    run = conn.chat("agent:main:drop", "HANG")
     inlet = run._sub.inlet  # type: ignore[attr-defined]
     assert inlet in registry.inlets()
     del run

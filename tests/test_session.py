@@ -364,7 +364,7 @@ def test_a_reconnect_from_lost_to_the_next_attempt_is_decided_by_the_core() -> N
     s.opened(build, 3.0)
     connect = sent(s.received(challenge(), 3.0))[0]
     out = s.received(res(connect["id"], hello()), 3.0)
-    assert s.state == ConnectionState.CONNECTED and s.attempts == 0 and s.connections == 2
+    assert [s.state, s.attempts, s.connections] == [ConnectionState.CONNECTED, 0, 2]
     assert [type(p).__name__ for p in pushes(out)] == ["StateChange", "Snapshot"]
 
 
@@ -386,4 +386,5 @@ def test_a_pause_schedules_nothing_and_retry_leaves_it() -> None:
     assert s.state == ConnectionState.PAUSED and not any(isinstance(e, Timer) and e.name == "reconnect"
                                                           and e.delay for e in out)
     assert s.timer("reconnect", 9.0) == []  # nothing scheduled, nothing starts
-    assert s.retry()[-1] == OpenSocket(1, 2) and s.state == ConnectionState.CONNECTING
+    assert s.retry()[-1] == OpenSocket(1, 2)
+    assert [s.state] == [ConnectionState.CONNECTING]

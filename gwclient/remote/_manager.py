@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import logging
 import os
@@ -10,19 +11,16 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from .._config.config import SshTunnelConfig
 from .._core.retry import RetryPolicy
 from .._engine.queue import StateQueue
-from .._errors import ClientClosed, ConfigError, UsageError
-from ._supervisor import LOCAL_HOST, Tunnel, TunnelStatus
-
-if TYPE_CHECKING:
-    from ._forwarder import Forwarder
+from .._errors import ConfigError, UsageError
+from ._supervisor import LOCAL_HOST, Tunnel, TunnelForwarder, TunnelStatus
 
 __all__ = ["DEFAULT_TUNNEL_RETRY", "RemoteTunnelManager", "TunnelSubscription"]
 
@@ -59,6 +57,48 @@ def _port_in_use(port: int) -> bool:
 class TunnelSubscription(StateQueue[TunnelStatus]):
     """A queue of :class:`TunnelStatus` changes of one manager's tunnels (see
     :meth:`RemoteTunnelManager.subscribe`).  Overflow drops the oldest status."""
+
+
+@dataclass(frozen=True)
+class _TunnelHost:
+    """What a manager hands each of its tunnels (a :class:`~._supervisor.TunnelHost`): its
+    retry settings, where to announce, and how to build a forwarder from its SSH settings."""
+
+    retry: RetryPolicy
+    max_failures: int | None
+    wait: Callable[[threading.Event, float], object]
+    announce: Callable[[TunnelStatus], None]
+    known_hosts: list[Path] | None
+    ssh_config: Path | None
+    use_agent: bool
+    connect_timeout: float
+    keepalive: float
+
+    @contextlib.contextmanager
+    def forwarder(self, ssh: SshTunnelConfig, local_port: int) -> Iterator[TunnelForwarder]:
+        """A new, unstarted forwarder for ``ssh``; the ssh-agent connection its keys need
+        stays open until the context exits."""
+        # Imported here: paramiko and sshtunnel are loaded only when a tunnel is opened.
+        try:
+            from ._forwarder import Forwarder
+            from ._ssh import HostKeys, resolve, select_keys
+        except ModuleNotFoundError as exc:  # the optional extra is missing
+            raise ConfigError(f"remote mode needs {exc.name}, which is not installed: "
+                              "pip install 'gwclient[remote]'") from exc
+
+        res = resolve(ssh, None if self.ssh_config is None else self.ssh_config.expanduser(), self.known_hosts)
+        host_keys = HostKeys(res)
+        keys, agent = select_keys(res, use_agent=self.use_agent)
+        try:
+            try:
+                fwd = Forwarder(res, host_keys, keys, local_port=local_port, remote_port=ssh.remote_port,
+                                timeout=self.connect_timeout, keepalive=self.keepalive)
+            except Exception as exc:  # sshtunnel's argument checks
+                raise ConfigError(f"invalid SSH tunnel settings for {ssh.target}: {exc}") from exc
+            yield fwd
+        finally:
+            if agent is not None:
+                agent.close()
 
 
 _managers: weakref.WeakSet[RemoteTunnelManager] = weakref.WeakSet()
@@ -105,17 +145,19 @@ class RemoteTunnelManager:
     ) -> None:
         if max_failures is not None and (isinstance(max_failures, bool) or max_failures < 1):
             raise UsageError("max_failures must be a positive integer or None")
-        self._max_failures = max_failures
-        self._retry = retry or DEFAULT_TUNNEL_RETRY
-        self._wait = wait or _event_wait
-        self._known_hosts = None if known_hosts is None else [Path(os.fspath(p)).expanduser() for p in known_hosts]
-        self._ssh_config = None if ssh_config is None else Path(os.fspath(ssh_config))
-        self._use_agent = use_agent
-        self._connect_timeout = connect_timeout
-        self._keepalive = keepalive
+        self._host = _TunnelHost(
+            retry=retry or DEFAULT_TUNNEL_RETRY,
+            max_failures=max_failures,
+            wait=wait or _event_wait,
+            announce=self._announce,
+            known_hosts=None if known_hosts is None else [Path(os.fspath(p)).expanduser() for p in known_hosts],
+            ssh_config=None if ssh_config is None else Path(os.fspath(ssh_config)),
+            use_agent=use_agent,
+            connect_timeout=connect_timeout,
+            keepalive=keepalive,
+        )
         self._lock = threading.Lock()
         self._tunnels: dict[_Key, Tunnel] = {}
-        self._pending: dict[Tunnel, Forwarder] = {}
         self._listeners: list[_Listener] = []
         _managers.add(self)
 
@@ -153,10 +195,10 @@ class RemoteTunnelManager:
                 if _port_in_use(local_port):
                     log.info("127.0.0.1:%d is already listening; reusing it for %s (no SSH tunnel started)",
                              local_port, ssh.target)
-                    tunnel = Tunnel(self, ssh, local_port, external=True)
+                    tunnel = Tunnel(self._host, ssh, local_port, external=True)
                     self._tunnels[key] = tunnel
                     return local_port
-                tunnel = Tunnel(self, ssh, local_port)
+                tunnel = Tunnel(self._host, ssh, local_port)
                 self._tunnels[key] = tunnel
                 assert tunnel.thread is not None
                 tunnel.thread.start()
@@ -189,10 +231,7 @@ class RemoteTunnelManager:
             tunnels = list(self._tunnels.values())
             self._tunnels.clear()
         for tunnel in tunnels:
-            with tunnel.cond:
-                tunnel.stopping = True
-                tunnel.wake.set()
-                tunnel.cond.notify_all()
+            tunnel.begin_stop()
         for tunnel in tunnels:
             tunnel.stop(deadline)
 
@@ -230,9 +269,7 @@ class RemoteTunnelManager:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _announce(self, status: TunnelStatus | None) -> None:
-        if status is None:
-            return
+    def _announce(self, status: TunnelStatus) -> None:
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -240,49 +277,6 @@ class RemoteTunnelManager:
                 listener(status)
             except Exception:  # a listener bug must not kill the supervisor
                 log.exception("tunnel listener failed")
-
-    def _pending_forwarder(self, tunnel: Tunnel) -> Forwarder | None:
-        with self._lock:
-            return self._pending.get(tunnel)
-
-    def _open(self, tunnel: Tunnel) -> Forwarder:
-        """One attempt, on the supervisor thread: a started forwarder, or raise."""
-        # Imported here: paramiko and sshtunnel are loaded only when a tunnel is opened.
-        try:
-            from ._forwarder import Forwarder
-            from ._ssh import HostKeys, resolve, select_keys
-        except ModuleNotFoundError as exc:  # the optional extra is missing
-            raise ConfigError(f"remote mode needs {exc.name}, which is not installed: "
-                              "pip install 'gwclient[remote]'") from exc
-
-        ssh = tunnel.ssh
-        res = resolve(ssh, None if self._ssh_config is None else self._ssh_config.expanduser(), self._known_hosts)
-        host_keys = HostKeys(res)
-        keys, agent = select_keys(res, use_agent=self._use_agent)
-        try:
-            try:
-                fwd = Forwarder(res, host_keys, keys, local_port=tunnel.local_port, remote_port=ssh.remote_port,
-                                 timeout=self._connect_timeout, keepalive=self._keepalive)
-            except Exception as exc:  # sshtunnel's argument checks
-                raise ConfigError(f"invalid SSH tunnel settings for {ssh.target}: {exc}") from exc
-            with self._lock:
-                self._pending[tunnel] = fwd
-            with tunnel.cond:
-                stopping = tunnel.stopping
-            try:
-                if stopping:
-                    raise ClientClosed("the SSH tunnel was stopped")
-                fwd.gw_start()
-            except BaseException:
-                fwd.gw_close()
-                raise
-            finally:
-                with self._lock:
-                    self._pending.pop(tunnel, None)
-            return fwd
-        finally:
-            if agent is not None:
-                agent.close()
 
 
 def _stop_all_managers() -> None:

@@ -1,6 +1,12 @@
 """One SSH tunnel and its supervisor thread (``gwclient-tunnel-<local port>``): opens the
 tunnel, watches the SSH connection, restarts it with backoff and gives up after the
-manager's ``max_failures`` consecutive failures."""
+manager's ``max_failures`` consecutive failures.
+
+A :class:`Tunnel` gets what it needs from its manager through a :class:`TunnelHost` handed
+in at construction (the retry policy, the backoff wait, where to announce a status change
+and how to build a forwarder); it owns its own state, the forwarder being started
+included, and knows nothing else of the manager.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,18 @@ import enum
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .._config.config import SshTunnelConfig
+from .._core.retry import RetryPolicy
 from .._errors import ClientClosed, ConfigError, GatewayError, GatewayTimeout, TunnelError
 
-if TYPE_CHECKING:
-    from ._forwarder import Forwarder
-    from ._manager import RemoteTunnelManager
-
-__all__ = ["TunnelState", "TunnelStatus"]
+__all__ = ["Tunnel", "TunnelForwarder", "TunnelHost", "TunnelState", "TunnelStatus"]
 
 log = logging.getLogger("gwclient.tunnel")
 LOCAL_HOST = "127.0.0.1"
-
 
 
 class TunnelState(enum.Enum):
@@ -49,12 +52,43 @@ class TunnelStatus:
         return self.state in (TunnelState.UP, TunnelState.EXTERNAL)
 
 
+class TunnelForwarder(Protocol):
+    """What a tunnel does with the SSH forwarder (``_forwarder.Forwarder``, imported only
+    when a tunnel is opened: it needs paramiko and sshtunnel)."""
+
+    def gw_start(self) -> None: ...
+    def gw_transport(self) -> Any: ...
+    def gw_abort(self) -> None: ...
+    def gw_close(self, timeout: float = ...) -> None: ...
+
+
+class TunnelHost(Protocol):
+    """What a :class:`Tunnel` needs from the manager that owns it (passed at construction).
+
+    * ``retry`` / ``max_failures``: the backoff between attempts and when to give up;
+    * ``wait(event, seconds)``: the backoff wait (returns once ``event`` is set);
+    * ``announce(status)``: publish a status change (called on the supervisor thread, no
+      lock held);
+    * ``forwarder(ssh, local_port)``: a context that yields a new, unstarted forwarder
+      (and keeps what its start needs, e.g. an ssh-agent connection, until it exits);
+      raises :class:`ConfigError` for settings that cannot work.
+    """
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def max_failures(self) -> int | None: ...
+    def wait(self, event: threading.Event, seconds: float) -> object: ...
+    def announce(self, status: TunnelStatus) -> None: ...
+    def forwarder(self, ssh: SshTunnelConfig, local_port: int) -> AbstractContextManager[TunnelForwarder]: ...
+
+
 class Tunnel:
     """One tunnel and its supervisor thread (``gwclient-tunnel-<port>``)."""
 
-    def __init__(self, manager: RemoteTunnelManager, ssh: SshTunnelConfig, local_port: int,
+    def __init__(self, host: TunnelHost, ssh: SshTunnelConfig, local_port: int,
                  external: bool = False) -> None:
-        self.manager = manager
+        self._host = host
         self.ssh = ssh
         self.local_port = local_port
         self.cond = threading.Condition()
@@ -67,7 +101,8 @@ class Tunnel:
         self.finished = 0       # attempts finished
         self.in_attempt = False
         self.kicked = False
-        self.fwd: Forwarder | None = None
+        self.fwd: TunnelForwarder | None = None
+        self._starting: TunnelForwarder | None = None  # the forwarder of the attempt under way
         self.thread: threading.Thread | None = None
         if not external:
             self.thread = threading.Thread(target=self._run, name=f"gwclient-tunnel-{local_port}", daemon=True)
@@ -89,6 +124,10 @@ class Tunnel:
         self.cond.notify_all()
         return TunnelStatus(self.ssh, self.local_port, state, detail, error, self.started)
 
+    def _announce(self, status: TunnelStatus | None) -> None:
+        if status is not None:
+            self._host.announce(status)
+
     # -- supervisor ------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -105,11 +144,11 @@ class Tunnel:
                     announce = self._set(TunnelState.STARTING, f"opening SSH tunnel {self.where}")
                 self.kicked = False
                 self.wake.clear()
-            self.manager._announce(announce)
-            fwd: Forwarder | None = None
+            self._announce(announce)
+            fwd: TunnelForwarder | None = None
             error: GatewayError | None = None
             try:
-                fwd = self.manager._open(self)
+                fwd = self._open()
             except GatewayError as exc:
                 error = exc
             except Exception as exc:  # pragma: no cover - a bug; never let it escape the thread
@@ -128,7 +167,7 @@ class Tunnel:
                 else:
                     assert error is not None
                     failures += 1
-                    limit = self.manager._max_failures
+                    limit = self._host.max_failures
                     final_failure = isinstance(error, ConfigError)
                     if not final_failure and limit is not None and failures >= limit:
                         gave_up = TunnelError(f"gave up after {failures} failed attempts in a row: {error}")
@@ -141,7 +180,7 @@ class Tunnel:
                 if fwd is not None:
                     fwd.gw_close()
                 break
-            self.manager._announce(announce)
+            self._announce(announce)
             if fwd is not None:
                 log.info("SSH tunnel up: %s", self.where)
                 lost = self._watch(fwd)
@@ -154,7 +193,7 @@ class Tunnel:
                     err = TunnelError(f"SSH connection to {self.ssh.target}:{self.ssh.port} lost")
                     announce = self._set(TunnelState.DOWN, str(err), err)
                 log.warning("SSH tunnel lost: %s; restarting", self.where)
-                self.manager._announce(announce)
+                self._announce(announce)
             if final_failure:
                 log.warning("SSH tunnel %s: %s (not retrying until ensure() is called again)", self.where, error)
                 failures = 0
@@ -162,16 +201,36 @@ class Tunnel:
                 continue
             if error is not None:
                 log.info("SSH tunnel %s: %s", self.where, error)
-            delay = self.manager._retry.delay(max(0, failures - 1))
+            delay = self._host.retry.delay(max(0, failures - 1))
             if not self.wake.is_set():
-                self.manager._wait(self.wake, delay)
+                self._host.wait(self.wake, delay)
         with self.cond:
             self.state, self.detail, self.error = TunnelState.STOPPED, "stopped", None
             self.cond.notify_all()
             final = TunnelStatus(self.ssh, self.local_port, TunnelState.STOPPED, "stopped", None, self.started)
-        self.manager._announce(final)
+        self._announce(final)
 
-    def _watch(self, fwd: Forwarder) -> bool:
+    def _open(self) -> TunnelForwarder:
+        """One attempt, on the supervisor thread: a started forwarder, or raise.  While it
+        starts, :meth:`stop` can abort it (``self._starting``)."""
+        with self._host.forwarder(self.ssh, self.local_port) as fwd:
+            with self.cond:
+                stopping = self.stopping
+                if not stopping:
+                    self._starting = fwd
+            try:
+                if stopping:
+                    raise ClientClosed("the SSH tunnel was stopped")
+                fwd.gw_start()
+            except BaseException:
+                fwd.gw_close()
+                raise
+            finally:
+                with self.cond:
+                    self._starting = None
+        return fwd
+
+    def _watch(self, fwd: TunnelForwarder) -> bool:
         """Block while the SSH connection lives.  True if it was lost (not stopped)."""
         transport = fwd.gw_transport()
         while transport is not None and transport.is_alive():
@@ -207,17 +266,21 @@ class Tunnel:
         assert error is not None
         raise error
 
-    def stop(self, deadline: float) -> None:
+    def begin_stop(self) -> None:
+        """Mark the tunnel stopping and wake its supervisor (returns at once)."""
         with self.cond:
             self.stopping = True
             self.wake.set()
-            fwd = self.fwd
             self.cond.notify_all()
-        if fwd is not None:
+
+    def stop(self, deadline: float) -> None:
+        """Stop the tunnel: abort its SSH connection (or the one being opened) and join
+        the supervisor until ``deadline``."""
+        self.begin_stop()
+        with self.cond:
+            forwarders = [f for f in (self.fwd, self._starting) if f is not None]
+        for fwd in forwarders:
             fwd.gw_abort()
-        pending = self.manager._pending_forwarder(self)
-        if pending is not None:
-            pending.gw_abort()
         if self.thread is not None and self.thread is not threading.current_thread() and self.thread.ident:
             self.thread.join(max(0.0, deadline - time.monotonic()))
             if self.thread.is_alive():
@@ -225,5 +288,3 @@ class Tunnel:
         if self.thread is None:  # external: nothing of ours to stop
             with self.cond:
                 self.state, self.detail = TunnelState.STOPPED, "stopped"
-
-

@@ -7,6 +7,25 @@ the real gateway does (see PROTOCOL.md), plus knobs to make it misbehave.
 Threads are all named ``devgw-...`` and :meth:`DevGateway.stop` joins every one
 of them, so a test that stops its gateway leaves nothing running.
 
+The gateway is composed of parts, each owning its state, and delegates to them:
+
+* :class:`~gwclient.testing._devgw_server.GatewayServer`: sockets, connections, seq,
+  broadcasts, ticks, restarts, transport faults and socket counters;
+* :class:`~gwclient.testing._devgw_handshake.Handshake`: challenge, auth, pairing,
+  hello-ok (the shared secrets and ``policy_overrides``);
+* :class:`~gwclient.testing._devgw_methods.Methods`: the requests after hello-ok
+  (built-in methods, custom handlers, scope checks);
+* :class:`~gwclient.testing._devgw_controls.Faults`: injected protocol faults;
+* :class:`~gwclient.testing._devgw_recorder.Recorder`: request counters and the
+  connect log;
+* :class:`~gwclient.testing._devgw_pairing.PairingStore`: devices and tokens;
+* :class:`~gwclient.testing._devgw_sessions.SessionSubscriptions`: session
+  subscriptions and their pushes;
+* :class:`~gwclient.testing._devgw_runs.DevRuns`: agent and chat runs (``gw.runs``).
+
+They share one monitor (``threading.Condition`` over an ``RLock``): every part that
+changes something a :meth:`DevGateway.wait_for` predicate reads notifies it.
+
 Example::
 
     with DevGateway(token="secret", tick_interval_ms=200) as gw:
@@ -16,53 +35,28 @@ Example::
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import socket
 import ssl
-import sys
-import time
-import uuid
-from collections import deque
-from typing import Any
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
 
-from websockets.exceptions import ConnectionClosed
-
-from gwclient.testing._devgw_controls import _DevGatewayControls
-from gwclient.testing._devgw_handshake import Handler, _DevGatewayHandshake, _Rejection
+from gwclient.testing._devgw_controls import Faults
+from gwclient.testing._devgw_handshake import Handshake
+from gwclient.testing._devgw_methods import Handler, Methods
 from gwclient.testing._devgw_pairing import PairingStore
-from gwclient.testing._devgw_proto import (
-    DevGatewayError,
-    error_shape,
-    scope_satisfied,
-    validate_request_frame,
-)
-from gwclient.testing._devgw_runs import RUN_METHODS, DevRuns
-from gwclient.testing._devgw_server import (
-    _Conn,
-    _DevServerConnection,
-    _Lifetime,
-    _now_ms,
-    _Tracked,
-)
+from gwclient.testing._devgw_proto import DevGatewayError
+from gwclient.testing._devgw_recorder import Recorder
+from gwclient.testing._devgw_runs import DevRuns
+from gwclient.testing._devgw_server import GatewayServer, _Conn
+from gwclient.testing._devgw_sessions import SessionSubscriptions
 
 __all__ = ["DevGateway", "DevGatewayError"]
 
-_log = logging.getLogger("gwclient.testing.devgateway")
-
-# method -> scope required when enforce_scopes=True (health/echo/dev.* need none)
-METHOD_SCOPES = {"status": "operator.read", "system-presence": "operator.read"}
-_EPHEMERAL_MODES = ("cli", "backend", "probe")
+_G = TypeVar("_G", bound="DevGateway")
 
 
-def canonical_session_key(key: str, agent_id: str = "main") -> str:
-    """``"main"`` -> ``agent:main:main``; keys without the ``agent:<id>:`` prefix get it."""
-    key = key.strip()
-    return key if key.startswith("agent:") else f"agent:{agent_id}:{key}"
-
-
-class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
+class DevGateway:
     """A loopback protocol-4 gateway for tests, with fault injection and counters.
 
     Constructor arguments (all keyword-only):
@@ -100,267 +94,384 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         close_timeout: float = 1.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(
+        self._handshake_timeout = handshake_timeout
+        self._cond = threading.Condition(threading.RLock())
+        self._server = GatewayServer(
+            serve=self._serve,
+            cond=self._cond,
             host=host,
             port=port,
             tick_interval_ms=tick_interval_ms,
             ping_interval=ping_interval,
-            ssl_context=ssl_context,
             close_timeout=close_timeout,
+            ssl_context=ssl_context,
         )
-        self._token = token
-        self._password = password
-        self._auto_approve = auto_approve
-        self._enforce_scopes = enforce_scopes
-        self._handshake_timeout = handshake_timeout
-
+        self._recorder = Recorder(self._cond)
+        self._faults = Faults()
         self._pairing = PairingStore()
-        self._handlers: dict[str, Handler] = {}
-        self._handler_scopes: dict[str, str | None] = {}
-        self._delays: dict[str, float] = {}
-        self._never: set[str] = set()
-        self._rejections: deque[_Rejection] = deque()
-        self._state_version = {"presence": 1, "health": 1}
-        #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
-        #: gateway's own tick cadence is unchanged.
-        self.policy_overrides: dict[str, Any] = {}
-        self._session_subs: dict[str, set[str]] = {}
-        self._sessions_subscribed: set[str] = set()
+        self._sessions = SessionSubscriptions(self._server, self._cond)
+        self.runs = DevRuns(self._server, self._cond)  # agent/chat runs (_devgw_runs.py)
+        self._methods = Methods(
+            server=self._server,
+            recorder=self._recorder,
+            faults=self._faults,
+            runs=self.runs,
+            sessions=self._sessions,
+            enforce_scopes=enforce_scopes,
+        )
+        self._handshake = Handshake(
+            server=self._server,
+            cond=self._cond,
+            recorder=self._recorder,
+            faults=self._faults,
+            methods=self._methods,
+            pairing=self._pairing,
+            token=token,
+            password=password,
+            auto_approve=auto_approve,
+            enforce_scopes=enforce_scopes,
+            boot_id=f"{id(self):x}",
+        )
 
-        self._handshakes_completed = 0
-        self._connect_attempts = 0
-        self._requests_by_method: dict[str, int] = {}
-        self._connect_log: list[Any] = []
-        self._invalid_frames = 0
-        self.runs = DevRuns(self)  # agent/chat runs (_devgw_runs.py)
+    def _serve(self, cs: _Conn) -> None:
+        """One connection, on its ``devgw-conn`` thread: challenge, handshake, requests."""
+        self._handshake.challenge(cs)
+        try:
+            first = cs.ws.recv(timeout=self._handshake_timeout)
+        except TimeoutError:
+            cs.ws.close(1000, "")
+            return
+        if not self._handshake.run(cs, first):
+            return
+        while True:
+            self._methods.on_frame(cs, cs.ws.recv())
 
-    def _handle_ws(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
-        cs = _Conn(ws=ws, conn_id=str(uuid.uuid4()), nonce=str(uuid.uuid4()), origin=ws.devgw_origin)
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self: _G) -> _G:
+        """Bind and start serving (idempotent); returns ``self``."""
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Broadcast ``shutdown {reason:"gateway stopping"}``, close every socket
+        1012 "service restart", stop listening and join every thread. Idempotent."""
+        self._server.stop()
+
+    def restart(self, *, down_for: float | None = None, restart_expected_ms: int = 1500) -> None:
+        """Simulate a gateway restart and block until listening again.
+
+        Broadcasts ``shutdown {reason:"gateway restarting", restartExpectedMs}``,
+        closes every socket 1012 "service restart", stops listening (connections
+        are refused), waits ``down_for`` seconds (Event wait; cut short by
+        :meth:`stop`) and listens again on the same port.
+        """
+        self._server.restart(down_for=down_for, restart_expected_ms=restart_expected_ms)
+
+    def restart_begin(self, *, restart_expected_ms: int = 1500) -> None:
+        """First half of :meth:`restart`: on return the port refuses connections."""
+        self._server.restart_begin(restart_expected_ms=restart_expected_ms)
+
+    def restart_end(self) -> None:
+        """Second half of :meth:`restart`: listen again on the same port."""
+        self._server.restart_end()
+
+    def __enter__(self: _G) -> _G:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def wait_for(self: _G, predicate: Callable[[_G], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` is true (re-checked on every state change:
+        counters, connection open/close, requests, pairing); False on timeout."""
         with self._cond:
-            item.state = cs
-            self._conns.add(cs)
-            stopping = lt.stopping
-            self._cond.notify_all()
-        try:
-            if stopping:
-                ws.close(1012, "service restart")
-                return
-            challenge = {"nonce": cs.nonce, "ts": _now_ms(), "capabilities": []}
-            self._send(cs, {"type": "event", "event": "connect.challenge", "payload": challenge})
-            try:
-                first = ws.recv(timeout=self._handshake_timeout)
-            except TimeoutError:
-                ws.close(1000, "")
-                return
-            if not self._handshake(cs, first):
-                return
-            while True:
-                self._on_frame(cs, ws.recv())
-        except ConnectionClosed:
-            pass
-        finally:
-            cs.closed.set()
-            with self._cond:
-                cs.handshaken = False
-                self._conns.discard(cs)
-                self._cond.notify_all()
+            return self._cond.wait_for(lambda: predicate(self), timeout)
 
-    # ------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------ address
 
-    def _note_request(self, method: str) -> None:
-        with self._cond:
-            self._requests_by_method[method] = self._requests_by_method.get(method, 0) + 1
-            self._cond.notify_all()
+    @property
+    def host(self) -> str:
+        """The listening host (127.0.0.1 by default)."""
+        return self._server.host
 
-    def _on_frame(self, cs: _Conn, data: str | bytes) -> None:
-        try:
-            frame = json.loads(data)
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict) or frame.get("type") != "req":
-            with self._cond:
-                self._invalid_frames += 1
-                self._cond.notify_all()
-            return
-        problem = validate_request_frame(frame)
-        if problem:
-            with self._cond:
-                self._invalid_frames += 1
-                self._cond.notify_all()
-            if "id" in frame:
-                error = error_shape("INVALID_REQUEST", f"invalid request frame: {problem}")
-                self._send_res(cs, frame["id"], False, error)
-            return
-        req_id: str = frame["id"]
-        method: str = frame["method"]
-        params = frame.get("params")
-        if params is None:
-            params = {}
-        self._note_request(method)
-        if method == "connect":
-            error = error_shape("INVALID_REQUEST", "invalid handshake: already connected")
-            self._send_res(cs, req_id, False, error)
-            return
-        with self._lock:
-            if method in self._never:
-                return
-            delay = self._delays.get(method, 0.0)
-            custom = method in self._handlers
-        if method in RUN_METHODS and not custom:
-            self.runs.handle(cs, req_id, method, params)
-            return
-        run_id: str | None = None
-        if method == "dev.twostage" and not custom:
-            run_id = str(uuid.uuid4())
-            accepted = {"status": "accepted", "runId": run_id, "acceptedAt": _now_ms()}
-            self._send_res(cs, req_id, True, accepted)
-        if delay > 0:
-            self._spawn("delay", self._answer, cs, (req_id, method, params, run_id), delay)
-        else:
-            self._answer(cs, (req_id, method, params, run_id), 0.0)
+    @property
+    def port(self) -> int:
+        """The listening port (the picked one once started; stable across restarts)."""
+        return self._server.port
 
-    def _answer(self, cs: _Conn, request: tuple[str, str, Any, str | None], delay: float) -> None:
-        if delay > 0 and cs.closed.wait(delay):
-            return
-        req_id, method, params, run_id = request
-        if run_id is not None:
-            self._send_res(cs, req_id, True, {"status": "ok", "runId": run_id, "result": params})
-        else:
-            ok, body = self._call(cs, method, params)
-            self._send_res(cs, req_id, ok, body)
+    @property
+    def url(self) -> str:
+        """``ws://<host>:<port>`` (``wss://`` with an ``ssl_context``)."""
+        return self._server.url
 
-    def _call(self, cs: _Conn, method: str, params: Any) -> tuple[bool, Any]:
-        with self._lock:
-            handler = self._handlers.get(method)
-            scope = self._handler_scopes.get(method) if handler else METHOD_SCOPES.get(method)
-        if self._enforce_scopes and scope and not scope_satisfied(scope, cs.scopes):
-            details = {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}
-            return False, error_shape("FORBIDDEN", f"missing scope: {scope}", details)
-        try:
-            if handler is not None:
-                return True, handler(params)
-            if method == "health":
-                return True, self._health_payload()
-            if method == "status":
-                return True, self._status_payload()
-            if method == "system-presence":
-                with self._lock:
-                    return True, self._presence_entries()
-            if method == "echo":
-                return True, params
-            if method in ("sessions.messages.subscribe", "sessions.messages.unsubscribe", "sessions.subscribe"):
-                return self._session_subscription(cs, method, params)
-        except DevGatewayError as exc:
-            return False, exc.shape()
-        except Exception as exc:
-            _log.warning("handler for %s failed", method, exc_info=True)
-            return False, error_shape("UNAVAILABLE", f"handler failed: {exc}", retryable=True)
-        return False, error_shape("INVALID_REQUEST", f"unknown method: {method}")
+    @property
+    def running(self) -> bool:
+        """True while listening (False before start, in a restart window and after stop)."""
+        return self._server.running
 
-    def _session_subscription(self, cs: _Conn, method: str, params: Any) -> tuple[bool, Any]:
-        """Per-connection subscriptions, like the real gateway's (keyed by connection:
-        lost on reconnect until the client subscribes again)."""
-        if method == "sessions.subscribe":
-            with self._lock:
-                self._sessions_subscribed.add(cs.conn_id)
-            return True, {"subscribed": True}
-        key = params.get("key") if isinstance(params, dict) else None
-        if not isinstance(key, str) or not key.strip():
-            return False, error_shape("INVALID_REQUEST", "invalid sessions.messages params: key required")
-        canonical = canonical_session_key(key)
-        with self._lock:
-            keys = self._session_subs.setdefault(cs.conn_id, set())
-            if method.endswith(".subscribe"):
-                keys.add(canonical)
-            else:
-                keys.discard(canonical)
-            subscribed = canonical in keys
-        return True, {"subscribed": subscribed, "key": canonical}
+    # ------------------------------------------------------------------ counters: sockets
+
+    @property
+    def sockets_accepted(self) -> int:
+        """TCP connections accepted, over all lifetimes."""
+        return self._server.sockets_accepted
+
+    @property
+    def open_sockets(self) -> int:
+        """Accepted TCP sockets not yet fully closed on the server side."""
+        return self._server.open_sockets
+
+    @property
+    def max_open_sockets(self) -> int:
+        """Peak of :attr:`open_sockets`."""
+        return self._server.max_open_sockets
+
+    @property
+    def handshaken_connections(self) -> int:
+        """Connections currently past hello-ok (the targets of :meth:`broadcast`)."""
+        return self._server.handshaken_connections
+
+    @property
+    def origin_headers_seen(self) -> int:
+        """Upgrade requests that carried an ``Origin`` header."""
+        return self._server.origin_headers_seen
+
+    @property
+    def pings_received(self) -> int:
+        """Websocket ping frames received from clients (keepalive), over all lifetimes."""
+        return self._server.pings_received
+
+    @property
+    def lifetimes(self) -> int:
+        """Number of times the gateway started listening (1 + restarts)."""
+        return self._server.lifetimes
+
+    @property
+    def sockets_accepted_per_lifetime(self) -> list[int]:
+        """:attr:`sockets_accepted` split by lifetime."""
+        return self._server.sockets_accepted_per_lifetime
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Info about handshaken connections: connId, client, role, scopes,
+        authMethod, deviceId, origin, lastSeq."""
+        return self._server.connections()
+
+    # ------------------------------------------------------------------ counters: requests
+
+    @property
+    def handshakes_completed(self) -> int:
+        """Connections that got hello-ok."""
+        return self._recorder.handshakes_completed
+
+    @property
+    def connect_attempts(self) -> int:
+        """``connect`` request frames received (valid or not)."""
+        return self._recorder.connect_attempts
+
+    @property
+    def requests_by_method(self) -> dict[str, int]:
+        """Copy of the per-method request counts (``connect`` included)."""
+        return self._recorder.requests_by_method
+
+    @property
+    def connect_requests(self) -> list[Any]:
+        """Deep copies of every ``connect`` params object received, oldest first
+        (they contain the secrets the client sent)."""
+        return self._recorder.connect_requests
+
+    @property
+    def invalid_frames(self) -> int:
+        """Frames after hello-ok that were not valid request frames."""
+        return self._recorder.invalid_frames
+
+    # ------------------------------------------------------------------ events
+
+    def broadcast(self, event: str, payload: Any = None, *, state_version: dict[str, int] | None = None) -> int:
+        """Send an event (with the per-connection ``seq``) to every handshaken
+        connection; returns how many got it."""
+        return self._server.broadcast(event, payload, state_version=state_version)
+
+    def skip_seq(self, n: int = 1) -> None:
+        """Make the next event on each currently handshaken connection skip ``n``
+        sequence numbers (a gap, as when a slow consumer's event is dropped)."""
+        self._server.skip_seq(n)
+
+    def stop_ticking(self) -> None:
+        """Stop sending ``tick`` events (to trigger the client's tick watchdog).
+        No tick is sent after this returns."""
+        self._server.stop_ticking()
+
+    def start_ticking(self) -> None:
+        """Resume ``tick`` events."""
+        self._server.start_ticking()
+
+    def send_raw(self, text: str | bytes) -> int:
+        """Send ``text`` verbatim to every handshaken connection: a text frame for a
+        ``str``, a binary frame for ``bytes``."""
+        return self._server.send_raw(text)
+
+    # ------------------------------------------------------------------ sessions
 
     def session_subscribers(self, key: str) -> int:
         """How many open connections are subscribed to ``key``'s messages."""
-        canonical = canonical_session_key(key)
-        open_ids = {cs.conn_id for cs in self._handshaken()}
-        with self._lock:
-            return sum(1 for cid, keys in self._session_subs.items() if cid in open_ids and canonical in keys)
+        return self._sessions.subscribers(key)
 
     def publish_session_message(self, key: str, message: Any) -> int:
         """Send ``session.message`` to the connections subscribed to ``key``."""
-        canonical = canonical_session_key(key)
-        with self._lock:
-            targets = {cid for cid, keys in self._session_subs.items() if canonical in keys}
-        payload = {"sessionKey": canonical, "agentId": canonical.split(":")[1], "message": message}
-        return sum(1 for cs in self._handshaken()
-                   if cs.conn_id in targets and self._send_event(cs, "session.message", payload))
+        return self._sessions.publish_message(key, message)
 
     def publish_sessions_changed(self, payload: Any) -> int:
         """Send ``sessions.changed`` to the connections that called ``sessions.subscribe``."""
-        with self._lock:
-            targets = set(self._sessions_subscribed)
-        return sum(1 for cs in self._handshaken()
-                   if cs.conn_id in targets and self._send_event(cs, "sessions.changed", payload))
+        return self._sessions.publish_changed(payload)
 
-    def _uptime_ms(self) -> int:
-        return int((time.monotonic() - self._start_monotonic) * 1000)
+    # ------------------------------------------------------------------ faults
 
-    def _health_payload(self) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "ts": _now_ms(),
-            "durationMs": 0,
-            "heartbeatSeconds": 0,
-            "defaultAgentId": "main",
-            "agents": [],
-            "sessions": {"count": 0, "recent": []},
-            "channels": {},
-            "channelOrder": [],
-            "channelLabels": {},
-        }
+    def drop_connections(self, timeout: float = 5.0) -> int:
+        """Kill every socket without a close frame (TCP shutdown); the client sees
+        an abnormal closure. Waits until the server side has let go of them."""
+        return self._server.drop_connections(timeout)
 
-    def _status_payload(self) -> dict[str, Any]:
-        with self._lock:
-            clients = len([cs for cs in self._conns if cs.handshaken])
-        return {  # the real gateway's field names (runtimeVersion, pid, heartbeat...)
-            "ok": True,
-            "runtimeVersion": "dev",
-            "pid": os.getpid(),
-            "uptimeMs": self._uptime_ms(),
-            "connections": clients,
-            "sessions": {
-                "count": 0,
-                "recent": [],
-                "defaults": {"defaultAgentId": "main", "mainSessionKey": "agent:main:main"},
-            },
-            "heartbeat": {"enabled": False},
-        }
+    def close_connections(self, code: int = 1000, reason: str = "", *, wait: bool = False) -> int:
+        """Close every open WebSocket with a close frame ``(code, reason)``.
 
-    def _presence_entries(self) -> list[dict[str, Any]]:
-        """Gateway self entry plus non-ephemeral clients (caller holds the lock)."""
-        entries: list[dict[str, Any]] = [
-            {
-                "ts": _now_ms(),
-                "host": socket.gethostname(),
-                "mode": "gateway",
-                "reason": "self",
-                "version": "dev",
-                "platform": sys.platform,
-            }
-        ]
-        for cs in self._conns:
-            if cs.handshaken and cs.client.get("mode") not in _EPHEMERAL_MODES:
-                entry = {
-                    "ts": cs.connected_at_ms,
-                    "clientId": cs.client.get("id"),
-                    "mode": cs.client.get("mode"),
-                    "platform": cs.client.get("platform"),
-                    "version": cs.client.get("version"),
-                    "roles": [cs.role],
-                    "scopes": list(cs.scopes),
-                }
-                for key in ("instanceId", "deviceFamily", "displayName"):
-                    if key in cs.client:
-                        entry[key] = cs.client[key]
-                if cs.device_id:
-                    entry["deviceId"] = cs.device_id
-                entries.append(entry)
-        return entries
+        Returns at once unless ``wait`` (then after each closing handshake, or
+        ``close_timeout``, completes).
+        """
+        return self._server.close_connections(code, reason, wait=wait)
+
+    def reject_next_connects(
+        self,
+        n: int,
+        *,
+        code: str,
+        message: str,
+        details: Any = None,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+        close_code: int = 1008,
+        close_reason: str = "",
+        respond: bool = True,
+    ) -> None:
+        """Answer the next ``n`` (schema-valid) connect requests with this error
+        and close the socket ``(close_code, close_reason)``; with ``respond=False`` only
+        close it (no response frame)."""
+        self._faults.reject_next_connects(
+            n,
+            code=code,
+            message=message,
+            details=details,
+            retryable=retryable,
+            retry_after_ms=retry_after_ms,
+            close_code=close_code,
+            close_reason=close_reason,
+            respond=respond,
+        )
+
+    def reject_next_like_protocol_3(self, n: int = 1, *, respond: bool = True) -> None:
+        """Refuse the next ``n`` connects the way a protocol-3 gateway (openclaw <= 2026.5.7)
+        refuses a protocol-4 client: ``INVALID_REQUEST`` "protocol mismatch" with
+        ``details: {expectedProtocol: 3}`` (no ``details.code``), then close 1002
+        "protocol mismatch"; ``respond=False`` sends only the close."""
+        self._faults.reject_next_like_protocol_3(n, respond=respond)
+
+    def reject_next_unavailable(self, n: int = 1, retry_after_ms: int = 500) -> None:
+        """The startup rejection: UNAVAILABLE "gateway starting; retry shortly",
+        retryable, details ``{reason:"startup-sidecars"}``, close 1013 "gateway starting"."""
+        self._faults.reject_next_unavailable(n, retry_after_ms)
+
+    def set_method_delay(self, method: str, seconds: float | None) -> None:
+        """Answer ``method`` after ``seconds`` from a worker thread (other requests
+        are answered meanwhile); None or 0 removes the delay. For
+        ``dev.twostage`` only the final response is delayed."""
+        self._faults.set_method_delay(method, seconds)
+
+    def never_answer(self, method: str) -> None:
+        """Swallow requests for ``method`` (counted, never answered)."""
+        self._faults.never_answer(method)
+
+    def clear_faults(self) -> None:
+        """Drop method delays, never-answer methods, queued connect rejections and
+        pending seq skips (ticking is left as it is)."""
+        self._faults.clear()
+        self._server.clear_skips()
+
+    # ------------------------------------------------------------------ methods and auth
+
+    def set_handler(self, method: str, fn: Handler | None, *, scope: str | None = None) -> None:
+        """Serve ``method`` with ``fn(params) -> payload`` (raise DevGatewayError for
+        ok:false). Overrides built-ins; ``fn=None`` removes it. ``scope`` is checked
+        only with ``enforce_scopes``."""
+        self._methods.set_handler(method, fn, scope=scope)
+
+    @property
+    def policy_overrides(self) -> dict[str, Any]:
+        """Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
+        gateway's own tick cadence is unchanged (the handshake's; changes apply to the
+        next hello-ok)."""
+        return self._handshake.policy_overrides
+
+    @policy_overrides.setter
+    def policy_overrides(self, value: dict[str, Any]) -> None:
+        self._handshake.policy_overrides = value
+
+    def set_token(self, token: str | None, *, close_existing: bool = False) -> None:
+        """Change the shared token at runtime; ``close_existing`` closes the
+        handshaken sockets 4001 "gateway auth changed" like the real gateway."""
+        self._handshake.set_token(token)
+        if close_existing:
+            self._server.close_handshaken(4001, "gateway auth changed")
+
+    def set_password(self, password: str | None, *, close_existing: bool = False) -> None:
+        """Like :meth:`set_token` for the shared password."""
+        self._handshake.set_password(password)
+        if close_existing:
+            self._server.close_handshaken(4001, "gateway auth changed")
+
+    # ------------------------------------------------------------------ pairing
+
+    def pending_pairing_requests(self) -> list[dict[str, Any]]:
+        """Pending pairing requests: requestId, deviceId, publicKey, role, scopes,
+        reason, clientId, clientMode, platform, deviceFamily, displayName, ts."""
+        with self._cond:
+            return [r.as_dict() for r in self._pairing.pending.values()]
+
+    def approve(self, request_id: str) -> dict[str, Any]:
+        """Approve a pending pairing request (KeyError if unknown); returns the
+        paired device. The client must reconnect to get its deviceToken."""
+        with self._cond:
+            paired = self._pairing.approve(request_id)
+            self._cond.notify_all()
+            return paired.as_dict()
+
+    def reject(self, request_id: str) -> None:
+        """Drop a pending pairing request (KeyError if unknown)."""
+        with self._cond:
+            self._pairing.reject(request_id)
+            self._cond.notify_all()
+
+    def paired_devices(self) -> list[dict[str, Any]]:
+        """Paired devices: deviceId, publicKey, roles, scopes, platform,
+        deviceFamily, approvedAtMs, tokenCount."""
+        with self._cond:
+            return [p.as_dict() for p in self._pairing.paired.values()]
+
+    def invalidate_device_tokens(self, device_id: str | None = None) -> int:
+        """Forget issued device tokens (of one device, or all); returns how many.
+        Later connects with them get AUTH_DEVICE_TOKEN_MISMATCH."""
+        with self._cond:
+            return self._pairing.invalidate_tokens(device_id)
+
+    def revoke_device(self, device_id: str, *, close_existing: bool = True) -> bool:
+        """Unpair a device; its sockets are closed 4001 "client invalidated:
+        device revoked" unless ``close_existing`` is False."""
+        with self._cond:
+            removed = self._pairing.revoke(device_id)
+        if close_existing:
+            self._server.close_handshaken(4001, "client invalidated: device revoked", device_id=device_id)
+        return removed

@@ -1,17 +1,21 @@
-"""The connect handshake of :class:`gwclient.testing.DevGateway` (challenge answer, auth,
-device proof, pairing), a mixin the class inherits."""
+"""The connect handshake of :class:`gwclient.testing.DevGateway` (:class:`Handshake`): the
+challenge, the connect frame's checks, auth (shared secret, device proof, device token),
+pairing and hello-ok.  It owns the shared secrets, the pairing flags and
+``policy_overrides``; it asks the other parts for the rest (queued rejections from
+:class:`~gwclient.testing._devgw_controls.Faults`, the method list and snapshot payloads
+from :class:`~gwclient.testing._devgw_methods.Methods`, the counters of
+:class:`~gwclient.testing._devgw_recorder.Recorder`)."""
 
 from __future__ import annotations
 
-import copy
 import hmac
 import json
 import logging
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import Any
 
+from gwclient.testing._devgw_controls import Faults
+from gwclient.testing._devgw_methods import Methods
 from gwclient.testing._devgw_pairing import PAIRING_REASONS, PairingStore
 from gwclient.testing._devgw_proto import (
     MAX_BUFFERED_BYTES,
@@ -28,25 +32,15 @@ from gwclient.testing._devgw_proto import (
     validate_request_frame,
     verify_device_proof,
 )
-from gwclient.testing._devgw_runs import RUN_EVENTS, RUN_METHODS
-from gwclient.testing._devgw_server import GatewayServerBase, _Conn, _now_ms
+from gwclient.testing._devgw_recorder import Recorder
+from gwclient.testing._devgw_runs import RUN_EVENTS
+from gwclient.testing._devgw_server import GatewayServer, _Conn, _now_ms
 
-__all__: list[str] = []
+__all__ = ["EVENTS", "Handshake"]
 
 _log = logging.getLogger("gwclient.testing.devgateway")
 
-Handler = Callable[[Any], Any]
-
-BUILTIN_METHODS = (
-    "health",
-    "status",
-    "system-presence",
-    "echo",
-    "dev.twostage",
-    "sessions.messages.subscribe",
-    "sessions.messages.unsubscribe",
-    "sessions.subscribe",
-)
+STATE_VERSION = {"presence": 1, "health": 1}
 EVENTS = ("connect.challenge", "tick", "health", "shutdown", "presence", "heartbeat", *RUN_EVENTS)
 
 
@@ -60,45 +54,59 @@ class _Reject(Exception):
         self.close_reason = close_reason
 
 
-@dataclass
-class _Rejection:
-    error: dict[str, Any] | None  # None: close without a response
-    close_code: int
-    close_reason: str
+class Handshake:
+    """Admits a connection: :meth:`challenge`, then :meth:`run` on its first frame.
 
+    ``pairing`` is guarded by ``cond`` (the gateway's monitor), like everything a
+    ``DevGateway.wait_for`` predicate reads; the secrets have their own lock.
+    """
 
-class _DevGatewayHandshake(GatewayServerBase):
-    """The handshake part of :class:`DevGateway` (which provides what is declared below)."""
+    def __init__(
+        self,
+        *,
+        server: GatewayServer,
+        cond: threading.Condition,
+        recorder: Recorder,
+        faults: Faults,
+        methods: Methods,
+        pairing: PairingStore,
+        token: str | None,
+        password: str | None,
+        auto_approve: bool,
+        enforce_scopes: bool,
+        boot_id: str,
+    ) -> None:
+        self._server = server
+        self._cond = cond
+        self._recorder = recorder
+        self._faults = faults
+        self._methods = methods
+        self._pairing = pairing
+        self._secrets_lock = threading.Lock()
+        self._token = token
+        self._password = password
+        self._auto_approve = auto_approve
+        self._enforce_scopes = enforce_scopes
+        self._boot_id = boot_id
+        #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
+        #: gateway's own tick cadence is unchanged.
+        self.policy_overrides: dict[str, Any] = {}
 
-    # Set by DevGateway.__init__.
-    _token: str | None
-    _password: str | None
-    _auto_approve: bool
-    _enforce_scopes: bool
-    _pairing: PairingStore
-    _handlers: dict[str, Handler]
-    _handler_scopes: dict[str, str | None]
-    _delays: dict[str, float]
-    _never: set[str]
-    _rejections: deque[_Rejection]
-    _state_version: dict[str, int]
-    policy_overrides: dict[str, Any]
-    _handshakes_completed: int
-    _connect_attempts: int
-    _requests_by_method: dict[str, int]
-    _connect_log: list[Any]
-    _invalid_frames: int
+    def set_token(self, token: str | None) -> None:
+        with self._secrets_lock:
+            self._token = token
 
-    if TYPE_CHECKING:
+    def set_password(self, password: str | None) -> None:
+        with self._secrets_lock:
+            self._password = password
 
-        def _note_request(self, method: str) -> None: ...
-        def _uptime_ms(self) -> int: ...
-        def _health_payload(self) -> dict[str, Any]: ...
-        def _presence_entries(self) -> list[dict[str, Any]]: ...
+    def challenge(self, cs: _Conn) -> None:
+        """Send ``connect.challenge`` (the nonce a device proof signs)."""
+        challenge = {"nonce": cs.nonce, "ts": _now_ms(), "capabilities": []}
+        self._server.send(cs, {"type": "event", "event": "connect.challenge", "payload": challenge})
 
-    # ------------------------------------------------------------------ handshake
-
-    def _handshake(self, cs: _Conn, data: str | bytes) -> bool:
+    def run(self, cs: _Conn, data: str | bytes) -> bool:
+        """Answer the first frame: hello-ok (True) or a rejection and a close (False)."""
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
         if size > PREAUTH_MAX_PAYLOAD:
             cs.ws.close(1009, "preauth payload too large")
@@ -121,26 +129,25 @@ class _DevGatewayHandshake(GatewayServerBase):
         except _Reject as rej:
             _log.info("connect rejected: %s", rej)
             if rej.error is not None:
-                self._send_res(cs, frame["id"], False, rej.error)
+                self._server.send_res(cs, frame["id"], False, rej.error)
             cs.ws.close(rej.close_code, truncate_close_reason(rej.close_reason))
             return False
         with cs.send_lock:
-            if not self._send_res(cs, frame["id"], True, hello):
+            if not self._server.send_res(cs, frame["id"], True, hello):
                 return False
-            with self._cond:
+            with self._cond:  # one change for wait_for: handshaken and counted
                 cs.handshaken = True
                 cs.connected_at_ms = _now_ms()
-                self._handshakes_completed += 1
-                version = dict(self._state_version)
+                self._recorder.note_handshake()
                 self._cond.notify_all()
-            self._send_event(cs, "health", self._health_payload(), version)
+            self._server.send_event(cs, "health", self._methods.health_payload(), dict(STATE_VERSION))
         return True
 
     def _admit(self, cs: _Conn, frame: dict[str, Any]) -> dict[str, Any]:
         """Validate a connect frame; returns the hello-ok payload or raises _Reject."""
         problem = validate_request_frame(frame)
         method = frame["method"]
-        self._note_request(method)
+        self._recorder.note_request(method)
         if problem:
             raise _Reject(
                 error_shape("INVALID_REQUEST", f"invalid request frame: {problem}"),
@@ -154,10 +161,7 @@ class _DevGatewayHandshake(GatewayServerBase):
                 "invalid handshake",
             )
         raw_params = frame.get("params")
-        with self._cond:
-            self._connect_attempts += 1
-            self._connect_log.append(copy.deepcopy(raw_params))
-            self._cond.notify_all()
+        self._recorder.note_connect(raw_params)
         problem = validate_connect_params(raw_params)
         if problem or not isinstance(raw_params, dict):
             raise _Reject(
@@ -183,8 +187,7 @@ class _DevGatewayHandshake(GatewayServerBase):
             )
         if role not in ROLES:
             raise _Reject(error_shape("INVALID_REQUEST", "invalid role"), 1008, "invalid role")
-        with self._lock:
-            injected = self._rejections.popleft() if self._rejections else None
+        injected = self._faults.next_rejection()
         if injected is not None:
             raise _Reject(injected.error, injected.close_code, injected.close_reason)
 
@@ -205,20 +208,19 @@ class _DevGatewayHandshake(GatewayServerBase):
         auth: dict[str, Any] = {"method": auth_method, "role": role, "scopes": list(scopes)}
         if device_token is not None:
             auth["deviceToken"], auth["issuedAtMs"] = device_token
-        with self._lock:
-            methods = sorted(set(BUILTIN_METHODS) | set(RUN_METHODS) | set(self._handlers))
-            version = dict(self._state_version)
-            presence = self._presence_entries()
+        methods = self._methods.names()
+        presence = self._methods.presence_entries()
+        policy_overrides = dict(self.policy_overrides)
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{id(self):x}-{self.lifetimes}"},
+            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{self._boot_id}-{self._server.lifetimes}"},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
             "snapshot": {
                 "presence": presence,
-                "health": self._health_payload(),
-                "stateVersion": version,
-                "uptimeMs": self._uptime_ms(),
+                "health": self._methods.health_payload(),
+                "stateVersion": dict(STATE_VERSION),
+                "uptimeMs": self._server.uptime_ms(),
                 "sessionDefaults": {
                     "defaultAgentId": "main",
                     "mainKey": "main",
@@ -229,8 +231,8 @@ class _DevGatewayHandshake(GatewayServerBase):
             "policy": {
                 "maxPayload": MAX_PAYLOAD,
                 "maxBufferedBytes": MAX_BUFFERED_BYTES,
-                "tickIntervalMs": self._tick_interval_ms,
-                **self.policy_overrides,
+                "tickIntervalMs": self._server.tick_interval_ms,
+                **policy_overrides,
             },
             "auth": auth,
         }
@@ -241,7 +243,7 @@ class _DevGatewayHandshake(GatewayServerBase):
         """Shared secret / device proof / device token / pairing (connect-auth.ts order)."""
         auth: dict[str, Any] = params.get("auth") or {}
         device: dict[str, Any] | None = params.get("device")
-        with self._lock:
+        with self._secrets_lock:
             token, password = self._token, self._password
         mode = "token" if token is not None else "password" if password is not None else "none"
         provided = [auth[k] for k in ("token", "password") if auth.get(k)]
@@ -287,7 +289,7 @@ class _DevGatewayHandshake(GatewayServerBase):
             method = shared_method
         else:
             candidate: str = auth.get("deviceToken") or auth.get("token") or ""
-            with self._lock:
+            with self._cond:
                 ok = bool(candidate) and self._pairing.token_valid(device_id, raw_key, candidate)
             if not ok:
                 if provided:

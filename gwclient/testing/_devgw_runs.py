@@ -24,13 +24,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gwclient.testing._devgw_proto import error_shape
-
-if TYPE_CHECKING:
-    from gwclient.testing._devgateway import DevGateway
-    from gwclient.testing._devgw_server import _Conn
+from gwclient.testing._devgw_server import GatewayServer, _Conn
 
 __all__ = ["RUN_EVENTS", "RUN_METHODS", "DevRuns", "RunScript"]
 
@@ -91,10 +88,14 @@ class _DevRun:
 
 
 class DevRuns:
-    """The run part of a :class:`DevGateway` (``gw.runs``).  Thread-safe."""
+    """The run part of a :class:`DevGateway` (``gw.runs``).  Thread-safe.
 
-    def __init__(self, gw: DevGateway) -> None:
-        self._gw = gw
+    ``server`` sends the answers and events and runs the run threads; ``cond`` is the
+    gateway's monitor, notified when a run pauses or ends (``DevGateway.wait_for``)."""
+
+    def __init__(self, server: GatewayServer, cond: threading.Condition) -> None:
+        self._server = server
+        self._cond = cond
         self._lock = threading.Lock()
         self._rules: list[tuple[str, RunScript]] = []
         self.default = RunScript()
@@ -143,14 +144,14 @@ class DevRuns:
             return self.default
 
     def _notify(self) -> None:
-        with self._gw._cond:  # wakes DevGateway.wait_for() predicates
-            self._gw._cond.notify_all()
+        with self._cond:  # wakes DevGateway.wait_for() predicates
+            self._cond.notify_all()
 
     def _lifetime(self) -> int:
-        return self._gw.lifetimes
+        return self._server.lifetimes
 
     def _alive(self, run: _DevRun) -> bool:
-        return self._gw.running and self._gw.lifetimes == run.lifetime and not self._gw._closing.is_set()
+        return self._server.running and self._server.lifetimes == run.lifetime and not self._server.closing
 
     # -- dispatch (called on the connection's thread; never blocks it) ------------------
 
@@ -161,14 +162,14 @@ class DevRuns:
         elif method == "agent":
             self._agent(cs, req_id, p)
         elif method == "chat.abort":
-            self._gw._spawn("abort", self._abort, cs, req_id, p)
+            self._server.spawn("abort", self._abort, cs, req_id, p)
         elif method == "agent.wait":
-            self._gw._spawn("wait", self._wait, cs, req_id, p)
+            self._server.spawn("wait", self._wait, cs, req_id, p)
         elif method == "chat.history":
             self._chat_history(cs, req_id, p)
 
     def _invalid(self, cs: _Conn, req_id: str, message: str) -> None:
-        self._gw._send_res(cs, req_id, False, error_shape("INVALID_REQUEST", message))
+        self._server.send_res(cs, req_id, False, error_shape("INVALID_REQUEST", message))
 
     def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None) -> _DevRun:
         run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s)
@@ -190,13 +191,13 @@ class DevRuns:
             old = self._runs.get(key)
         if old is not None:
             status = "in_flight" if old.status == "running" and self._alive(old) else "ok"
-            self._gw._send_res(cs, req_id, True, {"runId": key, "status": status})
+            self._server.send_res(cs, req_id, True, {"runId": key, "status": status})
             return
         timeout_ms = p.get("timeoutMs")
         limit = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
         run = self._new_run("chat", key, self._canonical(session_key), message, limit)
-        self._gw._send_res(cs, req_id, True, {"runId": key, "status": "started"})
-        self._gw._spawn("run", self._run, run)
+        self._server.send_res(cs, req_id, True, {"runId": key, "status": "started"})
+        self._server.spawn("run", self._run, run)
 
     def _agent(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
         key, message = p.get("idempotencyKey"), p.get("message")
@@ -217,8 +218,8 @@ class DevRuns:
         accepted = {"runId": key, "agentId": "main", "status": "accepted", "acceptedAt": _now_ms()}
         if isinstance(given, str) and given:
             accepted["sessionKey"] = session_key  # like the real gateway: only when one was given
-        self._gw._send_res(cs, req_id, True, accepted)
-        self._gw._spawn("run", self._run, run)
+        self._server.send_res(cs, req_id, True, accepted)
+        self._server.spawn("run", self._run, run)
 
     @staticmethod
     def _canonical(session_key: str) -> str:
@@ -227,15 +228,15 @@ class DevRuns:
     def _send_agent_final(self, cs: _Conn, req_id: str, run: _DevRun) -> None:
         if run.status == "ok":
             meta = {"durationMs": (run.ended_ms or 0) - run.started_ms}
-            self._gw._send_res(cs, req_id, True, {"runId": run.run_id, "status": "ok", "summary": "completed",
+            self._server.send_res(cs, req_id, True, {"runId": run.run_id, "status": "ok", "summary": "completed",
                                                   "result": {"payloads": [{"text": run.text}], "meta": meta}})
         elif run.status in ("aborted", "timeout"):
             body: dict[str, Any] = {"runId": run.run_id, "status": "timeout", "summary": "aborted"}
             if run.status == "aborted":
                 body["stopReason"] = "rpc"
-            self._gw._send_res(cs, req_id, True, body)
+            self._server.send_res(cs, req_id, True, body)
         else:
-            self._gw._send(cs, {"type": "res", "id": req_id, "ok": False,
+            self._server.send(cs, {"type": "res", "id": req_id, "ok": False,
                                 "payload": {"runId": run.run_id, "status": "error", "summary": run.error},
                                 "error": error_shape("UNAVAILABLE", run.error or "failed")})
 
@@ -254,7 +255,7 @@ class DevRuns:
             run.abort.set()
         for run in runs:
             run.ended.wait(2.0)  # the aborted event goes out before this answer
-        self._gw._send_res(cs, req_id, True, {"ok": True, "aborted": bool(runs), "runIds": [r.run_id for r in runs]})
+        self._server.send_res(cs, req_id, True, {"ok": True, "aborted": bool(runs), "runIds": [r.run_id for r in runs]})
 
     def _wait(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
         run_id = p.get("runId")
@@ -272,7 +273,7 @@ class DevRuns:
             if cs.closed.wait(min(_TICK, max(0.0, deadline - time.monotonic()))):
                 return
         if run is None or not run.ended.is_set():
-            self._gw._send_res(cs, req_id, True, {"runId": run_id, "status": "timeout"})
+            self._server.send_res(cs, req_id, True, {"runId": run_id, "status": "timeout"})
             return
         body: dict[str, Any] = {"runId": run_id, "startedAt": run.started_ms, "endedAt": run.ended_ms}
         if run.status == "ok":
@@ -283,7 +284,7 @@ class DevRuns:
             body.update(status="timeout")
         else:
             body.update(status="error", error=run.error)
-        self._gw._send_res(cs, req_id, True, body)
+        self._server.send_res(cs, req_id, True, body)
 
     def _chat_history(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
         session_key = p.get("sessionKey")
@@ -295,7 +296,7 @@ class DevRuns:
             messages = list(self._history.get(self._canonical(session_key), []))
         if isinstance(limit, int) and limit > 0:
             messages = messages[-limit:]
-        self._gw._send_res(cs, req_id, True, {"sessionKey": self._canonical(session_key), "messages": messages,
+        self._server.send_res(cs, req_id, True, {"sessionKey": self._canonical(session_key), "messages": messages,
                                               "hasMore": False, "totalMessages": len(messages)})
 
     def _record(self, session_key: str, message: dict[str, Any]) -> None:
@@ -313,14 +314,14 @@ class DevRuns:
 
     def _agent_ev(self, run: _DevRun, stream: str, data: dict[str, Any]) -> None:
         run.seq += 1
-        self._gw.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
+        self._server.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
                                      "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
                                      "ts": _now_ms(), "isHeartbeat": False})
 
     def _chat_ev(self, run: _DevRun, state: str, **fields: Any) -> None:
         payload = {"runId": run.run_id, "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
                    "state": state, **fields}
-        self._gw.broadcast("chat", payload)
+        self._server.broadcast("chat", payload)
 
     def _message(self, text: str) -> dict[str, Any]:
         return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": _now_ms()}
@@ -437,7 +438,7 @@ class DevRuns:
             fields["errorKind"] = kind
         self._chat_ev(run, "error", **fields)
         if run.kind == "chat" and run.script.duplicate_error:
-            self._gw.broadcast("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": 1,
+            self._server.broadcast("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": 1,
                                         "state": "error", "errorMessage": f"⚠️ Agent failed before reply: {message}"})
         self._record(run.session_key, {**self._message("The agent run failed before producing a reply."),
                                        "stopReason": "error",

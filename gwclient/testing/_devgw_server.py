@@ -1,9 +1,11 @@
-"""Transport core of :class:`~gwclient.testing.DevGateway`.
+"""The websocket server of :class:`~gwclient.testing.DevGateway` (:class:`GatewayServer`).
 
 Listening socket, one ``devgw-conn-N`` thread per accepted socket (WebSocket
-upgrade via ``websockets``' sync ``ServerConnection``), per-connection ``seq``,
-broadcasts, ticks, restarts and a complete, synchronous shutdown. The protocol
-itself (handshake, auth, methods) lives in :mod:`gwclient.testing._devgateway`.
+upgrade via ``websockets``' sync ``ServerConnection``), the open connections and
+their ``seq``, broadcasts, ticks, restarts, transport faults (drop, close, seq
+gaps, raw frames), the socket counters and a complete, synchronous shutdown.
+The protocol itself (handshake, auth, methods) is the ``serve(conn)`` callable
+the gateway hands in: the server knows nothing of it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -29,13 +31,12 @@ from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection
 
 from gwclient.testing._devgw_proto import MAX_PAYLOAD
-from gwclient.testing._devgw_server_public import _GatewayServerPublic
+
+__all__ = ["GatewayServer"]
 
 _log = logging.getLogger("gwclient.testing.devgateway")
 _ws_log = logging.getLogger("gwclient.testing.devgateway.ws")
 _thread_ids = itertools.count(1)
-
-_G = TypeVar("_G", bound="GatewayServerBase")
 
 
 def _now_ms() -> int:
@@ -125,16 +126,20 @@ class _Lifetime:
     stopping: bool = False
 
 
-class GatewayServerBase(_GatewayServerPublic):
+class GatewayServer:
     """Threaded loopback WebSocket server with lifetimes (restarts) and broadcasts.
 
-    Subclasses implement :meth:`_handle_ws` (run in the connection's thread with
-    the upgraded socket) and register connections in ``self._conns``.
+    ``serve(conn)`` runs in each upgraded connection's ``devgw-conn`` thread (the
+    connection is registered before and removed after; a ``ConnectionClosed`` out of it
+    is a normal end).  ``cond`` is the gateway's monitor: the server guards its state
+    with it and notifies it on every change, so ``wait_for`` predicates see them.
     """
 
     def __init__(
         self,
         *,
+        serve: Callable[[_Conn], None],
+        cond: threading.Condition,
         host: str,
         port: int,
         tick_interval_ms: int,
@@ -144,6 +149,7 @@ class GatewayServerBase(_GatewayServerPublic):
     ) -> None:
         if tick_interval_ms <= 0:
             raise ValueError("tick_interval_ms must be positive")
+        self._serve = serve
         self._host = host
         self._port = port
         self._tick_interval_ms = tick_interval_ms
@@ -151,8 +157,7 @@ class GatewayServerBase(_GatewayServerPublic):
         self._close_timeout = close_timeout
         self._ssl_context = ssl_context
 
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = cond
         self._life_lock = threading.Lock()
         self._closing = threading.Event()  # set by stop(): ends the ticker and delays
         self._threads: set[threading.Thread] = set()
@@ -175,17 +180,16 @@ class GatewayServerBase(_GatewayServerPublic):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self: _G) -> _G:
-        """Bind and start serving (idempotent); returns ``self``."""
+    def start(self) -> None:
+        """Bind and start serving (idempotent)."""
         with self._life_lock:
             if self._stopped:
                 raise RuntimeError("DevGateway was stopped; create a new one")
             if self._started:
-                return self
+                return
             self._started = True
             self._begin_lifetime()
-            self._ticker = self._spawn("ticker", self._tick_loop)
-        return self
+            self._ticker = self.spawn("ticker", self._tick_loop)
 
     def stop(self) -> None:
         """Broadcast ``shutdown {reason:"gateway stopping"}``, close every socket
@@ -229,17 +233,6 @@ class GatewayServerBase(_GatewayServerPublic):
                 raise RuntimeError("DevGateway is not in a restart window")
             self._begin_lifetime()
 
-    def __enter__(self: _G) -> _G:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _begin_lifetime(self) -> None:
         listener = socket.create_server((self._host, self._port), backlog=128)
         listener.setblocking(False)
@@ -251,7 +244,7 @@ class GatewayServerBase(_GatewayServerPublic):
             lt = _Lifetime(self._lifetimes, listener, wake_r, wake_w)
             self._lifetime = lt
             self._cond.notify_all()
-        lt.accept_thread = self._spawn("accept", self._accept_loop, lt)
+        lt.accept_thread = self.spawn("accept", self._accept_loop, lt)
         _log.info("devgateway listening on %s (lifetime %d)", self.url, lt.index)
 
     def _end_lifetime(self, shutdown_payload: dict[str, Any]) -> None:
@@ -274,7 +267,7 @@ class GatewayServerBase(_GatewayServerPublic):
         for item in tracked:
             conn = item.conn
             if conn is not None and conn.protocol.state is State.OPEN:
-                closers.append(self._spawn("close", conn.close, 1012, "service restart"))
+                closers.append(self.spawn("close", conn.close, 1012, "service restart"))
             elif conn is None or conn.protocol.state is State.CONNECTING:
                 self._shutdown_socket(item.sock)
         for closer in closers:
@@ -288,9 +281,10 @@ class GatewayServerBase(_GatewayServerPublic):
         self._join_all(keep_ticker=True)
         _log.info("devgateway lifetime %d ended", lt.index)
 
-    def _spawn(self, kind: str, target: Callable[..., Any], *args: Any) -> threading.Thread:
+    def spawn(self, kind: str, target: Callable[..., Any], *args: Any) -> threading.Thread:
+        """Start a ``devgw-<kind>-N`` thread that :meth:`stop` (and a restart) joins."""
         thread = threading.Thread(target=target, args=args, name=_tname(kind), daemon=True)
-        with self._lock:
+        with self._cond:
             self._threads = {t for t in self._threads if t.is_alive()}
             self._threads.add(thread)
         thread.start()
@@ -299,7 +293,7 @@ class GatewayServerBase(_GatewayServerPublic):
     def _join_all(self, *, keep_ticker: bool = False) -> None:
         current = threading.current_thread()
         while True:
-            with self._lock:
+            with self._cond:
                 pending = [
                     t
                     for t in self._threads
@@ -309,6 +303,197 @@ class GatewayServerBase(_GatewayServerPublic):
                 return
             for thread in pending:
                 thread.join()
+
+    # ------------------------------------------------------------------ address
+
+    @property
+    def host(self) -> str:
+        """The listening host (127.0.0.1 by default)."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The listening port (the picked one once started; stable across restarts)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://<host>:<port>`` (``wss://`` with an ``ssl_context``)."""
+        return f"{'wss' if self._ssl_context is not None else 'ws'}://{self._host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """True while listening (False before start, in a restart window and after stop)."""
+        with self._cond:
+            return self._lifetime is not None
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def sockets_accepted(self) -> int:
+        """TCP connections accepted, over all lifetimes."""
+        with self._cond:
+            return self._sockets_accepted
+
+    @property
+    def open_sockets(self) -> int:
+        """Accepted TCP sockets not yet fully closed on the server side."""
+        with self._cond:
+            return self._open_sockets
+
+    @property
+    def max_open_sockets(self) -> int:
+        """Peak of :attr:`open_sockets`."""
+        with self._cond:
+            return self._max_open_sockets
+
+    @property
+    def handshaken_connections(self) -> int:
+        """Connections currently past hello-ok (the targets of :meth:`broadcast`)."""
+        with self._cond:
+            return sum(1 for cs in self._conns if cs.handshaken)
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Info about handshaken connections (see ``DevGateway.connections``)."""
+        with self._cond:
+            return [
+                {
+                    "connId": cs.conn_id,
+                    "client": dict(cs.client),
+                    "role": cs.role,
+                    "scopes": list(cs.scopes),
+                    "authMethod": cs.auth_method,
+                    "deviceId": cs.device_id,
+                    "origin": cs.origin,
+                    "lastSeq": cs.seq,
+                }
+                for cs in self._conns
+                if cs.handshaken
+            ]
+
+    @property
+    def origin_headers_seen(self) -> int:
+        """Upgrade requests that carried an ``Origin`` header."""
+        with self._cond:
+            return self._origin_headers_seen
+
+    @property
+    def pings_received(self) -> int:
+        """Websocket ping frames received from clients (keepalive), over all lifetimes."""
+        with self._cond:
+            return self._pings_received
+
+    def _count_ping(self) -> None:
+        with self._cond:
+            self._pings_received += 1
+            self._cond.notify_all()
+
+    @property
+    def lifetimes(self) -> int:
+        """Number of times the gateway started listening (1 + restarts)."""
+        with self._cond:
+            return self._lifetimes
+
+    @property
+    def sockets_accepted_per_lifetime(self) -> list[int]:
+        """:attr:`sockets_accepted` split by lifetime."""
+        with self._cond:
+            return list(self._per_lifetime)
+
+    # ------------------------------------------------------------------ events
+
+    def broadcast(self, event: str, payload: Any = None, *, state_version: dict[str, int] | None = None) -> int:
+        """Send an event (with the per-connection ``seq``) to every handshaken
+        connection; returns how many got it."""
+        return sum(1 for cs in self.handshaken() if self.send_event(cs, event, payload, state_version))
+
+    def clear_skips(self) -> None:
+        """Forget the pending :meth:`skip_seq` gaps."""
+        for cs in self.handshaken():
+            with cs.send_lock:
+                cs.pending_skip = 0
+
+    def skip_seq(self, n: int = 1) -> None:
+        """Make the next event on each currently handshaken connection skip ``n``
+        sequence numbers (a gap, as when a slow consumer's event is dropped)."""
+        for cs in self.handshaken():
+            with cs.send_lock:
+                cs.pending_skip += n
+
+    def stop_ticking(self) -> None:
+        """Stop sending ``tick`` events (to trigger the client's tick watchdog).
+        No tick is sent after this returns."""
+        with self._tick_lock:
+            self._ticking = False
+
+    def start_ticking(self) -> None:
+        """Resume ``tick`` events."""
+        with self._tick_lock:
+            self._ticking = True
+
+    def send_raw(self, text: str | bytes) -> int:
+        """Send ``text`` verbatim to every handshaken connection: a text frame for a
+        ``str``, a binary frame for ``bytes``."""
+        count = 0
+        for cs in self.handshaken():
+            with cs.send_lock:
+                try:
+                    cs.ws.send(text)
+                    count += 1
+                except (ConnectionClosed, OSError):
+                    pass
+        return count
+
+    # ------------------------------------------------------------------ faults
+
+    def drop_connections(self, timeout: float = 5.0) -> int:
+        """Kill every socket without a close frame (TCP shutdown); the client sees
+        an abnormal closure. Waits until the server side has let go of them."""
+        with self._cond:
+            lt = self._lifetime
+            if lt is None:
+                return 0
+            items = set(lt.tracked)
+        for item in items:
+            self._shutdown_socket(item.sock)
+        with self._cond:
+            self._cond.wait_for(lambda: not (items & lt.tracked), timeout)
+        return len(items)
+
+    def close_connections(self, code: int = 1000, reason: str = "", *, wait: bool = False) -> int:
+        """Close every open WebSocket with a close frame ``(code, reason)``.
+
+        Returns at once unless ``wait`` (then after each closing handshake, or
+        ``close_timeout``, completes).
+        """
+        with self._cond:
+            conns = [cs.ws for cs in self._conns]
+        closers = [self.spawn("close", ws.close, code, reason) for ws in conns]
+        if wait:
+            for closer in closers:
+                closer.join()
+        return len(closers)
+
+    def close_handshaken(self, code: int, reason: str, device_id: str | None = None) -> None:
+        """Close the handshaken connections (of one device) ``(code, reason)`` from
+        ``devgw-close`` threads; returns at once."""
+        for cs in self.handshaken():
+            if device_id is None or cs.device_id == device_id:
+                self.spawn("close", cs.ws.close, code, reason)
+
+    # ------------------------------------------------------------------ for the protocol
+
+    @property
+    def tick_interval_ms(self) -> int:
+        return self._tick_interval_ms
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`stop` began (run threads and delays end)."""
+        return self._closing.is_set()
+
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self._start_monotonic) * 1000)
 
     # ------------------------------------------------------------------ transport
 
@@ -357,7 +542,7 @@ class GatewayServerBase(_GatewayServerPublic):
                 item.sock.settimeout(10.0)
                 wrapped = self._ssl_context.wrap_socket(item.sock, server_side=True)
                 wrapped.settimeout(None)
-                with self._lock:
+                with self._cond:
                     item.sock = wrapped
             protocol = _CountingProtocol(self._count_ping, max_size=MAX_PAYLOAD, logger=_ws_log)
             conn = _DevServerConnection(
@@ -368,7 +553,7 @@ class GatewayServerBase(_GatewayServerPublic):
                 ping_timeout=self._ping_interval,
                 close_timeout=self._close_timeout,
             )
-            with self._lock:
+            with self._cond:
                 item.conn = conn
             conn.handshake(self._process_request, None, "openclaw-devgateway", 10.0)
             if conn.protocol.state is not State.OPEN:
@@ -377,7 +562,7 @@ class GatewayServerBase(_GatewayServerPublic):
             conn.start_keepalive()
             with conn:
                 try:
-                    self._handle_ws(lt, item, conn)
+                    self._run_connection(lt, item, conn)
                 except ConnectionClosed:
                     pass
                 except Exception:  # a DevGateway bug: make it loud, never a clean close
@@ -420,11 +605,32 @@ class GatewayServerBase(_GatewayServerPublic):
         except OSError:
             pass
 
-    def _handle_ws(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
-        """Serve one upgraded connection (runs in its ``devgw-conn`` thread)."""
-        raise NotImplementedError
+    def _run_connection(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
+        """Register one upgraded connection, ``serve`` it, unregister it (its thread)."""
+        cs = _Conn(ws=ws, conn_id=str(uuid.uuid4()), nonce=str(uuid.uuid4()), origin=ws.devgw_origin)
+        with self._cond:
+            item.state = cs
+            self._conns.add(cs)
+            stopping = lt.stopping
+            self._cond.notify_all()
+        try:
+            if stopping:
+                ws.close(1012, "service restart")
+                return
+            self._serve(cs)
+        except ConnectionClosed:
+            pass
+        finally:
+            cs.closed.set()
+            with self._cond:
+                cs.handshaken = False
+                self._conns.discard(cs)
+                self._cond.notify_all()
 
-    def _send(self, cs: _Conn, frame: dict[str, Any]) -> bool:
+    # ------------------------------------------------------------------ sending
+
+    def send(self, cs: _Conn, frame: dict[str, Any]) -> bool:
+        """Send one JSON frame; False if the connection is gone."""
         text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
         try:
             text.encode("utf-8")
@@ -437,7 +643,7 @@ class GatewayServerBase(_GatewayServerPublic):
                 return False
         return True
 
-    def _send_event(
+    def send_event(
         self,
         cs: _Conn,
         event: str,
@@ -455,16 +661,17 @@ class GatewayServerBase(_GatewayServerPublic):
             frame["seq"] = cs.seq
             if state_version is not None:
                 frame["stateVersion"] = dict(state_version)
-            return self._send(cs, frame)
+            return self.send(cs, frame)
 
-    def _send_res(self, cs: _Conn, req_id: Any, ok: bool, body: Any) -> bool:
+    def send_res(self, cs: _Conn, req_id: Any, ok: bool, body: Any) -> bool:
         frame: dict[str, Any] = {"type": "res", "id": req_id, "ok": ok}
         if body is not None:  # a handler returning None: no payload key (JS undefined)
             frame["payload" if ok else "error"] = body
-        return self._send(cs, frame)
+        return self.send(cs, frame)
 
-    def _handshaken(self) -> list[_Conn]:
-        with self._lock:
+    def handshaken(self) -> list[_Conn]:
+        """The connections past hello-ok (a snapshot)."""
+        with self._cond:
             return [cs for cs in self._conns if cs.handshaken]
 
     def _tick_loop(self) -> None:

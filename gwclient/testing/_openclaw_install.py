@@ -280,7 +280,7 @@ def _say(line: str) -> None:
 
 
 def _install_options() -> argparse.ArgumentParser:
-    """The options of ``install`` (also a parent of ``serve`` in _realgateway_cli)."""
+    """The options of ``install`` (also a parent of ``serve`` in _realgateway)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", help="install cache (default: $GWCLIENT_CACHE or ~/.cache/gwclient)")
     common.add_argument(

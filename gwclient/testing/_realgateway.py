@@ -4,8 +4,8 @@ Installing the pinned Node and openclaw (the cache layout, :func:`ensure_opencla
 version selection) is :mod:`gwclient.testing._openclaw_install`, re-exported here;
 ``scripts/install-openclaw`` runs that file directly.  openclaw 2026.5.12 and older also
 listen on ``port + 2``, so an automatically chosen port is one whose ``port + 2`` is free
-as well.  The command line (``python -m gwclient.testing._realgateway install|serve``) is
-:mod:`gwclient.testing._realgateway_cli`.
+as well.  The command line (``python -m gwclient.testing._realgateway install|serve``,
+``scripts/real-gateway``) is :func:`main`, at the end of this file.
 
 :class:`RealGateway` runs ``openclaw gateway run --allow-unconfigured --auth token --port P
 --bind loopback`` with ``HOME`` (and ``OPENCLAW_STATE_DIR=$HOME/.openclaw``) pointed at a
@@ -39,6 +39,7 @@ passed through :meth:`RealGateway.redact` first.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
@@ -55,7 +56,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gwclient.testing._openclaw_install import (
     NODE_VERSION,
@@ -63,13 +64,17 @@ from gwclient.testing._openclaw_install import (
     VERSION_ENV,
     OpenClawInstall,
     RealGatewayError,
+    _cmd_install,
+    _install_help,
+    _install_options,
+    _say,
     _tail,
     default_cache_dir,
     ensure_openclaw,
     find_openclaw,
     openclaw_version,
 )
-from gwclient.testing._realgw_openclaw_cli import _OpenClawCliMixin
+from gwclient.testing._realgw_openclaw_cli import OpenClawCli
 from gwclient.testing._realgw_procs import (
     _PORT_SPAN,
     _deep_merge,
@@ -80,9 +85,6 @@ from gwclient.testing._realgw_procs import (
     _Runtime,
     port_problem,
 )
-
-if TYPE_CHECKING:
-    pass  # imported where used: `install` needs only the standard library
 
 __all__ = [
     "NODE_VERSION",
@@ -117,7 +119,7 @@ class _PortInUse(RealGatewayError):
     """The gateway could not bind its port (only retried for an automatically chosen port)."""
 
 
-class RealGateway(_OpenClawCliMixin):
+class RealGateway:
     """One real ``openclaw gateway run`` on loopback with a private ``HOME``.
 
     >>> with RealGateway() as gw:              # doctest: +SKIP
@@ -272,7 +274,7 @@ class RealGateway(_OpenClawCliMixin):
 
     def rss_bytes(self) -> int:
         """Resident memory of the gateway and all its descendants (0 when stopped)."""
-        import psutil
+        import psutil  # imported here: `install` needs only the standard library
 
         pid = self.pid
         if pid is None:
@@ -293,6 +295,29 @@ class RealGateway(_OpenClawCliMixin):
         env["OPENCLAW_STATE_DIR"] = str(self.state_dir)
         env["NO_COLOR"] = "1"
         return env
+
+    # -- the openclaw CLI ----------------------------------------------------------------
+
+    def _cli(self) -> OpenClawCli:
+        return OpenClawCli(self._require_install(), self.url, self._token, self._home, self.env(), self.redact)
+
+    def run_cli(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``openclaw <args>`` with the gateway's environment.
+
+        With *gateway_auth*, ``--url ws://127.0.0.1:P --token T`` are appended (needed by
+        every command that talks to the gateway; without ``--url`` the CLI would target
+        the default port 18789).  Raises :class:`RealGatewayError` (with the redacted
+        output) on a non-zero exit or a timeout.
+        """
+        return self._cli().run(*args, timeout=timeout, gateway_auth=gateway_auth)
+
+    def devices_list(self, *, timeout: float = 60.0) -> dict[str, Any]:
+        """``openclaw devices list --json``: ``{"pending": [...], "paired": [...]}``."""
+        return self._cli().devices_list(timeout=timeout)
+
+    def devices_approve(self, request_id: str, *, timeout: float = 60.0) -> Any:
+        """``openclaw devices approve <request_id> --json``; returns the parsed JSON."""
+        return self._cli().devices_approve(request_id, timeout=timeout)
 
     def _require_install(self) -> OpenClawInstall:
         if self._inst is None:
@@ -493,12 +518,112 @@ class RealGateway(_OpenClawCliMixin):
         self.close()
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C); see
-    :mod:`gwclient.testing._realgateway_cli`."""
-    from gwclient.testing._realgateway_cli import main as cli_main
+# -- the command line ---------------------------------------------------------------------
 
-    return cli_main(argv, prog=prog)
+_TOKEN_FILE = "realgw-token"
+
+
+def _serve_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token to use and a note on how long it lives.
+
+    With ``--home`` the token is kept in ``<home>/realgw-token`` (mode 0600), so a restart
+    without ``--token`` keeps running clients working.
+    """
+    if args.home is None:
+        note = "a new token on every run: pass --token (or --home) to keep it across restarts"
+        return args.token, note
+    path = Path(args.home).expanduser() / _TOKEN_FILE
+    if args.token is None:
+        with contextlib.suppress(OSError):
+            kept = path.read_text(encoding="utf-8").strip()
+            if kept:
+                return kept, f"token kept from the previous run ({path})"
+    token = args.token or _new_token()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token, f"token kept in {path} for the next run"
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    token, token_note = _serve_token(args)
+    gw = RealGateway(
+        token=token,
+        port=args.port,
+        home=args.home,
+        cache_dir=args.cache_dir,
+        version=args.openclaw_version,
+        progress=_say,
+    )
+    # Ctrl-C and SIGTERM both end the wait and stop the gateway cleanly (SIGINT explicitly:
+    # a shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        print(f"starting openclaw {gw.version} gateway on port {gw.port} in {gw.home} ...", flush=True)
+        gw.start()
+        print(
+            f"ready in {gw.last_startup_seconds or 0:.1f} s (pid {gw.pid})\n"
+            f"url:   {gw.url}\n"
+            f"token: {gw.token}  ({token_note})\n"
+            f"log:   {gw.log_path}\n\n"
+            f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+        while gw.running:
+            time.sleep(0.5)
+        print("the gateway exited on its own; last log lines:\n" + _tail(gw.log_text()))
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        # A second Ctrl-C must not abandon the gateway half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        gw.close()
+        print("stopped.", flush=True)
+
+
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port <= 65535 - _PORT_SPAN:
+        raise argparse.ArgumentTypeError(
+            f"port {port} is out of range (1-{65535 - _PORT_SPAN}; the gateway also uses port+{_PORT_SPAN})"
+        )
+    return port
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """``install`` (print the openclaw bin path) or ``serve`` (run until Ctrl-C)."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m gwclient.testing._realgateway",
+        description=f"Install or run a real OpenClaw gateway (pinned: {OPENCLAW_VERSION}).",
+    )
+    common = _install_options()
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("install", parents=[common], help=_install_help())
+    serve = sub.add_parser("serve", parents=[common], help="run a local gateway until Ctrl-C")
+    serve.add_argument("--port", type=_port_arg, help="loopback port (default: a free one)")
+    serve.add_argument("--token", help="shared token (default: random, or the one kept in --home)")
+    serve.add_argument(
+        "--home",
+        help="HOME for the gateway (default: a temporary folder removed on exit); reuse a folder to keep state",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "install":
+            return _cmd_install(args)
+        return _cmd_serve(args)
+    except RealGatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,50 +1,48 @@
-"""The ``openclaw`` CLI part of :class:`gwclient.testing.RealGateway` (``run_cli``,
-``devices_list``, ``devices_approve``), a mixin the class inherits."""
+"""The ``openclaw`` CLI run against a :class:`gwclient.testing.RealGateway`
+(:class:`OpenClawCli`: ``run``, ``devices_list``, ``devices_approve``).  The gateway builds
+one with what a command needs (the install, its URL, token, home, environment and
+redaction) and delegates ``run_cli``/``devices_list``/``devices_approve`` to it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gwclient.testing._openclaw_install import OpenClawInstall, RealGatewayError, _tail
 
-__all__: list[str] = []
+__all__ = ["OpenClawCli"]
 
 
-class _OpenClawCliMixin:
-    """``openclaw`` commands run against the gateway (:class:`RealGateway` provides the
-    attributes and methods declared under ``TYPE_CHECKING``)."""
+@dataclass(frozen=True)
+class OpenClawCli:
+    """``openclaw`` commands for one gateway.
 
-    if TYPE_CHECKING:  # provided by RealGateway
-        _token: str
-        _home: Path
+    ``env`` is the environment without the token; ``redact`` removes the token from the
+    output quoted in errors.  The token is kept out of the repr.
+    """
 
-        @property
-        def url(self) -> str: ...
-        def env(self) -> dict[str, str]: ...
-        def redact(self, text: str) -> str: ...
-        def _require_install(self) -> OpenClawInstall: ...
+    install: OpenClawInstall
+    url: str
+    token: str = field(repr=False)
+    home: Path
+    env: Mapping[str, str] = field(repr=False)
+    redact: Callable[[str], str] = field(repr=False)
 
-    def run_cli(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``openclaw <args>`` with the gateway's environment.
-
-        With *gateway_auth*, ``--url ws://127.0.0.1:P --token T`` are appended (needed by
-        every command that talks to the gateway; without ``--url`` the CLI would target
-        the default port 18789).  Raises :class:`RealGatewayError` (with the redacted
-        output) on a non-zero exit or a timeout.
-        """
-        inst = self._require_install()
-        argv = [str(inst.node), str(inst.openclaw_entry), *args]
+    def run(self, *args: str, timeout: float = 60.0, gateway_auth: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``openclaw <args>`` (see ``RealGateway.run_cli``)."""
+        argv = [str(self.install.node), str(self.install.openclaw_entry), *args]
         if gateway_auth:
-            argv += ["--url", self.url, "--token", self._token]
+            argv += ["--url", self.url, "--token", self.token]
         shown = " ".join(["openclaw", *args])
         try:
             out = subprocess.run(
                 argv,
-                cwd=self._home,
-                env=self.env(),
+                cwd=self.home,
+                env=dict(self.env),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -60,8 +58,9 @@ class _OpenClawCliMixin:
             )
         return out
 
-    def _cli_json(self, *args: str, timeout: float) -> Any:
-        out = self.run_cli(*args, "--json", timeout=timeout)
+    def json(self, *args: str, timeout: float) -> Any:
+        """Run ``openclaw <args> --json`` and parse the first JSON value it prints."""
+        out = self.run(*args, "--json", timeout=timeout)
         text = out.stdout
         start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
         try:
@@ -76,7 +75,7 @@ class _OpenClawCliMixin:
 
     def devices_list(self, *, timeout: float = 60.0) -> dict[str, Any]:
         """``openclaw devices list --json``: ``{"pending": [...], "paired": [...]}``."""
-        value = self._cli_json("devices", "list", timeout=timeout)
+        value = self.json("devices", "list", timeout=timeout)
         if not isinstance(value, dict):
             raise RealGatewayError(f"`openclaw devices list --json` gave {type(value).__name__}")
         return value
@@ -85,4 +84,4 @@ class _OpenClawCliMixin:
         """``openclaw devices approve <request_id> --json``; returns the parsed JSON."""
         if not request_id or request_id.startswith("-"):
             raise ValueError(f"invalid pairing request id {request_id!r}")
-        return self._cli_json("devices", "approve", request_id, timeout=timeout)
+        return self.json("devices", "approve", request_id, timeout=timeout)
