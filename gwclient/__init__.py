@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
     from ._retry import RetryPolicy
     from ._runs import Run, RunResult
+    from ._stats import ConnectionStats, ConnectPhases
     from ._subscription import Subscription
 
 # public name -> the private module that defines it
@@ -96,6 +97,8 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "_retry",
     "Run": "_runs",
     "RunResult": "_runs",
+    "ConnectionStats": "_stats",
+    "ConnectPhases": "_stats",
 }
 
 __all__ = [
@@ -105,7 +108,9 @@ __all__ = [
     "ConfigError",
     "ConfigProvider",
     "ConnectError",
+    "ConnectPhases",
     "ConnectionState",
+    "ConnectionStats",
     "Disconnected",
     "EndpointNotReady",
     "EnvironmentConfigProvider",

@@ -22,6 +22,7 @@ from typing import Any, Final, cast
 
 import pykka
 
+from . import _otel
 from . import _runtime as _runtime_module
 from ._bus import Bind, Channel, Release, ReleaseAll
 from ._channel import Retry
@@ -45,6 +46,8 @@ from ._pushes import ConnectionState, Event, Snapshot
 from ._run_start import RunsMixin
 from ._runtime import ask, current_runtime, join, retire, stop_channels
 from ._sessions import SessionsMixin
+from ._stats import DropTally
+from ._stats_api import StatsMixin
 from ._subscription import Subscription
 from ._waiter import Waiter
 
@@ -81,7 +84,7 @@ def _check_caller(what: str) -> None:
     check_caller(f"GatewayConnection.{what}()")
 
 
-class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
+class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin, StatsMixin):
     """A blocking handle on the process's one gateway websocket for a config.
 
     Get it with :meth:`shared`; every part of a program that asks for an equal config gets
@@ -102,6 +105,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         self._fork = _runtime_module.fork_generation
         self._bound: tuple[GatewayConfig, Channel] | None = None
         self._stickies: dict[object, list[Any]] = {}  # key -> [method, params, users]
+        self._drops = DropTally()  # events dropped by this connection's subscriptions (stats())
 
     @classmethod
     def shared(cls, config: GatewayConfig | None = None, *,
@@ -196,7 +200,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     # -- requests -----------------------------------------------------------------------
 
     def request(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-                expect_final: bool | None = None) -> Any:
+                expect_final: bool | None = None, traceparent: str | None = None) -> Any:
         """Send one request and block until its answer (the decoded ``payload``).
 
         Waits for the shared connect if the socket is (re)connecting; never opens a socket
@@ -208,9 +212,21 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         :class:`GatewayTimeout`, :class:`Disconnected` (socket dropped while pending; never
         replayed), :class:`RequestError` (``ok:false``), a :class:`ConnectError` subclass
         when connecting is paused (bad token, pairing...), or :class:`ClientClosed` after
-        :meth:`shutdown`."""
+        :meth:`shutdown`.
+
+        ``traceparent`` (a W3C string) is sent on the frame for the gateway to continue
+        that trace; with OpenTelemetry configured the request's own span is sent instead,
+        a child of it or of your current span (docs/observability.md)."""
+        probe = _otel.probe()  # None unless OpenTelemetry or the request log is on
+        if probe is not None:
+            return probe.request(self, method, traceparent, lambda tp: self._request(
+                method, params, timeout, expect_final, tp))
+        return self._request(method, params, timeout, expect_final, traceparent)
+
+    def _request(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
+                 traceparent: str | None) -> Any:
         fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
-                                                            blocking=True)
+                                                            blocking=True, traceparent=traceparent)
         try:
             return fut.result(seconds)
         except FutureTimeout:
@@ -218,13 +234,21 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             raise GatewayTimeout(f"{method} got no answer within {seconds:g} s") from None
 
     def submit(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-               expect_final: bool | None = None) -> Future[Any]:
+               expect_final: bool | None = None, traceparent: str | None = None) -> Future[Any]:
         """Like :meth:`request` without blocking: returns a ``concurrent.futures.Future``
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
         argument errors raise :class:`UsageError` at once."""
+        probe = _otel.probe()
+        if probe is not None:
+            return probe.submit(self, method, traceparent, lambda tp: self._submit_request(
+                method, params, timeout, expect_final, tp))
+        return self._submit_request(method, params, timeout, expect_final, traceparent)
+
+    def _submit_request(self, method: str, params: Any, timeout: float | Default | None,
+                        expect_final: bool | None, traceparent: str | None) -> Future[Any]:
         fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
-                                                            blocking=False)
+                                                            blocking=False, traceparent=traceparent)
         if seconds is not None and not fut.done():
             bound = self._bound
             if bound is not None:
@@ -232,7 +256,8 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
-               what: str, *, blocking: bool) -> tuple[Any, float | None, str, Callable[[str], None]]:
+               what: str, *, blocking: bool,
+               traceparent: str | None = None) -> tuple[Any, float | None, str, Callable[[str], None]]:
         _check_caller(what)
         check_method(method)
         config = self.config  # once per request: a provider may do work to answer
@@ -240,7 +265,10 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
-        data = encode_request(request_id, method, params)
+        if traceparent is not None and method != "connect":  # never on connect (the gateway ignores it)
+            data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
+        else:
+            data = encode_request(request_id, method, params)
         fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
         bound = self._bound
         cancel = bound[1].link.cancel if bound is not None else (lambda _rid: None)
@@ -301,11 +329,13 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
 
         def closed(sub: Subscription) -> None:
             bus.unsubscribe(sub)
+            self._drops.retire(sub)
             if on_close is not None:
                 on_close()
 
         sub = Subscription(events, maxsize=size, max_bytes=limit, include_state=include_state,
                            on_close=closed, accept=accept)
+        self._drops.add(sub)
         bus.subscribe(self._slot, sub)
         channel.link.await_connected(Future())  # start connecting if idle
         return sub

@@ -190,6 +190,7 @@ class Link:
                                    max_frame=config.max_frame_bytes, proxy=config.proxy)
         try:
             creds = _load_credentials(config)
+            started = time.monotonic()
             transport = self._factory(options, guard)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
             with self._lock:
@@ -201,7 +202,9 @@ class Link:
             if not stale:
                 self._transport = transport
                 self._credentials = creds
-                effects = self.session.opened(self._connect_builder(creds), time.monotonic())
+                opened = time.monotonic()
+                self.session.stats.opened(started, guard.marks, opened)
+                effects = self.session.opened(self._connect_builder(creds), opened)
         if stale:
             transport.abort()
             transport.release()
@@ -219,6 +222,7 @@ class Link:
                         break
                     if data is None:
                         self.session.last_rx = now
+                        self.session.stats.control_frame(getattr(transport, "pong_at", 0.0))
                         effects = []
                     else:
                         effects = self.session.received(data, now)
@@ -329,6 +333,7 @@ class Link:
                 self._abandon(gen, effect)
             elif isinstance(effect, Ping):
                 if transport is not None:
+                    self.session.stats.ping_sending(time.monotonic())
                     transport.ping_nowait()
             elif isinstance(effect, (AttemptEnded, Lost)):
                 self.report(gen, effect)

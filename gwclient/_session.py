@@ -46,6 +46,7 @@ from ._errors import (
     ConnectError,
     Disconnected,
     GatewayError,
+    GatewayTimeout,
     ProtocolError,
     ProtocolMismatch,
     RequestError,
@@ -53,10 +54,12 @@ from ._errors import (
 from ._frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
 from ._protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from ._pushes import ConnectionState, Event, Snapshot, StateChange
+from ._stats import ChannelCounters, ConnectPhases
 
 __all__ = ["Session", "describe"]
 
 log = logging.getLogger("gwclient.session")
+_DISCONNECTED = Disconnected("")  # the key pending requests lost with the socket are counted under
 
 
 
@@ -93,14 +96,16 @@ class Session:
         self._build_connect: Callable[[ConnectChallenge, str], bytes] | None = None
         self._restart_ms: int | None = None
         self._closed_error: GatewayError | None = None
+        self.stats = ChannelCounters()  # plain ints, written under the shell's lock (_stats.py)
 
     # -- state ----------------------------------------------------------------------------
 
-    def set_state(self, state: ConnectionState, detail: str = "", error: BaseException | None = None) -> list[Effect]:
+    def set_state(self, state: ConnectionState, detail: str = "", error: BaseException | None = None,
+                  phases: ConnectPhases | None = None) -> list[Effect]:
         if state == self.state and error is None:
             return []
         self.state = state
-        return [Publish(StateChange(state, detail, error))]
+        return [Publish(StateChange(state, detail, error, phases))]
 
     @property
     def liveness(self) -> float:
@@ -133,6 +138,7 @@ class Session:
         """A new attempt starts (the shell opens a socket)."""
         self.phase = "opening"
         self.paused = None
+        self.stats.connects += 1
         return [*self.set_state(ConnectionState.CONNECTING, f"attempt {attempt}"),
                 Timer("handshake", self.limits.connect_timeout)]
 
@@ -160,6 +166,7 @@ class Session:
         if paused:
             assert isinstance(error, GatewayError)
             self.paused = error
+            self.stats.pauses += 1
             log.warning("gateway connection paused: %s", error)
             out += self.set_state(ConnectionState.PAUSED, str(error), error)
             out += self._fail_waiting(error)
@@ -173,6 +180,7 @@ class Session:
         return out
 
     def _fail_waiting(self, error: BaseException) -> list[Effect]:
+        self.stats.failed(error, len(self.waiting))
         out: list[Effect] = [Settle(w.waiter, copy.copy(error)) for w in self.waiting.values()]
         out += [Settle(fut, copy.copy(error)) for fut in self.connect_waiters]
         self.waiting.clear()
@@ -183,6 +191,7 @@ class Session:
 
     def received(self, data: bytes | str, now: float) -> list[Effect]:
         self.last_rx = now
+        self.stats.bytes_in += len(data)
         try:
             frame = decode_frame(data)
         except ProtocolError as exc:  # (deep nesting included: the decoder says so)
@@ -197,6 +206,7 @@ class Session:
             if done is None:
                 return []
             entry, outcome = done
+            self.stats.answered(outcome)
             if entry.waiter is None:  # a sticky request: nobody waits, say if it failed
                 if isinstance(outcome, BaseException):
                     log.warning("re-subscribing with %s failed: %s", entry.method, outcome)
@@ -226,6 +236,8 @@ class Session:
         except (ProtocolError, ConfigError) as exc:
             return [CloseSocket(1002, "bad challenge"), *self._attempt_failed(exc, transport=True)]
         self.phase = "hello"
+        self.stats.challenged(self.last_rx)
+        self.stats.bytes_out += len(data)
         return [Send(data), Timer("handshake", self.limits.connect_timeout)]
 
     def _on_hello(self, frame: ResponseFrame) -> list[Effect]:
@@ -249,7 +261,8 @@ class Session:
         self.ever_connected = True
         self.connections += 1
         out: list[Effect] = [Timer("handshake", None), Connected(hello)]
-        out += self.set_state(ConnectionState.CONNECTED, f"connection {self.connections}")
+        phases = self.stats.connected(self.last_rx)
+        out += self.set_state(ConnectionState.CONNECTED, f"connection {self.connections}", phases=phases)
         # Sticky requests (session subscriptions) go out before subscribers see the fresh
         # Snapshot, so a consumer that re-reads state on the Snapshot is already covered.
         for key, (method, params) in self.sticky.items():
@@ -274,8 +287,10 @@ class Session:
 
     def _deliver(self, frame: EventFrame, size: int) -> list[Effect]:
         out: list[Effect] = []
+        self.stats.events += 1
         gap = self.seq.observe(frame.seq)
         if gap is not None:
+            self.stats.gaps += 1
             log.info("event gap on %s: expected seq %d, got %d", self.limits.label, gap.expected, gap.received)
             out.append(Publish(gap))
         if frame.event == "shutdown" and isinstance(frame.payload, dict):
@@ -293,6 +308,7 @@ class Session:
         the actor to connect (the channel is idle)."""
         refusal = self.refusal()
         if refusal is not None:
+            self.stats.failed(refusal)
             return [Settle(waiter, refusal)], False
         if self.phase == "connected":
             return self._send(request_id, method, data, waiter, expect_final), False
@@ -303,16 +319,21 @@ class Session:
         assert self.hello is not None
         limit = self.hello.policy.max_payload
         if len(data) > limit:
+            self.stats.failed(RequestError("", code="PAYLOAD_TOO_LARGE"))
             return [Settle(waiter, RequestError(
                 f"{method} request is larger than the gateway's maxPayload ({limit} bytes)",
                 code="PAYLOAD_TOO_LARGE", method=method))]
         self.pending.add(request_id, method, waiter, expect_final=expect_final)
+        self.stats.requests += 1
+        self.stats.bytes_out += len(data)
         return [Send(data)]
 
     def _send_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
         request_id = new_request_id()
         data = encode_request(request_id, method, params)
         self.pending.add(request_id, method, None)
+        self.stats.requests += 1
+        self.stats.bytes_out += len(data)
         return [Send(data)]
 
     def add_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
@@ -349,8 +370,9 @@ class Session:
         return [], self.phase == "idle" and self.state == ConnectionState.IDLE
 
     def cancel(self, request_id: str) -> None:
-        self.pending.remove(request_id)
-        self.waiting.pop(request_id, None)
+        """A caller's deadline passed (request() or a submit() expiry)."""
+        if self.pending.remove(request_id) is not None or self.waiting.pop(request_id, None) is not None:
+            self.stats.failed(GatewayTimeout(""))
 
     # -- endings and timers ---------------------------------------------------------------
 
@@ -371,6 +393,7 @@ class Session:
         self.phase = "idle"
         out: list[Effect] = [Timer("liveness", None), Timer("ping", None)]
         for entry in self.pending.drain():
+            self.stats.failed(_DISCONNECTED)
             if entry.waiter is not None:
                 out.append(Settle(entry.waiter, Disconnected(
                     f"gateway connection closed ({what}) before {entry.method} was answered",

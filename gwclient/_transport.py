@@ -114,8 +114,10 @@ class OpenGuard:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self.aborted = False
+        self.marks: tuple[float, ...] = ()  # time.monotonic() of each attach: TCP up, TLS up (_stats.py)
 
     def attach(self, sock: socket.socket) -> None:
+        self.marks += (time.monotonic(),)
         with self._lock:
             self._sock = sock
             aborted = self.aborted
@@ -172,6 +174,8 @@ class _LimitedFrames(frame_buffer):  # type: ignore[misc]
 
 
 class _WebSocketTransport:
+    pong_at = 0.0  # time.monotonic() of the last pong read (the keepalive round trip, _stats.py)
+
     def __init__(self, ws: websocket.WebSocket, sock: socket.socket) -> None:
         self._ws = ws
         self._sock = sock
@@ -219,6 +223,8 @@ class _WebSocketTransport:
             raise TransportClosed(code, reason)
         if opcode == ABNF.OPCODE_BINARY:
             raise BinaryFrame(1003, "binary frames are not part of the gateway protocol")
+        if opcode == ABNF.OPCODE_PONG:
+            self.pong_at = time.monotonic()
         return None  # ping (answered by websocket-client) or pong: the peer is alive
 
     def _send_nowait(self, frame: bytes) -> bool:
