@@ -132,6 +132,7 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         self._requests_by_method: dict[str, int] = {}
         self._connect_log: list[Any] = []
         self._invalid_frames = 0
+        self._request_frames: deque[dict[str, Any]] = deque(maxlen=10_000)
         self.runs = DevRuns(self)  # agent/chat runs (_devgw_runs.py)
 
     def _handle_ws(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
@@ -167,9 +168,11 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
 
     # ------------------------------------------------------------------ requests
 
-    def _note_request(self, method: str) -> None:
+    def _note_request(self, method: str, frame: dict[str, Any] | None = None) -> None:
         with self._cond:
             self._requests_by_method[method] = self._requests_by_method.get(method, 0) + 1
+            if frame is not None:
+                self._request_frames.append({k: v for k, v in frame.items() if k != "params"})
             self._cond.notify_all()
 
     def _on_frame(self, cs: _Conn, data: str | bytes) -> None:
@@ -196,7 +199,7 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         params = frame.get("params")
         if params is None:
             params = {}
-        self._note_request(method)
+        self._note_request(method, frame)
         if method == "connect":
             error = error_shape("INVALID_REQUEST", "invalid handshake: already connected")
             self._send_res(cs, req_id, False, error)

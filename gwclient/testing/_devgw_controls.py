@@ -36,6 +36,7 @@ class _DevGatewayControls(GatewayServerBase):
     _requests_by_method: dict[str, int]
     _connect_log: list[Any]
     _invalid_frames: int
+    _request_frames: deque[dict[str, Any]]
 
     # ------------------------------------------------------------------ public: counters
 
@@ -63,6 +64,14 @@ class _DevGatewayControls(GatewayServerBase):
         (they contain the secrets the client sent)."""
         with self._lock:
             return copy.deepcopy(self._connect_log)
+
+    @property
+    def request_frames(self) -> list[dict[str, Any]]:
+        """The envelopes of the last 10 000 request frames received, oldest first, ``connect``
+        included: every key but ``params`` (``type``, ``id``, ``method``, ``traceparent``...).
+        For the params of ``connect`` see :attr:`connect_requests`."""
+        with self._lock:
+            return [dict(f) for f in self._request_frames]
 
     @property
     def invalid_frames(self) -> int:

@@ -91,7 +91,7 @@ class _DevGatewayHandshake(GatewayServerBase):
 
     if TYPE_CHECKING:
 
-        def _note_request(self, method: str) -> None: ...
+        def _note_request(self, method: str, frame: dict[str, Any] | None = None) -> None: ...
         def _uptime_ms(self) -> int: ...
         def _health_payload(self) -> dict[str, Any]: ...
         def _presence_entries(self) -> list[dict[str, Any]]: ...
@@ -140,7 +140,7 @@ class _DevGatewayHandshake(GatewayServerBase):
         """Validate a connect frame; returns the hello-ok payload or raises _Reject."""
         problem = validate_request_frame(frame)
         method = frame["method"]
-        self._note_request(method)
+        self._note_request(method, frame)
         if problem:
             raise _Reject(
                 error_shape("INVALID_REQUEST", f"invalid request frame: {problem}"),
