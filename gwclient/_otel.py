@@ -253,9 +253,11 @@ def probe() -> Probe | None:
 # ----------------------------------------------------------------------- other spans
 
 
-def traced(name: str, attributes: Callable[..., dict[str, Any]] | None = None) -> Callable[[_F], _F]:
-    """Decorate a facade method with an INTERNAL span ``name`` (the current span while it
-    runs, so requests made inside are its children) when a tracer provider is set."""
+def traced(name: str, attributes: Callable[..., dict[str, Any]] | None = None,
+           result: Callable[[Any], dict[str, Any]] | None = None) -> Callable[[_F], _F]:
+    """Decorate a method with an INTERNAL span ``name`` (the current span while it runs,
+    so requests made inside are its children) when a tracer provider is set;
+    ``attributes(*args, **kwargs)`` and ``result(returned)`` give its attributes."""
 
     def wrap(fn: _F) -> _F:
         @functools.wraps(fn)
@@ -269,11 +271,14 @@ def traced(name: str, attributes: Callable[..., dict[str, Any]] | None = None) -
             with tracer.start_as_current_span(name, attributes=attrs, record_exception=False,
                                               set_status_on_exception=False) as span:
                 try:
-                    return fn(*args, **kwargs)
+                    returned = fn(*args, **kwargs)
                 except BaseException as exc:
                     span.set_attribute("error.type", error_code(exc))
                     span.set_status(Status(StatusCode.ERROR))
                     raise
+                if result is not None:
+                    span.set_attributes(result(returned))
+                return returned
 
         return cast(_F, inner)
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import _otel
 from ._deadline import check_timeout
 from ._errors import UsageError, check_caller
 from ._run_updates import _str
@@ -75,6 +76,8 @@ class RunsMixin:
             body["timeout"] = max(1, math.ceil(timeout))
         return self._start_run("agent", "agent", body, session_key or "", timeout)
 
+    @_otel.traced("gwclient.run.start", lambda self, kind, *_: {"gwclient.run.kind": kind},
+                  lambda run: {"gwclient.run.id": run.run_id})
     def _start_run(self, kind: str, method: str, body: dict[str, Any], session_key: str,
                    timeout: float | None) -> Run:
         # Subscribe first: the run's first events can arrive before its start answer.

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _otel
 from ._errors import (
     ClientClosed,
     GatewayError,
@@ -175,6 +176,8 @@ class Run:
         with self._cond:
             return self._outcome if isinstance(self._outcome, RunError) else None
 
+    @_otel.traced("gwclient.run.wait", lambda self, *_, **__: {"gwclient.run.kind": self.kind,
+                                                                "gwclient.run.id": self.run_id})
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its :class:`RunResult`.
 

@@ -109,7 +109,8 @@ def test_disconnects_reconnects_and_connect_phases(gw: DevGateway) -> None:
         first = next_of(sub, StateChange, state=ConnectionState.CONNECTED)
         for number in (2, 3):
             fut: Future[Any] = conn.submit("dev.hang")
-            assert gw.wait_for(lambda g: g.requests_by_method.get("dev.hang", 0) >= number - 1, 10)
+            hung = number - 1  # dev.hang requests the gateway has received by now
+            assert gw.wait_for(lambda g: g.requests_by_method.get("dev.hang", 0) >= hung, 10)  # noqa: B023
             gw.drop_connections()
             with pytest.raises(Disconnected):
                 fut.result(10)
