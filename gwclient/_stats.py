@@ -204,7 +204,10 @@ class DropTally:
 
     def add(self, sub: Any) -> None:
         with self._lock:
-            self._subs = [s for s in self._subs if not s.closed]
+            ended = [s for s in self._subs if s.closed]  # ended by a shutdown, never closed
+            if ended:
+                self._closed += sum(int(s.dropped_total) for s in ended)
+                self._subs = [s for s in self._subs if not s.closed]
             self._subs.append(sub)
 
     def retire(self, sub: Any) -> None:
