@@ -190,6 +190,8 @@ class Probe:
         return fut
 
     def _start(self, method: str, traceparent: str | None) -> tuple[Any, str | None]:
+        if traceparent is not None:
+            check_traceparent(traceparent)
         if self.tracer is None:
             return None, traceparent
         from opentelemetry.trace import SpanKind

@@ -243,6 +243,17 @@ def test_a_bad_explicit_traceparent_is_refused_before_sending(gw: DevGateway, ba
     assert gw.requests_by_method.get("health", 0) == 0
 
 
+@pytest.mark.parametrize("bad", ["x" * 129, 42])
+def test_a_bad_explicit_traceparent_is_refused_with_tracing_on(gw: DevGateway, otel: Otel, bad: Any) -> None:
+    conn = GatewayConnection.shared(config(gw))
+    with pytest.raises(UsageError, match="traceparent"):
+        conn.request("health", traceparent=bad)
+    with pytest.raises(UsageError, match="traceparent"):
+        conn.submit("health", traceparent=bad)
+    assert gw.requests_by_method.get("health", 0) == 0
+    assert otel.finished("health") == []
+
+
 _CHILD = textwrap.dedent("""
     import importlib.abc, json, sys
     if sys.argv[1] == "blocked":  # as if opentelemetry were not installed
