@@ -201,3 +201,15 @@ def test_stats_all_is_keyed_by_the_redacted_url(gw: DevGateway) -> None:
     assert DEV_TOKEN not in repr(every)
     assert two.stats().state == "idle"
     assert every[url].as_dict()["ok"] == 1
+
+
+def test_a_request_over_max_payload_is_counted_but_not_sent(gw: DevGateway) -> None:
+    gw.policy_overrides["maxPayload"] = 4096
+    conn = GatewayConnection.shared(config(gw))
+    conn.request("health")
+    with pytest.raises(RequestError) as refused:
+        conn.request("echo", {"text": "x" * 5000})
+    assert refused.value.code == "PAYLOAD_TOO_LARGE"
+    stats = conn.stats()
+    assert (stats.requests, stats.ok, dict(stats.errors)) == (1, 1, {"PAYLOAD_TOO_LARGE": 1})
+    assert gw.requests_by_method.get("echo", 0) == 0
