@@ -203,11 +203,7 @@ class DropTally:
         self._closed = 0
 
     def add(self, sub: Any) -> None:
-        with self._lock:
-            ended = [s for s in self._subs if s.closed]  # ended by a shutdown, never closed
-            if ended:
-                self._closed += sum(int(s.dropped_total) for s in ended)
-                self._subs = [s for s in self._subs if not s.closed]
+        with self._lock:  # held as long as the bus holds it: until close() retires it
             self._subs.append(sub)
 
     def retire(self, sub: Any) -> None:
