@@ -104,9 +104,11 @@ class _Otel:
             return self.duration
         histogram = None
         from opentelemetry.metrics import NoOpMeterProvider
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
+        from opentelemetry.metrics import _internal as internal
 
-        if not isinstance(provider, (NoOpMeterProvider, _ProxyMeterProvider)):
+        # The API's default before set_meter_provider() (a private class: looked up softly).
+        proxy = getattr(internal, "_ProxyMeterProvider", NoOpMeterProvider)
+        if not isinstance(provider, (NoOpMeterProvider, proxy)):
             histogram = _register_metrics(provider)
         with self.lock:
             self.meter_provider, self.duration = provider, histogram
