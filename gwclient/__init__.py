@@ -21,7 +21,7 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._config.config import GatewayConfig, SshTunnelConfig
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._core.frames import HelloOk
     from ._core.pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
     from ._core.retry import RetryPolicy
+    from ._core.stats import ConnectionStats, ConnectPhases
     from ._engine.subscription import Subscription
     from ._errors import (
         AuthRejected,
@@ -96,6 +97,8 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "_core.retry",
     "Run": "_runs",
     "RunResult": "_runs",
+    "ConnectionStats": "_core.stats",
+    "ConnectPhases": "_core.stats",
 }
 
 __all__ = [
@@ -105,7 +108,9 @@ __all__ = [
     "ConfigError",
     "ConfigProvider",
     "ConnectError",
+    "ConnectPhases",
     "ConnectionState",
+    "ConnectionStats",
     "Disconnected",
     "EndpointNotReady",
     "EnvironmentConfigProvider",

@@ -39,6 +39,8 @@ from ._core.frames import HelloOk
 from ._core.protocol import TWO_STAGE_METHODS, new_request_id
 from ._core.pushes import ConnectionState, Event, Snapshot
 from ._core.sessions import Sticky, session_messages, sessions_list
+from ._core.stats import ConnectionStats, idle_stats
+from ._engine import otel as _otel
 from ._engine import runtime as _runtime_module
 from ._engine.channel import Channel
 from ._engine.registry import Bind, Release, ReleaseAll
@@ -232,7 +234,7 @@ class GatewayConnection:
     # -- requests -----------------------------------------------------------------------
 
     def request(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-                expect_final: bool | None = None) -> Any:
+                expect_final: bool | None = None, traceparent: str | None = None) -> Any:
         """Send one request and block until its answer (the decoded ``payload``).
 
         Waits for the shared connect if the socket is (re)connecting; never opens a socket
@@ -244,9 +246,21 @@ class GatewayConnection:
         :class:`GatewayTimeout`, :class:`Disconnected` (socket dropped while pending; never
         replayed), :class:`RequestError` (``ok:false``), a :class:`ConnectError` subclass
         when connecting is paused (bad token, pairing...), or :class:`ClientClosed` after
-        :meth:`shutdown`."""
+        :meth:`shutdown`.
+
+        ``traceparent`` (a W3C string) is sent on the frame for the gateway to continue
+        that trace; with OpenTelemetry configured the request's own span is sent instead,
+        a child of it or of your current span (docs/observability.md)."""
+        probe = _otel.probe()  # None unless OpenTelemetry or the request log is on
+        if probe is not None:
+            return probe.request(self, method, traceparent, lambda tp: self._request(
+                method, params, timeout, expect_final, tp))
+        return self._request(method, params, timeout, expect_final, traceparent)
+
+    def _request(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
+                 traceparent: str | None) -> Any:
         fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
-                                                            blocking=True)
+                                                            blocking=True, traceparent=traceparent)
         try:
             return fut.result(seconds)
         except FutureTimeout:
@@ -254,13 +268,21 @@ class GatewayConnection:
             raise GatewayTimeout(f"{method} got no answer within {seconds:g} s") from None
 
     def submit(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-               expect_final: bool | None = None) -> Future[Any]:
+               expect_final: bool | None = None, traceparent: str | None = None) -> Future[Any]:
         """Like :meth:`request` without blocking: returns a ``concurrent.futures.Future``
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
         argument errors raise :class:`UsageError` at once."""
+        probe = _otel.probe()
+        if probe is not None:
+            return probe.submit(self, method, traceparent, lambda tp: self._submit_request(
+                method, params, timeout, expect_final, tp))
+        return self._submit_request(method, params, timeout, expect_final, traceparent)
+
+    def _submit_request(self, method: str, params: Any, timeout: float | Default | None,
+                        expect_final: bool | None, traceparent: str | None) -> Future[Any]:
         fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
-                                                            blocking=False)
+                                                  blocking=False, traceparent=traceparent)
         if seconds is not None and not fut.done():
             bound = self._bound
             if bound is not None:
@@ -268,7 +290,8 @@ class GatewayConnection:
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
-               what: str, *, blocking: bool) -> tuple[Any, float | None, str, Callable[[str], None]]:
+               what: str, *, blocking: bool,
+               traceparent: str | None = None) -> tuple[Any, float | None, str, Callable[[str], None]]:
         _check_caller(what)
         check_method(method)
         config = self.config  # once per request: a provider may do work to answer
@@ -276,7 +299,10 @@ class GatewayConnection:
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
-        data = encode_request(request_id, method, params)
+        if traceparent is not None and method != "connect":  # never on connect (the gateway ignores it)
+            data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
+        else:
+            data = encode_request(request_id, method, params)
         fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
         bound = self._bound
         cancel = bound[1].cancel if bound is not None else (lambda _rid: None)
@@ -397,6 +423,28 @@ class GatewayConnection:
         raises the last :class:`PairingRequired` when ``timeout`` runs out; ``shutdown()``
         from another thread ends the wait with :class:`ClientClosed`."""
         return wait_for_pairing(self, timeout=timeout, poll_interval=poll_interval, on_waiting=on_waiting)
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of this connection's counters (:class:`ConnectionStats`): state,
+        connects and reconnects, requests, answers and errors by code, pending requests,
+        events, gaps, dropped events, bytes, the last connect's phases, the last ping's
+        round trip.  Cheap (a copy under the channel's lock), never blocks on the network,
+        callable from any thread, also from gwclient's own.  The counters belong to the
+        socket of the current config; they start again at zero when a config change moves
+        this connection to another socket."""
+        if self._closed or self._bound is None:
+            return idle_stats("closed" if self._closed else "idle")
+        registry = current_runtime().registry
+        stats = registry.stats(self._slot) if registry is not None else None
+        return stats if stats is not None else idle_stats("idle")
+
+    @classmethod
+    def stats_all(cls) -> dict[str, ConnectionStats]:
+        """The counters of every gateway socket of this process, keyed by its gateway's
+        redacted URL (no credentials; a second socket for the same URL, another token say,
+        gets ``" #2"`` appended)."""
+        registry = current_runtime().registry
+        return registry.stats_all() if registry is not None else {}
 
     @property
     def state(self) -> ConnectionState:

@@ -61,6 +61,7 @@ from ._core.runs import (
     _message_text,
     _str,
 )
+from ._engine import otel as _otel
 from ._errors import (
     ClientClosed,
     GatewayError,
@@ -196,6 +197,8 @@ class Run:
         return cls._start(conn, "agent", "agent", body, session_key=session_key or "", timeout=timeout)
 
     @classmethod
+    @_otel.traced("gwclient.run.start", lambda cls, conn, kind, *_, **__: {"gwclient.run.kind": kind},
+                  lambda run: {"gwclient.run.id": run.run_id})
     def _start(cls, conn: _RunOwner, kind: str, method: str, body: dict[str, Any], *, session_key: str,
                timeout: float | None) -> Run:
         # Subscribe first: the run's first events can arrive before its start answer.
@@ -244,6 +247,8 @@ class Run:
         with self._cond:
             return self._outcome if isinstance(self._outcome, RunError) else None
 
+    @_otel.traced("gwclient.run.wait", lambda self, *_, **__: {"gwclient.run.kind": self.kind,
+                                                                "gwclient.run.id": self.run_id})
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its :class:`RunResult`.
 

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gwclient"
 #: Bottom to top.  A module may import its own floor and the floors below it, never above.
 #: ``None`` entries are matched by prefix; ``facade`` is every other private top-level module.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("gwclient._errors",)),
+    ("errors", ("gwclient._errors", "gwclient._version")),
     ("core", ("gwclient._core",)),
     ("config", ("gwclient._config",)),
     ("engine", ("gwclient._engine",)),
@@ -137,6 +137,7 @@ def test_no_import_goes_up_a_floor(graph: grimp.ImportGraph) -> None:
 
 def test_errors_import_nothing_of_gwclient(graph: grimp.ImportGraph) -> None:
     assert graph.find_modules_directly_imported_by("gwclient._errors") == set()
+    assert graph.find_modules_directly_imported_by("gwclient._version") == set()
 
 
 def test_testing_imports_nothing_of_the_client(graph: grimp.ImportGraph) -> None:

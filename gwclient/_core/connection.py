@@ -44,6 +44,7 @@ from .._errors import (
     ConnectError,
     Disconnected,
     GatewayError,
+    GatewayTimeout,
     ProtocolError,
     ProtocolMismatch,
     RequestError,
@@ -69,10 +70,12 @@ from .encode import encode_request
 from .frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
 from .protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from .pushes import ConnectionState, Event, Snapshot, StateChange
+from .stats import ChannelCounters, ConnectPhases
 
 __all__ = ["ConnectionCore", "describe"]
 
 log = logging.getLogger("gwclient.session")
+_DISCONNECTED = Disconnected("")  # the key pending requests lost with the socket are counted under
 
 
 
@@ -122,14 +125,16 @@ class ConnectionCore:
         self.attempts = 0
         #: Identifies the attempt in progress (an :class:`OpenSocket` for an older one is stale).
         self.attempt_token = 0
+        self.stats = ChannelCounters()  # plain ints, written under the shell's lock (stats.py)
 
     # -- state ----------------------------------------------------------------------------
 
-    def set_state(self, state: ConnectionState, detail: str = "", error: BaseException | None = None) -> list[Effect]:
+    def set_state(self, state: ConnectionState, detail: str = "", error: BaseException | None = None,
+                  phases: ConnectPhases | None = None) -> list[Effect]:
         if state == self.state and error is None:
             return []
         self.state = state
-        return [Publish(StateChange(state, detail, error))]
+        return [Publish(StateChange(state, detail, error, phases))]
 
     @property
     def liveness(self) -> float:
@@ -176,6 +181,7 @@ class ConnectionCore:
         self.phase = "opening"
         self.paused = None
         self.attempt_token += 1
+        self.stats.connects += 1
         attempt = self.attempts + 1
         return [Timer("reconnect", None),
                 *self.set_state(ConnectionState.CONNECTING, f"attempt {attempt}"),
@@ -211,6 +217,7 @@ class ConnectionCore:
         if paused:
             assert isinstance(error, GatewayError)
             self.paused = error
+            self.stats.pauses += 1
             log.warning("gateway connection paused: %s", error)
             out += self.set_state(ConnectionState.PAUSED, str(error), error)
             out += self._fail_waiting(error)
@@ -230,6 +237,7 @@ class ConnectionCore:
         return out
 
     def _fail_waiting(self, error: BaseException) -> list[Effect]:
+        self.stats.failed(error, len(self.waiting))
         out: list[Effect] = [Settle(w.waiter, copy.copy(error)) for w in self.waiting.values()]
         out += [Settle(fut, copy.copy(error)) for fut in self.connect_waiters]
         self.waiting.clear()
@@ -240,6 +248,7 @@ class ConnectionCore:
 
     def received(self, data: bytes | str, now: float) -> list[Effect]:
         self.last_rx = now
+        self.stats.bytes_in += len(data)
         try:
             frame = decode_frame(data)
         except ProtocolError as exc:  # (deep nesting included: the decoder says so)
@@ -254,6 +263,7 @@ class ConnectionCore:
             if done is None:
                 return []
             entry, outcome = done
+            self.stats.answered(outcome)
             if isinstance(entry.waiter, _StickyWaiter):
                 return self._sticky_answered(entry.waiter, entry.method, outcome)
             if entry.waiter is None:  # fire-and-forget (an unsubscribe)
@@ -285,6 +295,8 @@ class ConnectionCore:
         except (ProtocolError, ConfigError) as exc:
             return [CloseSocket(1002, "bad challenge"), *self._attempt_failed(exc, transport=True)]
         self.phase = "hello"
+        self.stats.challenged(self.last_rx)
+        self.stats.bytes_out += len(data)
         return [Send(data), Timer("handshake", self.limits.connect_timeout)]
 
     def _on_hello(self, frame: ResponseFrame) -> list[Effect]:
@@ -311,7 +323,8 @@ class ConnectionCore:
         if self.connections > 1:
             log.info("reconnected to %s (connection %d)", self.limits.label, self.connections)
         out: list[Effect] = [Timer("handshake", None), Connected(hello)]
-        out += self.set_state(ConnectionState.CONNECTED, f"connection {self.connections}")
+        phases = self.stats.connected(self.last_rx)
+        out += self.set_state(ConnectionState.CONNECTED, f"connection {self.connections}", phases=phases)
         # Sticky requests (session subscriptions) go out before subscribers see the fresh
         # Snapshot, so a consumer that re-reads state on the Snapshot is already covered.
         for key, (method, params) in self.sticky.items():
@@ -336,8 +349,10 @@ class ConnectionCore:
 
     def _deliver(self, frame: EventFrame, size: int) -> list[Effect]:
         out: list[Effect] = []
+        self.stats.events += 1
         gap = self.seq.observe(frame.seq)
         if gap is not None:
+            self.stats.gaps += 1
             log.info("event gap on %s: expected seq %d, got %d", self.limits.label, gap.expected, gap.received)
             out.append(Publish(gap))
         if frame.event == "shutdown" and isinstance(frame.payload, dict):
@@ -355,6 +370,7 @@ class ConnectionCore:
         (starting an attempt if the channel was never started)."""
         refusal = self.refusal()
         if refusal is not None:
+            self.stats.failed(refusal)
             return [Settle(waiter, refusal)]
         if self.phase == "connected":
             return self._send(request_id, method, data, waiter, expect_final)
@@ -365,16 +381,21 @@ class ConnectionCore:
         assert self.hello is not None
         limit = self.hello.policy.max_payload
         if len(data) > limit:
+            self.stats.failed(RequestError("", code="PAYLOAD_TOO_LARGE"))
             return [Settle(waiter, RequestError(
                 f"{method} request is larger than the gateway's maxPayload ({limit} bytes)",
                 code="PAYLOAD_TOO_LARGE", method=method))]
         self.pending.add(request_id, method, waiter, expect_final=expect_final)
+        self.stats.requests += 1
+        self.stats.bytes_out += len(data)
         return [Send(data)]
 
     def _send_sticky(self, key: object, method: str, params: Any, *, first: bool) -> list[Effect]:
         request_id = new_request_id()
         data = encode_request(request_id, method, params)
         self.pending.add(request_id, method, _StickyWaiter(key, first) if key is not None else None)
+        self.stats.requests += 1
+        self.stats.bytes_out += len(data)
         return [Send(data)]
 
     def _sticky_answered(self, waiter: _StickyWaiter, method: str, outcome: Any) -> list[Effect]:
@@ -422,8 +443,9 @@ class ConnectionCore:
         return self.connect()
 
     def cancel(self, request_id: str) -> None:
-        self.pending.remove(request_id)
-        self.waiting.pop(request_id, None)
+        """A caller's deadline passed (request() or a submit() expiry)."""
+        if self.pending.remove(request_id) is not None or self.waiting.pop(request_id, None) is not None:
+            self.stats.failed(GatewayTimeout(""))
 
     # -- endings and timers ---------------------------------------------------------------
 
@@ -444,6 +466,7 @@ class ConnectionCore:
         self.phase = "idle"
         out: list[Effect] = [Timer("liveness", None), Timer("ping", None)]
         for entry in self.pending.drain():
+            self.stats.failed(_DISCONNECTED)
             if entry.waiter is not None and not isinstance(entry.waiter, _StickyWaiter):
                 out.append(Settle(entry.waiter, Disconnected(
                     f"gateway connection closed ({what}) before {entry.method} was answered",

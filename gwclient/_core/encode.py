@@ -43,11 +43,13 @@ def check_method(method: object) -> str:
     return method
 
 
-def encode_request(request_id: str, method: str, params: Any) -> bytes:
+def encode_request(request_id: str, method: str, params: Any, traceparent: str | None = None) -> bytes:
     """The request frame as UTF-8 bytes, or :class:`UsageError`."""
     frame: dict[str, Any] = {"type": "req", "id": request_id, "method": method}
     if params is not None:
         frame["params"] = params
+    if traceparent is not None:
+        frame["traceparent"] = traceparent
     try:
         text = _dumps(frame)
     except RecursionError:

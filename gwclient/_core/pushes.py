@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .frames import HelloOk, StateVersion
+from .stats import ConnectPhases
 
 __all__ = [
     "ConnectionState",
@@ -79,11 +80,13 @@ class SeqGap:
 
 @dataclass(frozen=True)
 class StateChange:
-    """The connection moved to ``state``; ``error`` says why when it is PAUSED."""
+    """The connection moved to ``state``; ``error`` says why when it is PAUSED;
+    ``phases`` (:class:`ConnectPhases`) how long the connect took, when it is CONNECTED."""
 
     state: ConnectionState
     detail: str = ""
     error: BaseException | None = field(default=None, compare=False)
+    phases: ConnectPhases | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

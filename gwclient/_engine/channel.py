@@ -60,6 +60,7 @@ from .._core.handshake import Credentials, build_connect_params
 from .._core.pushes import ConnectionState, Push, StateChange
 from .._core.retry import RetryPolicy
 from .._core.sessions import Sticky
+from .._core.stats import ConnectionStats
 from .._errors import AuthRejected
 from .timer import Expiries, TimerHandle
 from .timer import Timer as TimerThread
@@ -154,6 +155,15 @@ class Channel:
             transport, gen = self._transport, self._gen
         self._run(effects, transport, gen)
 
+    def stats(self, dropped: int) -> ConnectionStats:
+        """A frozen snapshot of this channel's counters (``dropped``: the registry's count of
+        events its subscribers' queues dropped); any thread, never blocks on the network."""
+        with self._lock:
+            core = self._core
+            return core.stats.snapshot(state=core.state.value, connection=core.connections,
+                                       pending=len(core.pending) + len(core.waiting), dropped=dropped,
+                                       now=time.monotonic(), wall=time.time())
+
     def status(self) -> tuple[ConnectionState, int]:
         """The state now and the number of the current (or last) socket; any thread."""
         with self._lock:
@@ -230,6 +240,7 @@ class Channel:
                                    max_frame=config.max_frame_bytes, proxy=config.proxy)
         try:
             creds = _load_credentials(config)
+            started = time.monotonic()
             transport = self._factory(options, guard)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
             with self._lock:
@@ -241,7 +252,9 @@ class Channel:
             if not stale:
                 self._transport = transport
                 self._credentials = creds
-                effects = self._core.opened(self._connect_builder(creds), time.monotonic())
+                opened = time.monotonic()
+                self._core.stats.opened(started, guard.marks, opened)
+                effects = self._core.opened(self._connect_builder(creds), opened)
         if stale:
             transport.abort()
             transport.release()
@@ -259,6 +272,7 @@ class Channel:
                         break
                     if data is None:
                         self._core.last_rx = now
+                        self._core.stats.control_frame(getattr(transport, "pong_at", 0.0))
                         effects = []
                     else:
                         effects = self._core.received(data, now)
@@ -371,6 +385,7 @@ class Channel:
                 self._abandon(gen, effect)
             elif isinstance(effect, Ping):
                 if transport is not None:
+                    self._core.stats.ping_sending(time.monotonic())  # the timer thread: the only writer
                     transport.ping_nowait()
             elif isinstance(effect, OpenSocket):
                 self._hooks.run_attempt(effect)

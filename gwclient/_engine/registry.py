@@ -53,6 +53,7 @@ import pykka
 from .._config.config import GatewayConfig
 from .._core.effects import OpenSocket
 from .._core.pushes import ConnectionState, Push, Snapshot, StateChange
+from .._core.stats import ConnectionStats
 from .._errors import GatewayError
 from .actor import GatewayChannelActor, RunAttempt, Stop, tell
 from .channel import Channel, ChannelHooks
@@ -103,7 +104,7 @@ class Feed(ChannelHooks):
 
 
 class _Slot:
-    __slots__ = ("feed", "inlets", "number", "provider", "unwatch")
+    __slots__ = ("dropped_closed", "feed", "inlets", "number", "provider", "unwatch")
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -112,6 +113,8 @@ class _Slot:
         self.provider: Provider | None = None
         #: Stops a publishing provider's notifications (see :meth:`Registry.bind`).
         self.unwatch: Callable[[], object] | None = None
+        #: Events dropped by the full queues of this slot's subscriptions that are gone.
+        self.dropped_closed = 0
 
 
 class Registry:
@@ -195,6 +198,7 @@ class Registry:
             for slot in self._slots.values():
                 if inlet in slot.inlets:
                     slot.inlets.remove(inlet)
+                    slot.dropped_closed += inlet.queue.dropped_total
                     break
             holder, inlet.holder = inlet.holder, None
             if isinstance(holder, Feed) and inlet.sticky is not None and not holder.retired:
@@ -233,6 +237,35 @@ class Registry:
         """Every registered subscription's inlet (introspection: tests, stats)."""
         with self.lock:
             return [inlet for slot in self._slots.values() for inlet in slot.inlets]
+
+    def stats(self, slot_number: int) -> ConnectionStats | None:
+        """The counters of the slot's channel, with the events its subscriptions dropped
+        (closed ones included); None if the slot is not bound."""
+        with self.lock:
+            slot = self._slots.get(slot_number)
+            feed = slot.feed if slot is not None else None
+            if slot is None or feed is None:
+                return None
+            dropped = slot.dropped_closed + sum(inlet.queue.dropped_total for inlet in slot.inlets)
+        return feed.channel.stats(dropped)
+
+    def stats_all(self) -> dict[str, ConnectionStats]:
+        """Every channel's counters, keyed by its gateway's redacted URL (a second channel
+        for the same URL, another token say, gets ``" #2"``)."""
+        with self.lock:
+            feeds = [(feed, sum(self._slots[n].dropped_closed + sum(i.queue.dropped_total
+                                                                    for i in self._slots[n].inlets)
+                                for n in feed.slots))
+                     for feed in sorted(self._feeds.values(), key=lambda f: f.number)]
+        out: dict[str, ConnectionStats] = {}
+        for feed, dropped in feeds:
+            key = url = feed.config.redacted_url
+            n = 1
+            while key in out:
+                n += 1
+                key = f"{url} #{n}"
+            out[key] = feed.channel.stats(dropped)
+        return out
 
     def status(self, slot_number: int) -> tuple[ConnectionState, Snapshot | None]:
         with self.lock:

@@ -114,8 +114,10 @@ class OpenGuard:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self.aborted = False
+        self.marks: tuple[float, ...] = ()  # time.monotonic() of each attach: TCP up, TLS up (stats)
 
     def attach(self, sock: socket.socket) -> None:
+        self.marks += (time.monotonic(),)
         with self._lock:
             self._sock = sock
             aborted = self.aborted
@@ -202,6 +204,8 @@ class _WebSocketTransport:
         self._send_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[bytes] = []
+        #: ``time.monotonic()`` of the last pong read (the keepalive round trip, stats).
+        self.pong_at = 0.0
 
     def set_max_frame(self, limit: int) -> None:
         self.max_frame = limit
@@ -297,6 +301,7 @@ class _WebSocketTransport:
                 self._write(_client_frame(_OP_PONG, payload))
                 return None  # a sign of life
             elif opcode == _OP_PONG:
+                self.pong_at = time.monotonic()  # the keepalive round trip (stats)
                 return None
             elif opcode == _OP_CLOSE:
                 code: int | None = None

@@ -3,7 +3,8 @@
 With ``--json`` every push is one JSON object per line (every state change included);
 for people, one line per push, and one line per reconnect attempt (the ``reconnecting``
 state with its delay and reason; ``connecting``/``connected`` are left out: the
-``reconnected`` snapshot line follows a successful attempt).
+``reconnected`` snapshot line follows a successful attempt, with the phases of that
+connect from the ``connected`` state change: TCP, TLS, upgrade, challenge, hello).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class WatchView:
         self.session = session
         self.snapshots = 0
         self.events = 0
+        self.phases: Any = None  # the ConnectPhases of the latest connect (its StateChange)
 
     def show(self, push: Push) -> None:
         if isinstance(push, Snapshot):
@@ -56,6 +58,8 @@ class WatchView:
                        f"gap: expected seq {push.expected}, received {push.received} "
                        f"({push.missed} missed; re-read state)")
         elif isinstance(push, StateChange):
+            if push.state == ConnectionState.CONNECTED:
+                self.phases = push.phases  # shown on the snapshot line that follows
             if self.snapshots == 0 and push.state != ConnectionState.PAUSED:
                 return  # the first connect's own states: its snapshot line says it all
             if not self.session.json and push.state in _QUIET_STATES:
@@ -76,9 +80,14 @@ class WatchView:
         human = (f"{'reconnected' if reconnected else 'connected'} ({about}): gateway "
                  f"{hello.server.version or '?'}, protocol {hello.protocol}, state version "
                  f"presence {version.presence} health {version.health}")
+        phases, self.phases = self.phases, None
+        if phases is not None:
+            human += f"; connect {phases.describe()}"
         self._emit(
             {
                 "type": "snapshot",
+                "connectPhases": None if phases is None else {
+                    name: getattr(phases, name) for name in ("tcp", "tls", "upgrade", "challenge", "hello", "total")},
                 "connection": push.connection_number,
                 "reconnected": reconnected,
                 "protocol": hello.protocol,

@@ -286,6 +286,13 @@ class DevGateway:
         return self._recorder.connect_requests
 
     @property
+    def request_frames(self) -> list[dict[str, Any]]:
+        """The envelopes of the last 10 000 request frames received, oldest first, ``connect``
+        included: every key but ``params`` (``type``, ``id``, ``method``, ``traceparent``...).
+        For the params of ``connect`` see :attr:`connect_requests`."""
+        return self._recorder.request_frames
+
+    @property
     def invalid_frames(self) -> int:
         """Frames after hello-ok that were not valid request frames."""
         return self._recorder.invalid_frames

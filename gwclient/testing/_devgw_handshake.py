@@ -147,7 +147,7 @@ class Handshake:
         """Validate a connect frame; returns the hello-ok payload or raises _Reject."""
         problem = validate_request_frame(frame)
         method = frame["method"]
-        self._recorder.note_request(method)
+        self._recorder.note_request(method, frame)
         if problem:
             raise _Reject(
                 error_shape("INVALID_REQUEST", f"invalid request frame: {problem}"),

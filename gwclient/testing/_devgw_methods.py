@@ -99,7 +99,7 @@ class Methods:
         params = frame.get("params")
         if params is None:
             params = {}
-        self._recorder.note_request(method)
+        self._recorder.note_request(method, frame)
         if method == "connect":
             error = error_shape("INVALID_REQUEST", "invalid handshake: already connected")
             self._server.send_res(cs, req_id, False, error)

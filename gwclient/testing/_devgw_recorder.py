@@ -5,6 +5,7 @@ the gateway's counters read the rest."""
 
 from __future__ import annotations
 
+import collections
 import copy
 import threading
 from typing import Any
@@ -23,14 +24,23 @@ class Recorder:
         self._connect_log: list[Any] = []
         self._handshakes_completed = 0
         self._invalid_frames = 0
+        self._request_frames: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
 
     # -- recording (called on the connection threads) ------------------------------------
 
-    def note_request(self, method: str) -> None:
-        """A request frame for ``method`` arrived (``connect`` included)."""
+    def note_request(self, method: str, frame: dict[str, Any] | None = None) -> None:
+        """A request frame for ``method`` arrived (``connect`` included); its envelope (every
+        key but ``params``) is kept among the last 10 000."""
         with self._cond:
             self._requests_by_method[method] = self._requests_by_method.get(method, 0) + 1
+            if frame is not None:
+                self._request_frames.append({k: v for k, v in frame.items() if k != "params"})
             self._cond.notify_all()
+
+    @property
+    def request_frames(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [dict(f) for f in self._request_frames]
 
     def note_connect(self, params: Any) -> None:
         """A ``connect`` request with these params arrived (kept as a deep copy)."""
