@@ -158,7 +158,8 @@ def test_a_config_error_fails_the_tunnel_until_ensure_is_called_again(started: l
 
 
 def test_the_tunnel_gives_up_after_the_hosts_max_failures(started: list[Tunnel]) -> None:
-    host = FakeHost(*(FakeForwarder(fail=TunnelError("refused")) for _ in range(4)), max_failures=3)
+    # Spare refusals: after ensure()'s attempt the supervisor retries until it gives up again.
+    host = FakeHost(*(FakeForwarder(fail=TunnelError("refused")) for _ in range(8)), max_failures=3)
     tunnel = _start(host, started)
 
     states = [host.next_state() for _ in range(4)]
