@@ -356,7 +356,9 @@ def test_watch_sees_the_events_sent_right_after_hello(gw: DevGateway, capsys: py
 def test_watch_json_lines_with_count(gw: DevGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     bg = Background(monkeypatch, [*gateway_args(gw), "watch", "--json", "--events", "custom.a",
                                   "--count", "3", "--timeout", "30"])
-    first = json.loads(bg.out.wait_for(lambda line: True)[0])
+    *states, first_line = bg.out.wait_for(lambda line: '"snapshot"' in line)
+    assert [json.loads(line)["state"] for line in states] == ["connecting", "connected"]  # the first connection's
+    first = json.loads(first_line)
     assert first["type"] == "snapshot" and first["connection"] == 1 and first["reconnected"] is False
     assert first["protocol"] == 4 and "health" in first["snapshot"]
     gateway_sees_client(gw)
@@ -442,6 +444,8 @@ def test_watch_ctrl_c_ends_cleanly_with_exit_0(gw: DevGateway) -> None:
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
+        while first["type"] == "state":  # the first connection's states, then its snapshot
+            first = json.loads(proc.stdout.readline())
         assert first["type"] == "snapshot"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=WAIT)
@@ -461,7 +465,7 @@ def test_watch_into_a_closed_pipe_stops_quietly(gw: DevGateway) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        assert json.loads(proc.stdout.readline())["type"] == "snapshot"
+        assert [json.loads(proc.stdout.readline())["type"] for _ in range(3)] == ["state", "state", "snapshot"]
         proc.stdout.close()  # like `gwclient watch | head -1`
         gateway_sees_client(gw)
         gw.broadcast("custom.after", {})  # the next write hits the closed pipe

@@ -40,6 +40,8 @@ def read_params(spec: str | None) -> Any:
         raise UsageProblem(
             f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise UsageProblem(f"{source}: the JSON is nested too deeply") from None
 
 
 def require_extra(what: str, extra: str, *modules: str) -> None:
