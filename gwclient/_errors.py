@@ -36,6 +36,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._approve import openclaw_command
+
 if TYPE_CHECKING:
     from .remote._endpoint import EndpointState
 
@@ -219,7 +221,11 @@ class ProtocolMismatch(ConnectError):
                 f"the gateway says it speaks protocol {server_protocol} but refused it ({ours}); "
                 f"check that the gateway runs openclaw >= {MINIMUM_OPENCLAW}"
             )
-        super().__init__(f"{message}: {hint}" if message else hint, **kwargs)
+        if ours in message:
+            # Already explained: a copy (copy.copy rebuilds an exception from its message;
+            # a paused connection hands each caller a copy) must not say it twice.
+            hint = ""
+        super().__init__(f"{message}: {hint}" if message and hint else message or hint, **kwargs)
 
 
 class PairingRequired(ConnectError):
@@ -238,15 +244,17 @@ class PairingRequired(ConnectError):
         if request_id:
             message = (
                 f"{message}: approve it on the gateway host with "
-                f"`openclaw devices approve {request_id}`"
+                f"`{openclaw_command('devices', 'approve', request_id)}`"
             )
         elif device_id:
-            message = f"{message} (device {device_id}): list requests with `openclaw devices list`"
+            message = f"{message} (device {device_id}): list requests with `{openclaw_command('devices', 'list')}`"
         super().__init__(message, **kwargs)
 
     @property
     def approve_command(self) -> str | None:
-        return f"openclaw devices approve {self.request_id}" if self.request_id else None
+        """``openclaw devices approve <id>``, with the ``openclaw`` that runs on this machine
+        (``scripts/openclaw`` of a checkout when no ``openclaw`` is on ``PATH``)."""
+        return openclaw_command("devices", "approve", self.request_id) if self.request_id else None
 
 
 class RunError(GatewayError):

@@ -26,6 +26,7 @@ import websocket
 from _util import DEV_TOKEN, python_with_sigint, scaled
 
 from gwclient import GatewayConnection
+from gwclient._approve import openclaw_command
 from gwclient.cli import main
 from gwclient.cli._netstat import (
     ConnectionReport,
@@ -522,16 +523,16 @@ def test_pair_pairing_required_exits_4_with_the_approve_command(capsys: pytest.C
         request_id = pending["requestId"]
         assert result.code == 4
         assert f"pairing:   pairing required (request {request_id})" in result.out
-        assert f"approve:   openclaw devices approve {request_id}" in result.out
+        assert f"approve:   {openclaw_command('devices', 'approve', request_id)}" in result.out
         assert pending["deviceId"] in result.out
         machine = run(capsys, *gateway_args(gw), "pair", "--json")
         record = json.loads(machine.out)
         assert machine.code == 4 and record["state"] == "pairing-required"
-        assert record["approveCommand"] == f"openclaw devices approve {request_id}"
+        assert record["approveCommand"] == openclaw_command("devices", "approve", request_id)
         # Any other command says the same thing on one line, with the same exit code.
         health = run(capsys, *gateway_args(gw), "health")
         assert health.code == 4
-        assert_one_error_line(health, contains=f"`openclaw devices approve {request_id}`")
+        assert_one_error_line(health, contains=f"`{openclaw_command('devices', 'approve', request_id)}`")
         GatewayConnection.shutdown_all()
 
 
@@ -541,7 +542,7 @@ def test_pair_wait_completes_when_approved(monkeypatch: pytest.MonkeyPatch, tty:
         bg = Background(monkeypatch, [*gateway_args(gw), "pair", "--wait", "--timeout", "60"], tty_stderr=tty)
         approve = bg.out.wait_for(lambda line: line.startswith("approve:"))[-1]
         request_id = approve.rsplit(" ", 1)[-1]
-        assert approve == f"approve:   openclaw devices approve {request_id}"
+        assert approve == f"approve:   {openclaw_command('devices', 'approve', request_id)}"
         gw.approve(request_id)
         assert bg.finish(timeout=30) == 0
         assert bg.out.getvalue().splitlines()[-1].startswith("pairing:   paired (role operator")

@@ -10,6 +10,8 @@ from typing import Any
 
 from gwclient import DEFAULT
 
+from gwclient._extras import install_hint
+
 from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
 from ._render import compact, connection_lines, health_lines, pretty, status_lines
 from ._session import Session, connection
@@ -45,14 +47,18 @@ def read_params(spec: str | None) -> Any:
 
 
 def require_extra(what: str, extra: str, *modules: str) -> None:
-    """A clear usage error (exit 2) when an optional dependency is not installed."""
+    """A clear usage error (exit 2) when optional dependencies are not installed: all the
+    missing ones are named, with an install command that works here."""
+    missing = []
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise UsageProblem(
-                f"{what} needs the {module} package, which is not installed: pip install 'gwclient[{extra}]'"
-            ) from None
+            missing.append(module)
+    if missing:
+        names = " and ".join(missing)
+        which = f"the {names} package, which is" if len(missing) == 1 else f"the {names} packages, which are"
+        raise UsageProblem(f"{what} needs {which} not installed: {install_hint(extra)}")
 
 
 def _request(session: Session, method: str, params: Any, *, expect_final: bool | None = None) -> Any:

@@ -252,8 +252,10 @@ class RemoteTunnelManager:
             from ._forwarder import Forwarder
             from ._ssh import HostKeys, resolve, select_keys
         except ModuleNotFoundError as exc:  # the optional extra is missing
+            from gwclient._extras import install_hint
+
             raise ConfigError(f"remote mode needs {exc.name}, which is not installed: "
-                              "pip install 'gwclient[remote]'") from exc
+                              f"{install_hint('remote')}") from exc
 
         ssh = tunnel.ssh
         res = resolve(ssh, None if self._ssh_config is None else self._ssh_config.expanduser(), self._known_hosts)
