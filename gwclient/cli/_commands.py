@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from gwclient import DEFAULT
-
 from gwclient._extras import install_hint
 
 from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
