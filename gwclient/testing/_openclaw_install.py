@@ -190,6 +190,10 @@ def _npm_install(prefix: Path, spec: str, *, path: str, timeout: float) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     env = dict(os.environ, PATH=path)
+    # npm's download cache goes into our cache too (not ~/.npm), unless the user chose one:
+    # removing the cache folder then removes everything an install left behind.
+    if not any(k.lower() == "npm_config_cache" for k in env):
+        env["npm_config_cache"] = str(prefix.parent / "npm-cache")
     argv = [
         npm,
         "install",
