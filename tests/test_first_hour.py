@@ -30,6 +30,7 @@ from gwclient._approve import openclaw_command
 from gwclient._extras import install_hint
 from gwclient.cli import main
 from gwclient.cli._demo import run_demo
+from gwclient.cli._install_hint import install_hint as cli_install_hint
 from gwclient.cli._parser import build_parser
 from gwclient.testing import DevGateway
 
@@ -190,6 +191,7 @@ def test_a_missing_extra_names_everything_and_a_command_that_works(
     err = capsys.readouterr().err
     assert " and ".join(missing) in err
     hint = install_hint(extra)
+    assert hint == cli_install_hint(extra)  # the CLI's copy says the same
     assert hint in err and f"pip install 'gwclient[{extra}]'" in hint  # the index form, named as such
     command = shlex.split(hint.split(" (this checkout")[0])
     assert command == [sys.executable, "-m", "pip", "install", "-e", f"{REPO}[{extra}]"]

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from gwclient import DEFAULT
-from gwclient._extras import install_hint
 
 from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
+from ._install_hint import install_hint
 from ._render import compact, connection_lines, health_lines, pretty, status_lines
 from ._session import Session, connection
 
