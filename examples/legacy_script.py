@@ -31,9 +31,11 @@ def main() -> int:
         print(f"status: gateway version {status.get('runtimeVersion', '?')}, pid {status.get('pid', '?')}")
         presence = gateway_call("system-presence")
         print(f"presence: {len(presence)} entr{'y' if len(presence) == 1 else 'ies'}")
+        answered = 0
         for _ in range(5):  # repeated calls reuse the same socket
             gateway_call("health")
-        print("6 more requests answered")
+            answered += 1
+        print(f"{answered} more requests answered")
     except PairingRequired as exc:
         print(f"this device must be approved first: {exc.approve_command or exc}", file=sys.stderr)
         return 4

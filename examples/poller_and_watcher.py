@@ -6,6 +6,9 @@ they get the same object and the same websocket.  At the end the script asks the
 operating system how many TCP connections this process holds to the gateway: one.
 
     OPENCLAW_GATEWAY_URL=... OPENCLAW_GATEWAY_TOKEN=... python examples/poller_and_watcher.py
+
+Needs psutil (for that count), which the library itself does not: from a checkout,
+``pip install -e '.[cli]'`` (or ``pip install psutil``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import sys
 import threading
 import time
 
-import psutil
+try:
+    import psutil
+except ImportError:
+    sys.exit("poller_and_watcher.py needs psutil: pip install -e '.[cli]' from the checkout, or pip install psutil")
 
 from gwclient import (
     ClientClosed,

@@ -187,8 +187,9 @@ def __getattr__(name: str) -> Any:
         extra = _EXTRAS.get(exc.name or "")
         if extra is None:
             raise
+        from ._extras import install_hint
         raise ModuleNotFoundError(
-            f"gwclient.{name} needs {exc.name}, which is not installed: pip install 'gwclient[{extra}]'",
+            f"gwclient.{name} needs {exc.name}, which is not installed: {install_hint(extra)}",
             name=exc.name,
         ) from exc
     value = getattr(imported, name)

@@ -32,8 +32,12 @@ Messages never contain secrets (tokens, passwords, device keys or tokens).
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -58,6 +62,28 @@ __all__ = [
     "TunnelError",
     "UsageError",
 ]
+
+
+# The ``openclaw`` command line to print in pairing messages: one that works here.
+# ``openclaw`` if it is on ``PATH``; otherwise, when gwclient runs from a checkout that has
+# ``scripts/openclaw`` (the pinned openclaw with the pinned Node, installed into the cache
+# on first use), that script's path; otherwise plain ``openclaw`` (the command to run on
+# the gateway host).  Arguments from the gateway (request ids) are shell-quoted.
+
+_CHECKOUT_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "openclaw"
+
+
+def _program() -> str:
+    if shutil.which("openclaw"):
+        return "openclaw"
+    if _CHECKOUT_SCRIPT.is_file() and os.access(_CHECKOUT_SCRIPT, os.X_OK):
+        return shlex.quote(str(_CHECKOUT_SCRIPT))
+    return "openclaw"
+
+
+def openclaw_command(*args: str) -> str:
+    """``openclaw <args>`` as a shell command line that runs on this machine."""
+    return " ".join([_program(), *(shlex.quote(a) for a in args)])
 
 
 class GatewayError(Exception):
@@ -218,7 +244,11 @@ class ProtocolMismatch(ConnectError):
                 f"the gateway says it speaks protocol {server_protocol} but refused it ({ours}); "
                 f"check that the gateway runs openclaw >= {MINIMUM_OPENCLAW}"
             )
-        super().__init__(f"{message}: {hint}" if message else hint, **kwargs)
+        if ours in message:
+            # Already explained: a copy (copy.copy rebuilds an exception from its message;
+            # a paused connection hands each caller a copy) must not say it twice.
+            hint = ""
+        super().__init__(f"{message}: {hint}" if message and hint else message or hint, **kwargs)
 
 
 class PairingRequired(ConnectError):
@@ -237,15 +267,17 @@ class PairingRequired(ConnectError):
         if request_id:
             message = (
                 f"{message}: approve it on the gateway host with "
-                f"`openclaw devices approve {request_id}`"
+                f"`{openclaw_command('devices', 'approve', request_id)}`"
             )
         elif device_id:
-            message = f"{message} (device {device_id}): list requests with `openclaw devices list`"
+            message = f"{message} (device {device_id}): list requests with `{openclaw_command('devices', 'list')}`"
         super().__init__(message, **kwargs)
 
     @property
     def approve_command(self) -> str | None:
-        return f"openclaw devices approve {self.request_id}" if self.request_id else None
+        """``openclaw devices approve <id>``, with the ``openclaw`` that runs on this machine
+        (``scripts/openclaw`` of a checkout when no ``openclaw`` is on ``PATH``)."""
+        return openclaw_command("devices", "approve", self.request_id) if self.request_id else None
 
 
 class RunError(GatewayError):

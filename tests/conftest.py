@@ -18,6 +18,10 @@ from _util import DEV_TOKEN, SHARED_SERVER_PORTS, TIME_FACTOR, scaled
 from gwclient import GatewayConnection
 from gwclient.testing import DevGateway
 
+# Every test gets a temporary HOME (no_leaks): the install cache (Node, openclaw, the unpacked
+# sshd) stays the one of the user running the tests.
+os.environ.setdefault("GWCLIENT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gwclient"))
+
 # Threads that finish on their own shortly after a test (server handler threads winding
 # down after their client closed) get this long to be joined before they count as leaks.
 _GRACE = scaled(5.0)

@@ -26,6 +26,7 @@ import websocket
 from _util import DEV_TOKEN, python_with_sigint, scaled
 
 from gwclient import GatewayConnection
+from gwclient._errors import openclaw_command
 from gwclient.cli import main
 from gwclient.cli._netstat import (
     ConnectionReport,
@@ -356,7 +357,9 @@ def test_watch_sees_the_events_sent_right_after_hello(gw: DevGateway, capsys: py
 def test_watch_json_lines_with_count(gw: DevGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     bg = Background(monkeypatch, [*gateway_args(gw), "watch", "--json", "--events", "custom.a",
                                   "--count", "3", "--timeout", "30"])
-    first = json.loads(bg.out.wait_for(lambda line: True)[0])
+    *states, first_line = bg.out.wait_for(lambda line: '"snapshot"' in line)
+    assert [json.loads(line)["state"] for line in states] == ["connecting", "connected"]  # the first connection's
+    first = json.loads(first_line)
     assert first["type"] == "snapshot" and first["connection"] == 1 and first["reconnected"] is False
     assert first["protocol"] == 4 and "health" in first["snapshot"]
     gateway_sees_client(gw)
@@ -442,6 +445,8 @@ def test_watch_ctrl_c_ends_cleanly_with_exit_0(gw: DevGateway) -> None:
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
+        while first["type"] == "state":  # the first connection's states, then its snapshot
+            first = json.loads(proc.stdout.readline())
         assert first["type"] == "snapshot"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=WAIT)
@@ -461,7 +466,7 @@ def test_watch_into_a_closed_pipe_stops_quietly(gw: DevGateway) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        assert json.loads(proc.stdout.readline())["type"] == "snapshot"
+        assert [json.loads(proc.stdout.readline())["type"] for _ in range(3)] == ["state", "state", "snapshot"]
         proc.stdout.close()  # like `gwclient watch | head -1`
         gateway_sees_client(gw)
         gw.broadcast("custom.after", {})  # the next write hits the closed pipe
@@ -518,16 +523,16 @@ def test_pair_pairing_required_exits_4_with_the_approve_command(capsys: pytest.C
         request_id = pending["requestId"]
         assert result.code == 4
         assert f"pairing:   pairing required (request {request_id})" in result.out
-        assert f"approve:   openclaw devices approve {request_id}" in result.out
+        assert f"approve:   {openclaw_command('devices', 'approve', request_id)}" in result.out
         assert pending["deviceId"] in result.out
         machine = run(capsys, *gateway_args(gw), "pair", "--json")
         record = json.loads(machine.out)
         assert machine.code == 4 and record["state"] == "pairing-required"
-        assert record["approveCommand"] == f"openclaw devices approve {request_id}"
+        assert record["approveCommand"] == openclaw_command("devices", "approve", request_id)
         # Any other command says the same thing on one line, with the same exit code.
         health = run(capsys, *gateway_args(gw), "health")
         assert health.code == 4
-        assert_one_error_line(health, contains=f"`openclaw devices approve {request_id}`")
+        assert_one_error_line(health, contains=f"`{openclaw_command('devices', 'approve', request_id)}`")
         GatewayConnection.shutdown_all()
 
 
@@ -537,7 +542,7 @@ def test_pair_wait_completes_when_approved(monkeypatch: pytest.MonkeyPatch, tty:
         bg = Background(monkeypatch, [*gateway_args(gw), "pair", "--wait", "--timeout", "60"], tty_stderr=tty)
         approve = bg.out.wait_for(lambda line: line.startswith("approve:"))[-1]
         request_id = approve.rsplit(" ", 1)[-1]
-        assert approve == f"approve:   openclaw devices approve {request_id}"
+        assert approve == f"approve:   {openclaw_command('devices', 'approve', request_id)}"
         gw.approve(request_id)
         assert bg.finish(timeout=30) == 0
         assert bg.out.getvalue().splitlines()[-1].startswith("pairing:   paired (role operator")
@@ -817,5 +822,5 @@ def test_a_missing_optional_dependency_names_its_extra(
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
     result = run(capsys, *argv)
     assert result.code == 2
-    assert_one_error_line(result, contains=f"needs the {missing} package, which is not installed: "
-                                           f"pip install 'gwclient[{extra}]'")
+    line = assert_one_error_line(result, contains=f"needs the {missing} package, which is not installed: ")
+    assert f"pip install 'gwclient[{extra}]'" in line  # the package-index form (and the checkout's, first)

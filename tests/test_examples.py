@@ -22,7 +22,7 @@ pytestmark = pytest.mark.devgateway(tick_interval_ms=200)
 #: Lines (substrings) each example must print.  Every example must be listed here.
 EXPECTED: dict[str, list[str]] = {
     "legacy_script.py": ["health: ok", "status: gateway version dev", "presence: 1 entry",
-                         "6 more requests answered"],
+                         "\n5 more requests answered\n"],
     "queue_worker.py": ["worker: snapshot (connection 1)", "worker: event health seq=1",
                         "main: health #3: ok", "worker: handled"],
     "poller_and_watcher.py": ["poller: health #10 ok", "watcher: snapshot (connection 1)", "watcher: event tick",

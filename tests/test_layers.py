@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gwclient"
 #: Bottom to top.  A module may import its own floor and the floors below it, never above.
 #: ``None`` entries are matched by prefix; ``facade`` is every other private top-level module.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("gwclient._errors", "gwclient._version")),
+    ("errors", ("gwclient._errors", "gwclient._version", "gwclient._extras")),
     ("core", ("gwclient._core",)),
     ("config", ("gwclient._config",)),
     ("engine", ("gwclient._engine",)),

@@ -40,6 +40,7 @@ from gwclient._core.protocol import (
     error_from_shape,
     new_request_id,
 )
+from gwclient._errors import openclaw_command
 
 HELLO = {
     "type": "hello-ok",
@@ -274,7 +275,7 @@ def test_connect_error_mapping() -> None:
     assert isinstance(pairing, PairingRequired) and pairing.pauses_reconnect
     assert (pairing.request_id, pairing.device_id) == ("req-1", "dev-1")
     assert "openclaw devices approve req-1" in str(pairing)
-    assert pairing.approve_command == "openclaw devices approve req-1"
+    assert pairing.approve_command == openclaw_command("devices", "approve", "req-1")
 
     waiting = error_from_shape(_shape("NOT_PAIRED", {"code": "PAIRING_REQUIRED",
                                                      "recommendedNextStep": "wait_then_retry"}),

@@ -40,6 +40,7 @@ from gwclient._core.protocol import (
     error_from_shape,
     new_request_id,
 )
+from gwclient._errors import openclaw_command
 from gwclient.device import DeviceIdentity, StoredDeviceToken
 from gwclient.testing._devgw_proto import verify_device_proof
 
@@ -168,7 +169,7 @@ def test_pairing_required_detail_code_alone_is_pairing_required() -> None:
     err = error_from_shape(_shape("INVALID_REQUEST", details), connect=True)
     assert type(err) is PairingRequired and err.pauses_reconnect
     assert (err.request_id, err.device_id) == ("req-9", "dev-9")
-    assert err.approve_command == "openclaw devices approve req-9"
+    assert err.approve_command == openclaw_command("devices", "approve", "req-9")
     only_device = error_from_shape(_shape("INVALID_REQUEST", {"code": "PAIRING_REQUIRED", "deviceId": "dev-9",
                                                               "requestId": ""}), connect=True)
     assert isinstance(only_device, PairingRequired) and only_device.request_id is None

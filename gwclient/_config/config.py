@@ -327,8 +327,9 @@ class GatewayConfig:
         3. The config file (JSON5): ``config_path``, else ``$OPENCLAW_CONFIG_PATH``, else
            ``$OPENCLAW_STATE_DIR/openclaw.json``, else ``~/.openclaw/openclaw.json``
            (home from ``$OPENCLAW_HOME``/``$HOME`` in ``env``).  A missing file means
-           no file settings, except a ``config_path`` that does not exist (a mistyped
-           path), which raises :class:`ConfigError`, as does an unreadable or invalid file.
+           no file settings, except a ``config_path`` or ``$OPENCLAW_CONFIG_PATH`` that
+           does not exist (a mistyped path), which raises :class:`ConfigError` naming the
+           file, as does an unreadable or invalid file.
 
            * ``gateway.mode: "local"`` (default): URL ``ws[s]://127.0.0.1:<port>``
              (``wss`` if ``gateway.tls.enabled``; port from ``gateway.port``; with
@@ -369,8 +370,10 @@ class GatewayConfig:
             path = expand_user(os.fspath(config_path), source)
         else:
             path = openclaw_config_path(source)
-        # Only the default location may be absent; a file named by the caller must exist.
-        file_cfg = FileSettings(read_config_file(path, required=config_path is not None), path, source)
+        # Only the default location may be absent; a file named by the caller (config_path
+        # or $OPENCLAW_CONFIG_PATH) must exist: a mistyped name is an error, not "no settings".
+        named = config_path is not None or bool(source.get("OPENCLAW_CONFIG_PATH", "").strip())
+        file_cfg = FileSettings(read_config_file(path, required=named), path, source)
 
         values: dict[str, Any] = {}
 

@@ -11,6 +11,7 @@ from typing import Any
 from gwclient import DEFAULT
 
 from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
+from ._install_hint import install_hint
 from ._render import compact, connection_lines, health_lines, pretty, status_lines
 from ._session import Session, connection
 
@@ -40,17 +41,23 @@ def read_params(spec: str | None) -> Any:
         raise UsageProblem(
             f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise UsageProblem(f"{source}: the JSON is nested too deeply") from None
 
 
 def require_extra(what: str, extra: str, *modules: str) -> None:
-    """A clear usage error (exit 2) when an optional dependency is not installed."""
+    """A clear usage error (exit 2) when optional dependencies are not installed: all the
+    missing ones are named, with an install command that works here."""
+    missing = []
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise UsageProblem(
-                f"{what} needs the {module} package, which is not installed: pip install 'gwclient[{extra}]'"
-            ) from None
+            missing.append(module)
+    if missing:
+        names = " and ".join(missing)
+        which = f"the {names} package, which is" if len(missing) == 1 else f"the {names} packages, which are"
+        raise UsageProblem(f"{what} needs {which} not installed: {install_hint(extra)}")
 
 
 def _request(session: Session, method: str, params: Any, *, expect_final: bool | None = None) -> Any:

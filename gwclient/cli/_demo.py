@@ -178,28 +178,58 @@ def _run(
     return _report(out, tally, gateway, code, time.monotonic() - started)
 
 
+_INTRO = (
+    "An OpenClaw gateway is a server that AI-agent tools talk to over a websocket.  gwclient\n"
+    "lets every part of a Python program share ONE websocket to it.  In this demo three parts\n"
+    "of one program (three threads) use the gateway at the same time:"
+)
+
+#: What each consumer did, in one sentence (by tally name).
+_WHAT = {
+    "poller health": "asked `health` (is the gateway up?) every 0.1 s",
+    "rpc status": "asked `status` (version, sessions, load) in a loop",
+    "rpc system-presence": "asked `system-presence` (who is connected) in the same loop",
+}
+
+
 def _report(out: TextIO, tally: _Tally, gateway: DevGateway | None, code: int, elapsed: float) -> int:
-    print(f"\nran {elapsed:.1f} s", file=out)
-    if gateway is not None:
-        per_life = gateway.sockets_accepted_per_lifetime
-        print(f"gateway lifetimes: {len(per_life)}; sockets accepted per lifetime: {per_life}", file=out)
-        print(f"peak sockets open at once: {gateway.max_open_sockets}", file=out)
-        if any(n != 1 for n in per_life) or gateway.max_open_sockets != 1:
-            code = 1
-    print(f"peak TCP connections from this process (OS count): {tally.max_os_connections}", file=out)
-    if tally.max_os_connections > 1:
-        code = 1
+    def say(line: str = "") -> None:
+        print(line, file=out)
+
+    say(f"\nran {elapsed:.1f} s\n")
+    say(_INTRO)
     for name in sorted(tally.answered.keys() | tally.failed.keys()):
         failed = tally.failed[name]
-        note = f" ({failed} failed in flight during the restart)" if failed else ""
-        print(f"  {name:<22} answered {tally.answered[name]}{note}", file=out)
+        note = (f" ({failed} failed in flight during the restart: a request the gateway may not have "
+                "run fails with Disconnected and is never sent twice)") if failed else ""
+        what = _WHAT.get(name, "")
+        say(f"  {name:<22} answered {tally.answered[name]}{note}" + (f"  -- {what}" if what else ""))
     events = ", ".join(f"{name} {n}" for name, n in sorted(tally.events.items())) or "none"
-    print(f"events: {events}", file=out)
-    print(f"snapshots: {tally.snapshots}   seq gaps: {tally.gaps}", file=out)
-    print(f"states: {' -> '.join(tally.states) or 'none'}", file=out)
+    say(f"  {'watcher':<22} received events: {events}  -- what the gateway sends unasked "
+        "(tick: a heartbeat; health; shutdown: the restart's notice)")
+    if gateway is not None:
+        say("The gateway was restarted midway (as when it is upgraded); nobody told the three parts.")
+    say("\nWhat the result shows:")
+    if gateway is not None:
+        per_life = gateway.sockets_accepted_per_lifetime
+        say(f"gateway lifetimes: {len(per_life)}; sockets accepted per lifetime: {per_life}")
+        say(f"  -> the gateway ran {len(per_life)} time(s) (before and after the restart) and accepted "
+            "one websocket each time: the three parts shared one, and reconnected once, together.")
+        say(f"peak sockets open at once: {gateway.max_open_sockets}")
+        if any(n != 1 for n in per_life) or gateway.max_open_sockets != 1:
+            code = 1
+    say(f"peak TCP connections from this process (OS count): {tally.max_os_connections}")
+    say("  -> the operating system's own count of this program's connections to the gateway.")
+    if tally.max_os_connections > 1:
+        code = 1
+    say(f"snapshots: {tally.snapshots}   seq gaps: {tally.gaps}")
+    say("  -> on every (re)connect the watcher got a snapshot, a fresh copy of the gateway's state, and\n"
+        "     events are numbered: a gap would have said some were lost.")
+    say(f"states: {' -> '.join(tally.states) or 'none'}")
+    say("  -> the connection's life as every part of the program sees it.")
     if gateway is not None and tally.snapshots != len(gateway.sockets_accepted_per_lifetime):
         code = 1
     if not tally.answered:
         code = 1
-    print("OK: one gateway socket per process per lifetime" if code == 0 else "FAILED", file=out)
+    say("OK: one gateway socket per process per lifetime" if code == 0 else "FAILED")
     return code

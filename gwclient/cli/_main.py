@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from ._codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG
+from ._codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _interrupted(err: TextIO) -> None:
+def _interrupted(err: TextIO, word: str = "interrupted") -> None:
     try:
-        print(f"{PROG}: interrupted", file=err, flush=True)
+        print(f"{PROG}: {word}", file=err, flush=True)
     except (OSError, ValueError):
         pass
 
@@ -63,18 +63,25 @@ def _run(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors (already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     module_name, function_name = _COMMANDS[args.command]
-    # The client is imported here, inside main()'s KeyboardInterrupt guard.
-    from ._session import Session, report_error
+    # Ctrl-C is how a watch normally ends (exit 0), from the moment its command line is
+    # parsed: also while the client is still being imported or the config read.
+    stopped = EXIT_OK if args.command == "watch" else EXIT_INTERRUPTED
+    try:
+        # The client is imported here, inside main()'s KeyboardInterrupt guard.
+        from ._session import Session, report_error
 
-    module = importlib.import_module(f"{__package__}.{module_name}")
-    command: Callable[[Session], int] = getattr(module, function_name)
-    session = Session(args, sys.stdout, sys.stderr)
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        command: Callable[[Session], int] = getattr(module, function_name)
+        session = Session(args, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        _interrupted(sys.stderr, "stopped" if stopped == EXIT_OK else "interrupted")
+        return stopped
     with session.logging():
         try:
             return command(session)
         except KeyboardInterrupt:
-            session.note("interrupted")
-            return EXIT_INTERRUPTED
+            session.note("stopped" if stopped == EXIT_OK else "interrupted")
+            return stopped
         except BrokenPipeError:
             # The reader went away (`gwclient watch | head -1`): stop quietly, and keep the
             # interpreter's final flush of stdout from raising again.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from typing import Any, TextIO
 
 from gwclient import DEFAULT, GatewayConfig, GatewayTimeout, HelloOk, PairingRequired
@@ -40,6 +41,10 @@ class _PairingProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._spinner.stop()
+
+    def cleared(self) -> AbstractContextManager[None]:
+        """Around other output: the spinner line is erased first (stdout may share the terminal)."""
+        return self._spinner.cleared()
 
     def waiting(self, error: PairingRequired) -> None:
         with self._spinner.lock:
@@ -110,12 +115,13 @@ def cmd_pair(session: Session) -> int:
             last[:] = [error]
             if error.request_id not in shown:
                 shown.add(error.request_id)
-                if session.json:
-                    session.print_json({**record, "state": "pairing-required", "paired": False,
-                                        "requestId": error.request_id,
-                                        "approveCommand": error.approve_command})
-                else:
-                    _show_pairing_required(session, dict(record), error)
+                with progress.cleared():
+                    if session.json:
+                        session.print_json({**record, "state": "pairing-required", "paired": False,
+                                            "requestId": error.request_id,
+                                            "approveCommand": error.approve_command})
+                    else:
+                        _show_pairing_required(session, dict(record), error)
             progress.waiting(error)
 
         with _PairingProgress(session.err) as progress:

@@ -85,7 +85,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                             "loopback, private, .local and .ts.net hosts need no flag")
     group.add_argument("--timeout", type=_positive_float, default=default(None), metavar="S",
                        help="seconds: request timeout (call/health/status), total run time (watch), "
-                            "approval wait (pair --wait)")
+                            "the run's time limit (chat/agent), approval wait (pair --wait, default 300)")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="machine-readable output: compact JSON, one object per line")
     group.add_argument("-v", "--verbose", action="store_true", default=default(False),

@@ -19,6 +19,7 @@ from gwclient import (
     GatewayError,
     PairingRequired,
     RequestError,
+    UsageError,
 )
 
 from ._codes import EXIT_FAILURE, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem
@@ -155,7 +156,7 @@ def describe(exc: BaseException) -> str:
 def exit_code(exc: BaseException) -> int:
     if isinstance(exc, PairingRequired):
         return EXIT_PAIRING
-    if isinstance(exc, (ConfigError, UsageProblem)):
+    if isinstance(exc, (ConfigError, UsageProblem, UsageError)):  # UsageError: the library refused an argument
         return EXIT_USAGE
     return EXIT_FAILURE
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 __all__ = ["Spinner", "isatty"]
@@ -49,6 +50,16 @@ class Spinner:
         with self.lock:
             self._err.write("\r\033[K")
             self._err.flush()
+
+    @contextmanager
+    def cleared(self) -> Iterator[None]:
+        """For writing other lines (to stdout too, which may share the terminal): the
+        spinner line is erased first and redrawn by the next frame."""
+        with self.lock:
+            if self._thread is not None and not self._stop.is_set():
+                self._err.write("\r\033[K")
+                self._err.flush()
+            yield
 
     def _spin(self) -> None:
         for frame in itertools.cycle("|/-\\"):

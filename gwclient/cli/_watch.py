@@ -1,10 +1,16 @@
 """``gwclient watch``: stream snapshots, events, gaps and connection states until stopped.
 
-With ``--json`` every push is one JSON object per line (every state change included);
-for people, one line per push, and one line per reconnect attempt (the ``reconnecting``
-state with its delay and reason; ``connecting``/``connected`` are left out: the
-``reconnected`` snapshot line follows a successful attempt, with the phases of that
-connect from the ``connected`` state change: TCP, TLS, upgrade, challenge, hello).
+With ``--json`` every push is one JSON object per line, the first connection's states
+included; for people, one line per push, ``connecting``/``connected`` left out (the
+``connected``/``reconnected`` snapshot line says it, with the phases of that connect from
+the ``connected`` state change: TCP, TLS, upgrade, challenge, hello).  Either way an outage
+is one line per *state*, not one per retry (:mod:`._outage`): the first ``reconnecting``
+with its reason, another only when the reason changes, each with the retries so far and the
+seconds since the drop; the ``reconnected`` line (``--json``: the ``connected`` state) gives
+the totals.
+
+A closed stdout reader (``gwclient watch | head -1``) ends the watch at once, without
+waiting for the next push to fail its write (:mod:`._reader_gone`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from gwclient import (
 )
 
 from ._codes import EXIT_OK
+from ._outage import StateFolding
+from ._reader_gone import ReaderGone
 from ._render import compact
 from ._session import Session, connection
 
@@ -43,6 +51,7 @@ class WatchView:
         self.session = session
         self.snapshots = 0
         self.events = 0
+        self.states = StateFolding()
         self.phases: Any = None  # the ConnectPhases of the latest connect (its StateChange)
 
     def show(self, push: Push) -> None:
@@ -60,15 +69,15 @@ class WatchView:
         elif isinstance(push, StateChange):
             if push.state == ConnectionState.CONNECTED:
                 self.phases = push.phases  # shown on the snapshot line that follows
-            if self.snapshots == 0 and push.state != ConnectionState.PAUSED:
-                return  # the first connect's own states: its snapshot line says it all
+            record = self.states.record(push, time.monotonic())
+            if record is None:
+                return  # a repeat within an outage: folded into the line already shown
             if not self.session.json and push.state in _QUIET_STATES:
-                # One human line per retry: "reconnecting (retry in ...: why)" says it;
-                # the attempt and its success (the "reconnected" snapshot line) need none.
-                return
-            detail = f" ({push.detail})" if push.detail else ""
-            self._emit({"type": "state", "state": push.state.value, "detail": push.detail},
-                       f"state: {push.state.value}{detail}")
+                return  # the snapshot line ("connected"/"reconnected") says it
+            detail = push.detail
+            if "retries" in record and push.state == ConnectionState.RECONNECTING:
+                detail += f"; retry {record['retries']}, {record['sinceDrop']:g} s since the drop"
+            self._emit(record, f"state: {push.state.value}" + (f" ({detail})" if detail else ""))
         elif isinstance(push, Overflow):
             self._emit({"type": "overflow", "dropped": push.dropped},
                        f"overflow: {push.dropped} item(s) dropped (this watcher was too slow)")
@@ -83,6 +92,10 @@ class WatchView:
         phases, self.phases = self.phases, None
         if phases is not None:
             human += f"; connect {phases.describe()}"
+        ended = self.states.ended
+        if reconnected and ended is not None:
+            human += f" (after {self.states.ended_seconds:g} s down, {ended.retries} retries)"
+            self.states.ended = None
         self._emit(
             {
                 "type": "snapshot",
@@ -132,7 +145,7 @@ def cmd_watch(session: Session) -> int:
     connected = False
     with connection(config) as conn:
         try:
-            with conn.subscribe(events) as sub:
+            with conn.subscribe(events) as sub, ReaderGone(_stdout_fd(session), sub.close) as reader:
                 # Subscribed before the handshake completes, so the events the gateway sends
                 # right after hello-ok (health) are seen too; then wait for the connect, so
                 # an unreachable gateway or bad credentials fail fast with one error line
@@ -144,7 +157,12 @@ def cmd_watch(session: Session) -> int:
                     left = remaining()
                     if left is not None and left <= 0:
                         raise GatewayTimeout("")
-                    push = sub.get(timeout=left)
+                    try:
+                        push = sub.get(timeout=left)
+                    except ClientClosed:
+                        if reader.gone.is_set():  # closed by ReaderGone: stdout's reader left
+                            raise BrokenPipeError("stdout's reader closed") from None
+                        raise
                     view.show(push)
                     if isinstance(push, StateChange) and push.state == ConnectionState.PAUSED:
                         # Reconnecting cannot help until something changes: say why and stop.
@@ -163,3 +181,10 @@ def cmd_watch(session: Session) -> int:
         except KeyboardInterrupt:
             session.note("stopped")  # Ctrl-C is how a watch normally ends: exit 0
     return EXIT_OK
+
+
+def _stdout_fd(session: Session) -> int | None:
+    try:
+        return session.out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # not a real file (a test's capture)

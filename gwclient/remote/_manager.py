@@ -20,6 +20,7 @@ from .._config.config import SshTunnelConfig
 from .._core.retry import RetryPolicy
 from .._engine.queue import StateQueue
 from .._errors import ConfigError, UsageError
+from .._extras import install_hint
 from ._supervisor import LOCAL_HOST, Tunnel, TunnelForwarder, TunnelStatus
 
 __all__ = ["DEFAULT_TUNNEL_RETRY", "RemoteTunnelManager", "TunnelSubscription"]
@@ -84,7 +85,7 @@ class _TunnelHost:
             from ._ssh import HostKeys, resolve, select_keys
         except ModuleNotFoundError as exc:  # the optional extra is missing
             raise ConfigError(f"remote mode needs {exc.name}, which is not installed: "
-                              "pip install 'gwclient[remote]'") from exc
+                              f"{install_hint('remote')}") from exc
 
         res = resolve(ssh, None if self.ssh_config is None else self.ssh_config.expanduser(), self.known_hosts)
         host_keys = HostKeys(res)

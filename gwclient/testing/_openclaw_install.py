@@ -190,6 +190,10 @@ def _npm_install(prefix: Path, spec: str, *, path: str, timeout: float) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     env = dict(os.environ, PATH=path)
+    # npm's download cache goes into our cache too (not ~/.npm), unless the user chose one:
+    # removing the cache folder then removes everything an install left behind.
+    if not any(k.lower() == "npm_config_cache" for k in env):
+        env["npm_config_cache"] = str(prefix.parent / "npm-cache")
     argv = [
         npm,
         "install",
@@ -301,8 +305,29 @@ def _cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: Sequence[str]) -> int:
+    """``run ARGS...``: exec the pinned openclaw with the pinned Node first on ``PATH``
+    (installed first if missing), so ``openclaw`` commands work whatever Node the machine
+    has (``scripts/openclaw``)."""
+    inst = ensure_openclaw(progress=_say)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(inst.node_bin_dir), env.get("PATH", os.defpath)])
+    argv = [str(inst.node), str(inst.openclaw_entry), *args]
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+    return 127  # not reached
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``install`` (print the openclaw bin path); run as a plain script, standard library only."""
+    """``install`` (print the openclaw bin path) or ``run ARGS...`` (run the pinned
+    openclaw); run as a plain script, standard library only."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        try:
+            return _cmd_run(argv[1:])
+        except RealGatewayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     parser = argparse.ArgumentParser(
         prog=prog or "install-openclaw",
         description=f"Install the pinned Node and openclaw (pinned: {OPENCLAW_VERSION}).",

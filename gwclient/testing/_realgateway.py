@@ -521,6 +521,8 @@ class RealGateway:
 # -- the command line ---------------------------------------------------------------------
 
 _TOKEN_FILE = "realgw-token"
+#: ``--require-pairing``: no silent pairing of local devices (openclaw >= 2026.9.6).
+REQUIRE_PAIRING_CONFIG = {"gateway": {"nodes": {"pairing": {"autoApproveLocal": False}}}}
 
 
 def _serve_token(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -552,6 +554,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         port=args.port,
         home=args.home,
+        config=REQUIRE_PAIRING_CONFIG if args.require_pairing else None,
         cache_dir=args.cache_dir,
         version=args.openclaw_version,
         progress=_say,
@@ -569,7 +572,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"token: {gw.token}  ({token_note})\n"
             f"log:   {gw.log_path}\n\n"
             f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
-            "Ctrl-C stops it.",
+            + (_PAIRING_NOTE if args.require_pairing else "")
+            + "Ctrl-C stops it.",
             flush=True,
         )
         while gw.running:
@@ -585,6 +589,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         gw.close()
         print("stopped.", flush=True)
+
+
+_PAIRING_NOTE = (
+    "pairing: every new device needs approval (gateway.nodes.pairing.autoApproveLocal: false).\n"
+    "  In a shell with the export line above: `gwclient pair` prints the request id and the\n"
+    "  approve command, e.g. `scripts/openclaw devices approve <requestId>`.\n\n"
+)
 
 
 def _port_arg(text: str) -> int:
@@ -614,6 +625,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     serve.add_argument(
         "--home",
         help="HOME for the gateway (default: a temporary folder removed on exit); reuse a folder to keep state",
+    )
+    serve.add_argument(
+        "--require-pairing", action="store_true",
+        help="turn silent local pairing off (gateway.nodes.pairing.autoApproveLocal: false): every new "
+             "device must be approved, e.g. with scripts/openclaw devices approve <id> (openclaw >= 2026.9.6)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

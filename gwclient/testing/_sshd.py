@@ -1,5 +1,4 @@
-"""A real OpenSSH server for tests: ``/usr/sbin/sshd -D -e -f <temp config>`` on a free
-127.0.0.1 port.
+"""A real OpenSSH server for tests: ``sshd -D -e -f <temp config>`` on a free 127.0.0.1 port.
 
 Everything it uses lives in one temporary folder: a fresh ed25519 host key, one generated
 ed25519 client key (the only authorized key), the config, the pid file and the log.  The
@@ -13,8 +12,16 @@ login user is the one running the tests.  As root (CI containers) that means roo
 with the key (``PermitRootLogin prohibit-password``: never with a password); as any other
 user sshd runs unprivileged and ``PermitRootLogin no``.
 
-Install: ``scripts/install-sshd`` (Debian's ``openssh-server``); a missing binary is a
-:class:`SshdError` saying so, never a skip.
+Install: ``scripts/install-sshd`` unpacks Debian's ``openssh-server`` into the cache
+(:mod:`gwclient.testing._sshd_install`: nothing is installed on the machine); that sshd is
+the default, else ``/usr/sbin/sshd``; ``GWCLIENT_SSHD`` names another.  A missing binary is
+a :class:`SshdError` saying so, never a skip.  The unpacked sshd runs with
+``LD_LIBRARY_PATH`` pointing at the libraries unpacked with it; as root on a machine
+without the ``sshd`` privilege-separation account (which only the package's install script
+would create), it also gets a private passwd file through ``libnss_wrapper``
+(``NSS_WRAPPER_PASSWD``): the machine's accounts plus ``sshd`` with nobody's ids.  As root,
+sshd's compiled-in privilege-separation folder ``/run/sshd`` (empty, on tmpfs) is created
+if missing.
 
     >>> with OpenSshServer() as sshd:                     # doctest: +SKIP
     ...     sshd.port, sshd.client_key_path, sshd.known_hosts_line
@@ -25,8 +32,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import getpass
+import grp
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -40,6 +49,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gwclient.testing._sshd_install import SshdInstall, find_sshd
 
 __all__ = ["DEFAULT_SSHD", "OpenSshServer", "SshdError", "new_ed25519_key"]
 
@@ -77,8 +88,8 @@ def _free_port() -> int:
         return port
 
 
-def _sshd_version(sshd: str) -> tuple[int, int]:
-    out = subprocess.run([sshd, "-V"], capture_output=True, text=True, timeout=30, check=False)
+def _sshd_version(sshd: str, env: dict[str, str] | None = None) -> tuple[int, int]:
+    out = subprocess.run([sshd, "-V"], capture_output=True, text=True, timeout=30, check=False, env=env)
     match = _VERSION_RE.search(out.stderr + out.stdout)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
@@ -92,14 +103,17 @@ class OpenSshServer:
     :meth:`session_pids` and :meth:`kill_sessions`.  Counters come from the log.
     """
 
-    def __init__(self, *, sshd: str = DEFAULT_SSHD, port: int | None = None,
+    def __init__(self, *, sshd: str | None = None, port: int | None = None,
                  startup_timeout: float = 30.0, extra_config: str = "") -> None:
-        if not (os.path.isfile(sshd) and os.access(sshd, os.X_OK)):
+        found = find_sshd() if sshd is None else SshdInstall(sshd=sshd)
+        if found is None or not (os.path.isfile(found.sshd) and os.access(found.sshd, os.X_OK)):
+            where = "in the cache or at " + DEFAULT_SSHD if found is None else "at " + found.sshd
             raise SshdError(
-                f"OpenSSH server not found at {sshd}: run scripts/install-sshd "
-                "(apt-get install openssh-server) before the real-sshd tests"
+                f"OpenSSH server not found {where}: run scripts/install-sshd (it unpacks Debian's "
+                "openssh-server into the cache) before the real-sshd tests"
             )
-        self.sshd = sshd
+        self.sshd = found.sshd
+        self._install = found
         self.user = getpass.getuser()
         self._startup_timeout = startup_timeout
         self._fixed_port = port
@@ -117,8 +131,36 @@ class OpenSshServer:
         self._extra = extra_config
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
+        self.env = self._environment()
         if os.geteuid() == 0:
             _PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def _environment(self) -> dict[str, str]:
+        """sshd's environment: the unpacked libraries, and as root without an ``sshd``
+        account, a private passwd file with one (``libnss_wrapper``)."""
+        env = self._install.env()
+        if os.geteuid() != 0 or self._install.nss_wrapper is None:
+            return env
+        try:
+            pwd.getpwnam("sshd")
+            return env  # the machine has the privilege-separation account
+        except KeyError:
+            pass
+        try:
+            nobody = pwd.getpwnam("nobody")
+            uid, gid = nobody.pw_uid, nobody.pw_gid
+        except KeyError:
+            uid = gid = 65534
+        users = [":".join([p.pw_name, "x", str(p.pw_uid), str(p.pw_gid), p.pw_gecos, p.pw_dir, p.pw_shell])
+                 for p in pwd.getpwall()]
+        users.append(f"sshd:x:{uid}:{gid}:sshd privilege separation:{_PRIVSEP_DIR}:/usr/sbin/nologin")
+        groups = [":".join([g.gr_name, "x", str(g.gr_gid), ",".join(g.gr_mem)]) for g in grp.getgrall()]
+        passwd, group = self.dir / "passwd", self.dir / "group"
+        passwd.write_text("\n".join(users) + "\n", encoding="utf-8")
+        group.write_text("\n".join(groups) + "\n", encoding="utf-8")
+        env.update(LD_PRELOAD=self._install.nss_wrapper, NSS_WRAPPER_PASSWD=str(passwd),
+                   NSS_WRAPPER_GROUP=str(group))
+        return env
 
     # -- config ---------------------------------------------------------------------------
 
@@ -153,8 +195,14 @@ class OpenSshServer:
             "MaxStartups 100",
             "LogLevel DEBUG1",  # DEBUG1 for the direct-tcpip (forward) lines
         ]
-        if _sshd_version(self.sshd) >= (9, 8):
+        if _sshd_version(self.sshd, self.env) >= (9, 8):
             lines.append("PerSourcePenalties no")  # tests fail auth on purpose, from 127.0.0.1
+            # An unpacked sshd (not in /usr/sbin): its helper binaries are next to it, not at
+            # the compiled-in /usr/lib/openssh paths (OpenSSH 9.8 split sshd-session, 10.0 sshd-auth).
+            helpers = Path(self.sshd).resolve().parent.parent / "lib" / "openssh"
+            for option, name in (("SshdSessionPath", "sshd-session"), ("SshdAuthPath", "sshd-auth")):
+                if self.sshd != DEFAULT_SSHD and (helpers / name).is_file():
+                    lines.append(f"{option} {helpers / name}")
         if self._extra:
             lines.append(self._extra)
         return "\n".join(lines) + "\n"
@@ -192,7 +240,7 @@ class OpenSshServer:
             log.write(f"--- OpenSshServer: starting on 127.0.0.1:{self.port} ---\n".encode())
             offset = log.tell()
             proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(self.config_path)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self._proc = proc
         deadline = time.monotonic() + self._startup_timeout
         with open(self.log_path, "rb") as log:

@@ -1,0 +1,54 @@
+"""The approve command gwclient prints runs on this machine: against a real gateway with
+silent local pairing off (``scripts/real-gateway --require-pairing``'s config), a fresh
+device gets PairingRequired; the printed command (``<checkout>/scripts/openclaw devices
+approve <id>``, since no ``openclaw`` is on PATH) run in a shell that has only the
+``export OPENCLAW_GATEWAY_URL=... OPENCLAW_GATEWAY_TOKEN=...`` line approves it, and the
+device connects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gwclient.testing._realgateway import REQUIRE_PAIRING_CONFIG
+
+from gwclient import GatewayConfig, GatewayConnection, PairingRequired, RetryPolicy
+from gwclient.testing._realgateway import RealGateway, RealGatewayError
+
+pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_the_printed_approve_command_approves_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no openclaw on PATH (and maybe an old system Node)
+    gw = RealGateway(config=REQUIRE_PAIRING_CONFIG)
+    try:
+        gw.start()
+    except RealGatewayError as exc:
+        # openclaw before 2026.9.6 rejects the switch; README: "openclaw >= 2026.9.6".
+        assert "gateway.nodes.pairing" in str(exc)
+        gw.close()
+        return
+    with gw:
+        config = GatewayConfig(url=gw.url, token=gw.token, state_dir=str(tmp_path / "device"),
+                               retry=RetryPolicy(initial=0.2, maximum=2.0), connect_timeout=20.0)
+        conn = GatewayConnection.shared(config)
+        with pytest.raises(PairingRequired) as info:
+            conn.connect(timeout=30)
+        command = info.value.approve_command
+        assert command is not None and command.startswith(f"{REPO / 'scripts' / 'openclaw'} devices approve ")
+        shell_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "operator"), "OPENCLAW_GATEWAY_URL": gw.url,
+                     "OPENCLAW_GATEWAY_TOKEN": gw.token, "PYTHON": sys.executable,
+                     "GWCLIENT_CACHE": os.environ["GWCLIENT_CACHE"]}
+        (tmp_path / "operator").mkdir()
+        approved = subprocess.run(["bash", "-c", command], env=shell_env, capture_output=True, text=True,
+                                  timeout=120, check=False)
+        assert approved.returncode == 0, gw.redact(approved.stdout + approved.stderr)
+        conn.reconnect()
+        hello = conn.connect(timeout=30)
+        assert hello.auth is not None and hello.auth.device_token
