@@ -23,7 +23,7 @@ from gwclient.testing._realgateway import (
     port_problem,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
-UTIL = (Path(__file__).parent / "_util.py").read_text()  # the conftest imports it
+CONFTEST = (Path(__file__).resolve().parents[1] / "conftest.py").read_text()
+UTIL = (Path(__file__).resolve().parents[1] / "_util.py").read_text()  # the conftest imports it
 
 
 @pytest.mark.timeout(120)

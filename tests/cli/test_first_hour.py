@@ -34,7 +34,7 @@ from gwclient.cli._install_hint import install_hint as cli_install_hint
 from gwclient.cli._parser import build_parser
 from gwclient.testing import DevGateway
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WAIT = scaled(30.0)
 
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")

@@ -27,7 +27,7 @@ from gwclient.testing import ModelServer, RealGateway
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 

@@ -701,7 +701,7 @@ def test_demo_rejects_options_it_cannot_use(capsys: pytest.CaptureFixture[str]) 
 # ------------------------------------------------------------ first-hour problems
 
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_status_summary_of_a_real_gateways_answer() -> None:

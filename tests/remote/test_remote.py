@@ -4,7 +4,7 @@ Everything runs on loopback with real sockets: a real OpenSSH server
 (``gwclient.testing.OpenSshServer``: its own host key, one authorized client key,
 ``direct-tcpip`` to loopback only) forwards to a :class:`DevGateway` playing the remote
 gateway.  SSH connections, logins and forwards are counted from sshd's log, websockets by
-the gateway.  tests/test_sshd.py adds the real OpenClaw gateway and the failure paths.
+the gateway.  tests/remote/test_sshd.py adds the real OpenClaw gateway and the failure paths.
 No sleeps: waits are on events, subscriptions and joins."""
 
 from __future__ import annotations

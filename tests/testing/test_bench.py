@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 
 VERDICT = r"\|\s*x\d+\.\d\d\s*\|\s*{target}\s*\|\s*(meets|misses) target\s*\|"
 

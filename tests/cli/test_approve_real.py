@@ -20,7 +20,7 @@ from gwclient.testing._realgateway import RealGateway, RealGatewayError
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(300)

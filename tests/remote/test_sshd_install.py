@@ -23,7 +23,7 @@ import pytest
 from gwclient.testing import OpenSshServer
 from gwclient.testing._sshd_install import find_sshd
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # What an install of the package (dpkg, apt, systemd, adduser) would have changed.
 WATCHED = [Path("/var/lib/dpkg/status"), Path("/var/lib/apt/lists"), Path("/var/cache/apt"),

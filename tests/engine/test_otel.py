@@ -33,7 +33,7 @@ from gwclient.testing import DevGateway
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 FAST = RetryPolicy(initial=0.05, multiplier=2.0, maximum=0.5, jitter=0.1)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

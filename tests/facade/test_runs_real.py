@@ -46,7 +46,7 @@ from gwclient.testing import HANG, ModelServer, RealGateway, fail, slow
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.timeout(120), pytest.mark.usefixtures("shutdown_all_after")]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SLOW_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
 
 

@@ -16,7 +16,7 @@ import pytest
 from gwclient.testing import DevGateway
 from gwclient.testing._devgw_runs import RunScript
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "examples-chat-token"
 
 

@@ -66,7 +66,7 @@ pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_aft
 
 RETRY = RetryPolicy(initial=0.2, maximum=2.0)
 NO_AUTO_APPROVE = {"gateway": {"nodes": {"pairing": {"autoApproveLocal": False}}}}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from gwclient.testing._devgw_runs import RunScript
 pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 TOKEN = "cli-runs-token-77"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from _util import DEV_TOKEN, scaled
 
 from gwclient.testing import DevGateway
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOKEN = DEV_TOKEN  # the shared gw fixture's (conftest.py)
 pytestmark = pytest.mark.devgateway(tick_interval_ms=200)
@@ -31,7 +31,7 @@ EXPECTED: dict[str, list[str]] = {
 
 
 #: Examples that need input, run by their own test file instead.
-COVERED_ELSEWHERE = {"chat_repl.py": "tests/test_example_chat.py"}
+COVERED_ELSEWHERE = {"chat_repl.py": "tests/cli/test_example_chat.py"}
 
 
 def example_files() -> list[str]:

@@ -11,7 +11,7 @@ from _util import scaled
 
 pytest_plugins = ["pytester"]
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 
 
 @pytest.mark.timeout(120)

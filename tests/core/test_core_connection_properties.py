@@ -10,7 +10,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_session import build, challenge, connected, res, sent
+from test_core_connection import build, challenge, connected, res, sent
 
 from gwclient import Event, SeqGap
 from gwclient._core.connection import ConnectionCore
