@@ -89,13 +89,13 @@ class WatchView:
         human = (f"{'reconnected' if reconnected else 'connected'} ({about}): gateway "
                  f"{hello.server.version or '?'}, protocol {hello.protocol}, state version "
                  f"presence {version.presence} health {version.health}")
-        phases, self.phases = self.phases, None
-        if phases is not None:
-            human += f"; connect {phases.describe()}"
         ended = self.states.ended
         if reconnected and ended is not None:
             human += f" (after {self.states.ended_seconds:g} s down, {ended.retries} retries)"
             self.states.ended = None
+        phases, self.phases = self.phases, None
+        if phases is not None:
+            human += f"; connect {phases.describe()}"
         self._emit(
             {
                 "type": "snapshot",

@@ -84,7 +84,9 @@ def test_a_session_subscription_is_released_on_the_channel_that_holds_it_now(
     assert gw2.wait_for(lambda g: g.session_subscribers("agent:main:main") == 0, timeout=WAIT)
     assert gw2.requests_by_method.get("sessions.messages.unsubscribe") == 1
     # Not re-sent after a reconnect: the sticky was counted once and released.
+    before = gw2.handshakes_completed
     gw2.drop_connections()
+    assert gw2.wait_for(lambda g: g.handshakes_completed > before, timeout=WAIT)  # reconnected
     conn.request("health", timeout=WAIT)
     assert gw2.requests_by_method.get("sessions.messages.subscribe") == 1
 
