@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         GatewayError,
         GatewayTimeout,
         GatewayUnavailable,
+        MissingScope,
         PairingRequired,
         ProtocolError,
         ProtocolMismatch,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         RunInterrupted,
         RunTimedOut,
         TunnelError,
+        UnsupportedMethod,
         UsageError,
     )
     from ._frames import HelloOk
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from ._pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
     from ._retry import RetryPolicy
     from ._runs import Run, RunResult
+    from ._scopes import ScopeUpgrade
     from ._subscription import Subscription
 
 # public name -> the private module that defines it
@@ -72,11 +75,13 @@ _EXPORTS: dict[str, str] = {
             "GatewayError",
             "GatewayTimeout",
             "GatewayUnavailable",
+            "MissingScope",
             "PairingRequired",
             "ProtocolError",
             "ProtocolMismatch",
             "RequestError",
             "UsageError",
+            "UnsupportedMethod",
             "TunnelError",
             "EndpointNotReady",
             "RunAborted",
@@ -96,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "_retry",
     "Run": "_runs",
     "RunResult": "_runs",
+    "ScopeUpgrade": "_scopes",
 }
 
 __all__ = [
@@ -116,6 +122,7 @@ __all__ = [
     "GatewayTimeout",
     "GatewayUnavailable",
     "HelloOk",
+    "MissingScope",
     "Overflow",
     "PairingRequired",
     "ProtocolError",
@@ -130,12 +137,14 @@ __all__ = [
     "RunInterrupted",
     "RunResult",
     "RunTimedOut",
+    "ScopeUpgrade",
     "SeqGap",
     "Snapshot",
     "SshTunnelConfig",
     "StateChange",
     "Subscription",
     "TunnelError",
+    "UnsupportedMethod",
     "UsageError",
     "__version__",
 ]

@@ -14,6 +14,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -24,6 +25,7 @@ import pykka
 
 from . import _runtime as _runtime_module
 from ._bus import Bind, Channel, Release, ReleaseAll
+from ._busy import is_busy, retry_after, retrying_future
 from ._channel import Retry
 from ._config import GatewayConfig
 from ._deadline import MAX_TIMEOUT, check_timeout
@@ -34,6 +36,7 @@ from ._errors import (
     ConfigError,
     GatewayError,
     GatewayTimeout,
+    GatewayUnavailable,
     UsageError,
     check_caller,
 )
@@ -42,8 +45,11 @@ from ._pairing import PairingMixin
 from ._protocol import TWO_STAGE_METHODS, new_request_id
 from ._provider import ConfigProvider, EnvironmentConfigProvider
 from ._pushes import ConnectionState, Event, Snapshot
+from ._ready import drain, fail_fast
+from ._ready import result as _result
 from ._run_start import RunsMixin
 from ._runtime import ask, current_runtime, join, retire, stop_channels
+from ._scopes import request_scopes
 from ._sessions import SessionsMixin
 from ._subscription import Subscription
 from ._waiter import Waiter
@@ -102,6 +108,8 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         self._fork = _runtime_module.fork_generation
         self._bound: tuple[GatewayConfig, Channel] | None = None
         self._stickies: dict[object, list[Any]] = {}  # key -> [method, params, users]
+        self._draining: int | None = None  # the thread in drain(), which may still send
+        self._runs: weakref.WeakSet[Any] = weakref.WeakSet()  # runs started here (drain waits for them)
 
     @classmethod
     def shared(cls, config: GatewayConfig | None = None, *,
@@ -178,12 +186,16 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             return channel
 
     def _submit(self, method: str, data: bytes, request_id: str, expect_final: bool,
-                config: GatewayConfig, *, blocking: bool) -> Any:
+                config: GatewayConfig, *, blocking: bool,
+                retrying: tuple[str, Any, bool, float | None] | None = None) -> Any:
         """Hand an encoded request to the channel.  A channel retired by a config change
         before the frame left refuses it; then bind to the new one and submit again."""
         for _ in range(3):
             channel = self._channel(config)
-            fut: Any = Waiter() if blocking else Future()
+            fut: Any = Waiter() if blocking else (
+                Future() if retrying is None else retrying_future(
+                    channel.link, request_id, method=retrying[0], params=retrying[1],
+                    expect_final=retrying[2], seconds=retrying[3]))
             channel.link.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
                 return fut
@@ -196,35 +208,50 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
     # -- requests -----------------------------------------------------------------------
 
     def request(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-                expect_final: bool | None = None) -> Any:
+                expect_final: bool | None = None, wait_for_ready: bool | None = None) -> Any:
         """Send one request and block until its answer (the decoded ``payload``).
 
         Waits for the shared connect if the socket is (re)connecting; never opens a socket
         of its own.  ``timeout`` defaults to ``config.request_timeout``; ``None`` (or
         ``inf``) waits forever.  ``expect_final`` (default: True for two-stage methods such
         as ``agent``) skips the interim ``{status: "accepted"}`` answer.
+        ``wait_for_ready=False`` (default ``config.wait_for_ready``) fails at once with
+        :class:`GatewayUnavailable` while the connection is not up instead of waiting.
+        A busy refusal (``UNAVAILABLE``, ``retryable: true``, before the gateway accepted
+        the request) is retried within ``timeout`` (:mod:`gwclient._busy`).
 
         Raises :class:`UsageError` (bad method, params or timeout: nothing was sent),
         :class:`GatewayTimeout`, :class:`Disconnected` (socket dropped while pending; never
-        replayed), :class:`RequestError` (``ok:false``), a :class:`ConnectError` subclass
+        replayed; both say ``request_sent``), :class:`RequestError` (``ok:false``;
+        :class:`MissingScope` for a missing scope), a :class:`ConnectError` subclass
         when connecting is paused (bad token, pairing...), or :class:`ClientClosed` after
-        :meth:`shutdown`."""
+        :meth:`shutdown` or during :meth:`drain`."""
+        started = time.monotonic()
         fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
-                                                            blocking=True)
+                                                            blocking=True, ready=wait_for_ready)
         try:
-            return fut.result(seconds)
-        except FutureTimeout:
-            link_cancel(request_id)
-            raise GatewayTimeout(f"{method} got no answer within {seconds:g} s") from None
+            return _result(fut, seconds, request_id, link_cancel, method=method, budget=seconds)
+        except GatewayUnavailable as exc:
+            if not is_busy(exc):
+                raise
+            first = exc
+
+        def again(remaining: float | None) -> Any:
+            fut, _, request_id, link_cancel = self._start(method, params, remaining, expect_final, "request",
+                                                          blocking=True, ready=wait_for_ready)
+            return _result(fut, remaining, request_id, link_cancel, method=method, budget=seconds)
+
+        return retry_after(first, again, started, seconds)
 
     def submit(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-               expect_final: bool | None = None) -> Future[Any]:
+               expect_final: bool | None = None, wait_for_ready: bool | None = None) -> Future[Any]:
         """Like :meth:`request` without blocking: returns a ``concurrent.futures.Future``
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
-        argument errors raise :class:`UsageError` at once."""
+        argument errors raise :class:`UsageError` at once.  Busy refusals are retried
+        within ``timeout`` like :meth:`request`'s, from gwclient's timer thread."""
         fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
-                                                            blocking=False)
+                                                  blocking=False, ready=wait_for_ready)
         if seconds is not None and not fut.done():
             bound = self._bound
             if bound is not None:
@@ -232,8 +259,11 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
-               what: str, *, blocking: bool) -> tuple[Any, float | None, str, Callable[[str], None]]:
+               what: str, *, blocking: bool,
+               ready: bool | None = None) -> tuple[Any, float | None, str, Callable[[str], bool]]:
         _check_caller(what)
+        if self._draining is not None and self._draining != threading.get_ident():
+            raise ClientClosed(f"{what}() refused: this GatewayConnection is draining (drain() was called)")
         check_method(method)
         config = self.config  # once per request: a provider may do work to answer
         seconds = config.request_timeout if timeout is DEFAULT else check_timeout(timeout)
@@ -241,9 +271,15 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
         data = encode_request(request_id, method, params)
-        fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
+        if not (config.wait_for_ready if ready is None else ready):
+            fail_fast(self._channel(config), method)
+        if blocking:
+            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=True)
+        else:
+            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=False,
+                               retrying=(method, params, bool(expect_final), seconds))
         bound = self._bound
-        cancel = bound[1].link.cancel if bound is not None else (lambda _rid: None)
+        cancel = bound[1].link.cancel if bound is not None else (lambda _rid: False)
         return fut, seconds, request_id, cancel
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
@@ -330,6 +366,20 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         return bus.status(self._slot)
 
     # -- shutting down ------------------------------------------------------------------
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Stop taking requests (new ones raise :class:`ClientClosed`), let the requests in
+        flight and the runs started on this connection finish within ``timeout`` seconds,
+        then :meth:`shutdown`.  True if everything finished in time (False: the rest was
+        cut off by the shutdown)."""
+        _check_caller("drain")
+        return drain(self, timeout)
+
+    def request_scopes(self, scopes: Iterable[str], *, wait: bool = False,
+                       timeout: float | None = 300.0) -> Any:
+        """Ask the gateway's operator to grant this device more scopes (a
+        :class:`~gwclient.ScopeUpgrade`); see :func:`gwclient._scopes.request_scopes`."""
+        return request_scopes(self, scopes, wait=wait, timeout=timeout)
 
     @property
     def closed(self) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ._auth_retry import DeviceTokenRetry, is_trusted_endpoint
 from ._config import GatewayConfig
 from ._device import DeviceIdentity, DeviceTokenStore, StoredDeviceToken
 from ._effects import (
@@ -101,6 +102,11 @@ class Link:
         self.timer = TimerThread(label, on_fault=self._timer_fault)
         self.expiries = Expiries(self.timer, self.cancel)
         self.on_connect_needed: Callable[[], None] = lambda: None
+        #: Scopes granted by a scope upgrade (_scopes.py): asked for instead of config.scopes.
+        self.granted_scopes: tuple[str, ...] | None = None
+        self._token_retry = DeviceTokenRetry(config)
+        self.session.retry_refusal = lambda error: self._token_retry.should_retry(
+            error, self._credentials.stored if self._credentials is not None else None)
 
     # -- user threads -----------------------------------------------------------------------
 
@@ -122,9 +128,10 @@ class Link:
         if need_connect:
             self.on_connect_needed()
 
-    def cancel(self, request_id: str) -> None:
+    def cancel(self, request_id: str) -> bool:
+        """Forget a request (its caller gave up); True if its frame had been sent."""
         with self._lock:
-            self.session.cancel(request_id)
+            return self.session.cancel(request_id)
 
     def expire_later(self, seconds: float, request_id: str, method: str, fut: Future[Any]) -> None:
         """The timeout of a ``submit()`` (:mod:`gwclient._expiry`)."""
@@ -187,7 +194,7 @@ class Link:
     def _read(self, gen: int, guard: OpenGuard) -> None:
         config = self.config
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
-                                   max_frame=config.max_frame_bytes, proxy=config.proxy)
+                                   max_frame=config.max_frame_bytes, proxy=config.proxy, headers=config.headers)
         try:
             creds = _load_credentials(config)
             transport = self._factory(options, guard)
@@ -257,7 +264,8 @@ class Link:
         config = self.config
 
         def build(challenge: ConnectChallenge, request_id: str) -> bytes:
-            params = build_connect_params(config, challenge, creds)
+            params = build_connect_params(config, challenge, creds, scopes_override=self.granted_scopes,
+                                          device_token_retry=self._token_retry.take())
             return encode_request(request_id, "connect", params.to_wire())
 
         return build
@@ -323,6 +331,7 @@ class Link:
             elif isinstance(effect, Connected):
                 if transport is not None:
                     transport.set_max_frame(max(effect.hello.policy.max_payload, self.config.max_frame_bytes))
+                self._token_retry.connected()
                 self._persist_device_token(effect.hello)
                 self.report(gen, effect)
             elif isinstance(effect, CloseSocket):
@@ -364,9 +373,19 @@ class Link:
         role = auth.role or cfg.role
         scopes = tuple(auth.scopes)
         creds.stored = StoredDeviceToken(auth.device_token, role, scopes, auth.issued_at_ms)
+        # The handoff of a bootstrap connect (more roles' tokens) only over a trusted transport.
+        extra = auth.device_tokens if is_trusted_endpoint(cfg) else []
+        if auth.device_tokens and not extra:
+            log.warning("not storing the %d handed-over device token(s): %s is not a trusted transport "
+                        "(loopback, pinned wss:// or SSH tunnel)", len(auth.device_tokens), cfg.redacted_url)
         try:
-            DeviceTokenStore(cfg.effective_state_dir).save(
-                cfg.gateway_key, creds.identity.device_id, role, auth.device_token, scopes, auth.issued_at_ms)
+            store = DeviceTokenStore(cfg.effective_state_dir)
+            store.save(cfg.gateway_key, creds.identity.device_id, role, auth.device_token, scopes, auth.issued_at_ms)
+            for entry in extra:
+                issued = entry.get("issuedAtMs")
+                store.save(cfg.gateway_key, creds.identity.device_id, entry["role"], entry["deviceToken"],
+                           tuple(s for s in entry["scopes"] if isinstance(s, str)),
+                           issued if isinstance(issued, int) else None)
         except OSError as exc:
             log.warning("could not store the device token: %s", exc)
 
@@ -404,7 +423,6 @@ def _load_credentials(config: GatewayConfig) -> Credentials:
         return Credentials(None, None)
     state_dir = config.effective_state_dir
     identity = DeviceIdentity.load_or_create(state_dir)
-    stored = None
-    if not (config.token or config.password):
-        stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
+    # Loaded also with a shared token: the one retry after AUTH_TOKEN_MISMATCH needs it.
+    stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
     return Credentials(identity, stored)

@@ -25,7 +25,7 @@ from ._config import (
     normalize_tls_fingerprint,
 )
 from ._errors import ConfigError
-from ._locations import expand_user, openclaw_state_dir
+from ._locations import expand_user, openclaw_state_dir, profile_port
 
 __all__ = ["FileSettings", "read_config_file"]
 
@@ -136,7 +136,7 @@ class FileSettings:
             digits = env_port.rpartition(":")[2]
             if digits.isdigit() and 0 < int(digits) < 65536:
                 return int(digits)
-        return self._port(self.gateway, "gateway.port") or DEFAULT_PORT
+        return self._port(self.gateway, "gateway.port") or profile_port(self._env) or DEFAULT_PORT
 
     def local_url(self) -> str:
         tls = self.tls.get("enabled")
@@ -223,6 +223,26 @@ class FileSettings:
         return value
 
     # -- TLS pins
+    def edge_headers(self) -> tuple[tuple[str, str], ...]:
+        """``gateway.cloudflareAccess.clientId``/``clientSecret`` (SecretRefs allowed) as
+        the Cloudflare Access service-token headers, else ``$CF_ACCESS_CLIENT_ID`` /
+        ``$CF_ACCESS_CLIENT_SECRET`` (the official node host's fallback); both or neither."""
+        section = self._section(self.gateway, "cloudflareAccess", "gateway.cloudflareAccess")
+        if section:
+            values = [section.get(k) for k in ("clientId", "clientSecret")]
+            if any(v is None for v in values):
+                self._fail("gateway.cloudflareAccess needs both clientId and clientSecret")
+            client_id = self._resolve_secret("gateway.cloudflareAccess.clientId", values[0])
+            secret = self._resolve_secret("gateway.cloudflareAccess.clientSecret", values[1])
+        else:
+            client_id = _env_value(self._env, "CF_ACCESS_CLIENT_ID") or ""
+            secret = _env_value(self._env, "CF_ACCESS_CLIENT_SECRET") or ""
+            if bool(client_id) != bool(secret):
+                raise ConfigError("CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET must be set together")
+        if not (client_id and secret):
+            return ()
+        return (("CF-Access-Client-Id", client_id), ("CF-Access-Client-Secret", secret))
+
     def remote_tls_fingerprint(self) -> str | None:
         if self.mode != "remote":
             return None

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import math
 import uuid
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._attachments import check_attachments
 from ._deadline import check_timeout
 from ._errors import UsageError, check_caller
 from ._run_updates import _str
 from ._runs import Run
 
 if TYPE_CHECKING:
+    from ._frames import HelloOk
     from ._subscription import Subscription
 
 __all__ = ["RunsMixin"]
@@ -34,6 +37,10 @@ class RunsMixin:
         def subscribe(self, events: Iterable[str] | str | None = None, *, maxsize: int | None = None,
                       include_state: bool = True) -> Subscription: ...
 
+        def connect(self) -> HelloOk: ...
+
+        _runs: weakref.WeakSet[Run]
+
     def chat(self, session_key: str, message: str, *, timeout: float | None = None,
              idempotency_key: str | None = None, **params: Any) -> Run:
         """Start a chat turn (``chat.send``) in ``session_key`` and return its :class:`Run`
@@ -48,6 +55,8 @@ class RunsMixin:
         check_caller("GatewayConnection.chat()")
         if not isinstance(session_key, str) or not session_key:
             raise UsageError("session_key must be a non-empty string")
+        if params.get("attachments"):
+            check_attachments(self.connect().policy.attachments, params["attachments"])
         timeout = check_timeout(timeout)
         key = idempotency_key or str(uuid.uuid4())
         body: dict[str, Any] = {"sessionKey": session_key, "message": message, "idempotencyKey": key, **params}
@@ -89,6 +98,7 @@ class RunsMixin:
         run_id = _str(answer.get("runId")) or body["idempotencyKey"]
         session_key = _str(answer.get("sessionKey")) or session_key
         run = Run(self, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
+        self._runs.add(run)  # drain() waits for it
         run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
         status = answer.get("status")
         if kind == "agent" and status not in (None, "accepted"):

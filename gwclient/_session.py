@@ -93,6 +93,9 @@ class Session:
         self._build_connect: Callable[[ConnectChallenge, str], bytes] | None = None
         self._restart_ms: int | None = None
         self._closed_error: GatewayError | None = None
+        #: Asked about a refused connect (under the link's lock): True makes it a retry,
+        #: not a pause (the device-token retry on AUTH_TOKEN_MISMATCH, _auth_retry.py).
+        self.retry_refusal: Callable[[ConnectError], bool] = lambda error: False
 
     # -- state ----------------------------------------------------------------------------
 
@@ -167,7 +170,8 @@ class Session:
             # A script's first request should not wait out its whole timeout when nothing
             # listens: fail the callers now, keep retrying in the background.
             out += self._fail_waiting(Disconnected(f"cannot connect to the gateway at {self.limits.label}: "
-                                                   f"{describe(error)}{self.limits.unreachable_hint}"))
+                                                   f"{describe(error)}{self.limits.unreachable_hint}",
+                                                   request_sent=False))
         retry_after = error.retry_after_ms if isinstance(error, ConnectError) else None
         out.append(AttemptEnded(error, paused, transport, retry_after, close_code))
         return out
@@ -232,6 +236,8 @@ class Session:
         if not frame.ok:
             assert frame.error is not None
             error = error_from_shape(frame.error, method="connect", connect=True)
+            if isinstance(error, ConnectError) and self.retry_refusal(error):
+                error.pauses_reconnect = False
             return [CloseSocket(1000, ""), *self._attempt_failed(error, transport=False)]
         try:
             hello = clamp_hello(HelloOk.from_payload(frame.payload))
@@ -348,9 +354,10 @@ class Session:
         self.connect_waiters.append(waiter)
         return [], self.phase == "idle" and self.state == ConnectionState.IDLE
 
-    def cancel(self, request_id: str) -> None:
-        self.pending.remove(request_id)
+    def cancel(self, request_id: str) -> bool:
+        """Forget a request; True if its frame had been sent (it was pending an answer)."""
         self.waiting.pop(request_id, None)
+        return self.pending.remove(request_id) is not None
 
     # -- endings and timers ---------------------------------------------------------------
 
@@ -374,7 +381,7 @@ class Session:
             if entry.waiter is not None:
                 out.append(Settle(entry.waiter, Disconnected(
                     f"gateway connection closed ({what}) before {entry.method} was answered",
-                    code=code, reason=reason)))
+                    code=code, reason=reason, request_sent=True)))
         out.append(Lost(what, self._restart_ms))
         return out
 

@@ -119,6 +119,8 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         self._handler_scopes: dict[str, str | None] = {}
         self._delays: dict[str, float] = {}
         self._never: set[str] = set()
+        self._busy: dict[str | None, list[Any]] = {}  # method (None: any) -> [n, retryAfterMs]
+        self._busy_answers = 0
         self._rejections: deque[_Rejection] = deque()
         self._state_version = {"presence": 1, "health": 1}
         #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
@@ -200,6 +202,8 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         if method == "connect":
             error = error_shape("INVALID_REQUEST", "invalid handshake: already connected")
             self._send_res(cs, req_id, False, error)
+            return
+        if self._answer_busy(cs, req_id, method):
             return
         with self._lock:
             if method in self._never:

@@ -28,6 +28,8 @@ class _DevGatewayControls(GatewayServerBase):
     _handler_scopes: dict[str, str | None]
     _delays: dict[str, float]
     _never: set[str]
+    _busy: dict[str | None, list[Any]]
+    _busy_answers: int
     _rejections: deque[_Rejection]
     _state_version: dict[str, int]
     policy_overrides: dict[str, Any]
@@ -151,6 +153,33 @@ class _DevGatewayControls(GatewayServerBase):
             else:
                 self._delays.pop(method, None)
 
+    def answer_busy(self, n: int, method: str | None = None, *, retry_after_ms: int | None = None,
+                    message: str = "The server is busy. Please try again in a moment.") -> None:
+        """Answer the next ``n`` requests (for ``method``, or any but ``connect``) the way
+        the real gateway answers when its request start queue is full: ``UNAVAILABLE``
+        with ``retryable: true`` (and ``retryAfterMs`` if given), before the method runs
+        (the request is counted in ``requests_by_method``, its handler never called)."""
+        with self._lock:
+            self._busy[method] = [n, retry_after_ms, message]
+
+    @property
+    def busy_answers(self) -> int:
+        """How many requests got a busy answer from :meth:`answer_busy`."""
+        with self._lock:
+            return self._busy_answers
+
+    def _answer_busy(self, cs: Any, req_id: str, method: str) -> bool:
+        with self._cond:
+            entry = self._busy.get(method) or self._busy.get(None)
+            if entry is None or entry[0] <= 0:
+                return False
+            entry[0] -= 1
+            self._busy_answers += 1
+            self._cond.notify_all()
+        self._send_res(cs, req_id, False, error_shape("UNAVAILABLE", entry[2], retryable=True,
+                                                      retry_after_ms=entry[1]))
+        return True
+
     def never_answer(self, method: str) -> None:
         """Swallow requests for ``method`` (counted, never answered)."""
         with self._lock:
@@ -162,6 +191,7 @@ class _DevGatewayControls(GatewayServerBase):
         with self._lock:
             self._delays.clear()
             self._never.clear()
+            self._busy.clear()
             self._rejections.clear()
         for cs in self._handshaken():
             with cs.send_lock:
