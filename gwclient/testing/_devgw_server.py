@@ -169,6 +169,7 @@ class GatewayServerBase(_GatewayServerPublic):
         self._open_sockets = 0
         self._max_open_sockets = 0
         self._origin_headers_seen = 0
+        self._upgrade_headers: list[list[tuple[str, str]]] = []
         self._pings_received = 0
         self._lifetimes = 0
         self._per_lifetime: list[int] = []
@@ -407,10 +408,11 @@ class GatewayServerBase(_GatewayServerPublic):
         origin = request.headers.get("Origin")
         if isinstance(connection, _DevServerConnection):
             connection.devgw_origin = origin
-        if origin is not None:
-            with self._cond:
+        with self._cond:
+            self._upgrade_headers.append(list(request.headers.raw_items()))
+            if origin is not None:
                 self._origin_headers_seen += 1
-                self._cond.notify_all()
+            self._cond.notify_all()
         return None
 
     @staticmethod

@@ -37,6 +37,7 @@ class _GatewayServerPublic:
     _open_sockets: int
     _max_open_sockets: int
     _origin_headers_seen: int
+    _upgrade_headers: list[list[tuple[str, str]]]
     _pings_received: int
     _lifetimes: int
     _per_lifetime: list[int]
@@ -105,6 +106,13 @@ class _GatewayServerPublic:
         """Upgrade requests that carried an ``Origin`` header."""
         with self._lock:
             return self._origin_headers_seen
+
+    @property
+    def upgrade_headers(self) -> list[list[tuple[str, str]]]:
+        """The headers of every websocket upgrade request received, oldest first (they
+        may hold secrets: edge-auth headers)."""
+        with self._lock:
+            return [list(h) for h in self._upgrade_headers]
 
     @property
     def pings_received(self) -> int:
