@@ -9,8 +9,9 @@ runs (which re-send the same params, so the same idempotency key):
 * only ``UNAVAILABLE`` with ``retryable: true``, only before the gateway accepted the
   request (an error that follows a two-stage request's ``accepted`` answer is final),
   never any other code;
-* after ``retryAfterMs`` (clamped to :data:`MIN_DELAY`..:data:`MAX_DELAY`), else a short
-  exponential backoff, each with up to 25 % random jitter on top;
+* after ``retryAfterMs`` (clamped to :data:`MIN_DELAY`..:data:`MAX_DELAY`) plus up to 25 %
+  random jitter, else after an exponential backoff (100 ms doubling to 2 s) spread
+  randomly over half to one and a half times it;
 * within the caller's own timeout: when the next attempt would start after the deadline,
   the gateway's error is raised (its ``attempts`` says how often the request was sent).
 
@@ -37,10 +38,12 @@ __all__ = ["MAX_DELAY", "MIN_DELAY", "RetryingFuture", "is_busy", "retry_after",
 #: spin the client nor park it for minutes.
 MIN_DELAY = 0.01
 MAX_DELAY = 5.0
-#: Backoff without a hint: 50 ms, 100 ms, 200 ms ... up to 1 s.
-_FIRST_DELAY = 0.05
-_MAX_BACKOFF = 1.0
-_JITTER = 0.25
+#: Backoff without a hint: 100 ms, 200 ms, 400 ms ... up to 2 s, each spread over
+#: 0.5-1.5 times that (a burst of refused requests must not come back all at once: the
+#: real gateway's start queue refuses hundreds of a pipelined burst).
+_FIRST_DELAY = 0.1
+_MAX_BACKOFF = 2.0
+_JITTER = 0.25  # on top of a hint: never earlier than the gateway asked
 
 _random = random.Random()
 
@@ -58,9 +61,9 @@ def retry_delay(error: GatewayUnavailable, attempt: int) -> float:
     hint = error.retry_after_ms
     if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 0:
         base = min(MAX_DELAY, max(MIN_DELAY, hint / 1000))
-    else:
-        base = min(_MAX_BACKOFF, _FIRST_DELAY * 2 ** (attempt - 1))
-    return base * (1 + _JITTER * _random.random())
+        return base * (1 + _JITTER * _random.random())
+    base = min(_MAX_BACKOFF, _FIRST_DELAY * 2 ** min(attempt - 1, 16))
+    return base * (0.5 + _random.random())
 
 
 def _give_up(error: GatewayUnavailable, attempts: int) -> GatewayUnavailable:

@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._deadline import check_timeout
+from ._deadline import Deadline, check_timeout
 from ._device import DeviceTokenStore
 from ._errors import GatewayTimeout, ProtocolError, UnsupportedMethod, UsageError
+from ._pushes import Snapshot
 
 __all__ = ["ScopeUpgrade", "request_scopes"]
 
@@ -78,16 +79,16 @@ def request_scopes(conn: Any, scopes: Iterable[str], *, wait: bool = False,
     wanted = _check_scopes(scopes)
     seconds = check_timeout(timeout)
     hello = conn.connect()
+    current = list(hello.auth.scopes) if hello.auth is not None else []
+    asked = list(dict.fromkeys([*current, *wanted]))
+    if set(asked) <= set(current) or "operator.admin" in current:
+        return ScopeUpgrade("approved", "", tuple(current))
     methods = hello.features.methods
     if methods and REQUEST not in methods:
         raise UnsupportedMethod(
             f"the gateway (openclaw {hello.server.version or '?'}) has no {REQUEST}: scope upgrades need "
             "openclaw >= 2026.8; re-pair the device with the scopes instead (gwclient pair)",
             code="INVALID_REQUEST", method=REQUEST)
-    current = list(hello.auth.scopes) if hello.auth is not None else []
-    asked = list(dict.fromkeys([*current, *wanted]))
-    if set(asked) <= set(current) or "operator.admin" in current:
-        return ScopeUpgrade("approved", "", tuple(current))
     answer = conn.request(REQUEST, {"scopes": asked})
     request_id = answer.get("requestId") if isinstance(answer, dict) else None
     if not isinstance(request_id, str) or not request_id:
@@ -123,5 +124,12 @@ def _adopt(conn: Any, scopes: tuple[str, ...], device_token: Any) -> None:
         except OSError as exc:
             log.warning("could not store the device token: %s", exc)
     link.granted_scopes = scopes
-    link.abandon_current()  # the next connect asks for the new scopes
-    conn.connect()
+    deadline = Deadline(2 * config.connect_timeout + 5)
+    with conn.subscribe(events=[], include_state=False) as sub:
+        before = sub.get(timeout=deadline.remaining())  # the current connection's Snapshot
+        number = before.connection_number if isinstance(before, Snapshot) else 0
+        link.abandon_current()  # the next connect asks for the new scopes
+        while True:
+            item = sub.get(timeout=deadline.remaining())
+            if isinstance(item, Snapshot) and item.connection_number > number:
+                return

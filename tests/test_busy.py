@@ -124,4 +124,6 @@ def test_retry_after_is_clamped_and_jittered() -> None:
     assert all(MIN_DELAY <= retry_delay(tiny, 1) <= MIN_DELAY * 1.25 for _ in range(50))
     delays = {retry_delay(hinted, 1) for _ in range(50)}
     assert all(0.4 <= d <= 0.5 for d in delays) and len(delays) > 1  # jitter on top of the hint
-    assert retry_delay(bare, 1) < retry_delay(bare, 4) <= 1.25
+    assert all(0.05 <= retry_delay(bare, 1) <= 0.15 for _ in range(50))
+    assert all(0.2 <= retry_delay(bare, 3) <= 0.6 for _ in range(50))
+    assert all(1.0 <= retry_delay(bare, 40) <= 3.0 for _ in range(50))  # capped at 2 s +- 50 %
