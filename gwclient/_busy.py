@@ -62,7 +62,7 @@ def retry_delay(error: GatewayUnavailable, attempt: int) -> float:
     if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 0:
         base = min(MAX_DELAY, max(MIN_DELAY, hint / 1000))
         return base * (1 + _JITTER * _random.random())
-    base = min(_MAX_BACKOFF, _FIRST_DELAY * 2 ** min(attempt - 1, 16))
+    base = min(_MAX_BACKOFF, _FIRST_DELAY * 2.0 ** min(attempt - 1, 16))
     return base * (0.5 + _random.random())
 
 

@@ -84,8 +84,8 @@ def test_not_retried_without_retryable_or_for_other_codes(gw: DevGateway) -> Non
 
 def test_never_retried_after_the_gateway_accepted(gw: DevGateway) -> None:
     """A two-stage request's final UNAVAILABLE (after ``accepted``) is final."""
-    from gwclient._protocol import PendingTable
     from gwclient._frames import ErrorShape, ResponseFrame
+    from gwclient._protocol import PendingTable
 
     table: PendingTable[object] = PendingTable()
     table.add("1", "agent", object(), expect_final=True)

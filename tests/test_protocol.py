@@ -15,7 +15,6 @@ from gwclient import (
     PairingRequired,
     ProtocolError,
     ProtocolMismatch,
-    RequestError,
     RetryPolicy,
     SeqGap,
     UnsupportedMethod,

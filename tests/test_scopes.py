@@ -137,7 +137,7 @@ def test_request_scopes_still_pending_when_the_wait_times_out(gw: DevGateway) ->
 
 def test_request_scopes_on_a_gateway_without_the_methods(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(config(gw, scopes=READ))
-    with pytest.raises(UnsupportedMethod, match="device.scopes.requestUpgrade"):
+    with pytest.raises(UnsupportedMethod, match=r"device\.scopes\.requestUpgrade"):
         conn.request_scopes(["operator.write"])
 
 
