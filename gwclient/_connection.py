@@ -375,11 +375,11 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         _check_caller("drain")
         return drain(self, timeout)
 
-    def request_scopes(self, scopes: Iterable[str], *, wait: bool = False,
-                       timeout: float | None = 300.0) -> Any:
-        """Ask the gateway's operator to grant this device more scopes (a
-        :class:`~gwclient.ScopeUpgrade`); see :func:`gwclient._scopes.request_scopes`."""
-        return request_scopes(self, scopes, wait=wait, timeout=timeout)
+    def request_scopes(self, scopes: Iterable[str], *, wait: bool = False, timeout: float | None = 300.0,
+                       on_pending: Callable[[Any], None] | None = None) -> Any:
+        """Ask the gateway's operator to grant this device more scopes; returns a
+        :class:`~gwclient.ScopeUpgrade` (see :func:`gwclient._scopes.request_scopes`)."""
+        return request_scopes(self, scopes, wait=wait, timeout=timeout, on_pending=on_pending)
 
     @property
     def closed(self) -> bool:

@@ -19,7 +19,7 @@ gateways lack the methods: :class:`~gwclient.UnsupportedMethod`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,12 +67,14 @@ def _check_scopes(scopes: Iterable[str]) -> list[str]:
     return items
 
 
-def request_scopes(conn: Any, scopes: Iterable[str], *, wait: bool = False,
-                   timeout: float | None = 300.0) -> ScopeUpgrade:
+def request_scopes(conn: Any, scopes: Iterable[str], *, wait: bool = False, timeout: float | None = 300.0,
+                   on_pending: Callable[[ScopeUpgrade], None] | None = None) -> ScopeUpgrade:
     """Ask for ``scopes`` (added to the connection's current ones).
 
     Returns at once with status ``pending`` (``wait=False``), or waits up to ``timeout``
-    seconds for the operator's decision (still ``pending`` if none came).  Already granted
+    seconds for the operator's decision (still ``pending`` if none came); ``on_pending``
+    is called (on the caller's thread) with the pending request before the wait, e.g. to
+    show its :attr:`~ScopeUpgrade.approve_command`.  Already granted
     scopes answer ``approved`` without asking.  Raises :class:`UnsupportedMethod` on a
     gateway without the scope-upgrade methods, :class:`RequestError` when the gateway
     refuses the request (unknown scope, beyond the operator's role, no paired device)."""
@@ -95,8 +97,11 @@ def request_scopes(conn: Any, scopes: Iterable[str], *, wait: bool = False,
         raise ProtocolError(f"{REQUEST} answered without a requestId")
     log.warning("scope upgrade to %s requested: approve it with `openclaw devices approve %s`",
                 ",".join(asked), request_id)
+    pending = ScopeUpgrade("pending", request_id, tuple(asked))
     if not wait:
-        return ScopeUpgrade("pending", request_id, tuple(asked))
+        return pending
+    if on_pending is not None:
+        on_pending(pending)
     try:
         result = conn.request(WAIT, {"requestId": request_id}, timeout=seconds)
     except GatewayTimeout:

@@ -99,27 +99,17 @@ def test_a_scope_upgrade_approved_with_openclaw_devices_approve(gateway: RealGat
 
     def waiter() -> None:
         try:
-            result.set_result(conn.request_scopes(["operator.write"], wait=True, timeout=90))
+            result.set_result(conn.request_scopes(["operator.write"], wait=True, timeout=90,
+                                                  on_pending=lambda p: filed.set_result(p.request_id)))
         except BaseException as exc:
             result.set_exception(exc)
 
-    # The waiter files the request again (the same one, or one superseding it); gwclient
-    # logs the id to approve, which is how this test learns it.
+    # The waiter files the request again (the same one, or one superseding it) and says
+    # which before it waits: that is the one to approve.
     filed: Future[str] = Future()
-
-    class Filed(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "scope upgrade to" in record.getMessage() and not filed.done():
-                filed.set_result(str(record.args[-1]))  # type: ignore[index]
-
-    handler = Filed()
-    logging.getLogger("gwclient.connection").addHandler(handler)
-    try:
-        thread = threading.Thread(target=waiter, name="test-scope-wait")
-        thread.start()
-        request_id = filed.result(timeout=60)
-    finally:
-        logging.getLogger("gwclient.connection").removeHandler(handler)
+    thread = threading.Thread(target=waiter, name="test-scope-wait")
+    thread.start()
+    request_id = filed.result(timeout=60)
     assert request_id in [p.get("requestId") for p in gateway.devices_list()["pending"]]
     gateway.devices_approve(request_id)
     outcome = result.result(timeout=120)
