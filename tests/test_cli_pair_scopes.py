@@ -20,7 +20,12 @@ pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 def serve_upgrades(gw: DevGateway, decision: dict[str, Any], decided: threading.Event) -> list[Any]:
     asked: list[Any] = []
-    gw.set_handler("device.scopes.requestUpgrade", lambda p: asked.append(p) or {"requestId": f"up-{len(asked)}"})
+
+    def request(params: Any) -> Any:
+        asked.append(params)
+        return {"requestId": f"up-{len(asked)}"}
+
+    gw.set_handler("device.scopes.requestUpgrade", request)
 
     def wait(params: Any) -> Any:
         decided.wait(10)
