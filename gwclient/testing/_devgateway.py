@@ -126,6 +126,8 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
         #: gateway's own tick cadence is unchanged.
         self.policy_overrides: dict[str, Any] = {}
+        #: Merged into hello-ok's ``auth`` (e.g. a ``deviceTokens`` handoff).
+        self.auth_overrides: dict[str, Any] = {}
         self._session_subs: dict[str, set[str]] = {}
         self._sessions_subscribed: set[str] = set()
 

@@ -83,6 +83,7 @@ class _DevGatewayHandshake(GatewayServerBase):
     _rejections: deque[_Rejection]
     _state_version: dict[str, int]
     policy_overrides: dict[str, Any]
+    auth_overrides: dict[str, Any]
     _handshakes_completed: int
     _connect_attempts: int
     _requests_by_method: dict[str, int]
@@ -205,6 +206,7 @@ class _DevGatewayHandshake(GatewayServerBase):
         auth: dict[str, Any] = {"method": auth_method, "role": role, "scopes": list(scopes)}
         if device_token is not None:
             auth["deviceToken"], auth["issuedAtMs"] = device_token
+        auth.update(self.auth_overrides)
         with self._lock:
             methods = sorted(set(BUILTIN_METHODS) | set(RUN_METHODS) | set(self._handlers))
             version = dict(self._state_version)
