@@ -133,10 +133,15 @@ def retrying_future(link: Any, request_id: str, *, method: str, params: Any, exp
     deadline = None if seconds is None else time.monotonic() + seconds
 
     def resend(fut: RetryingFuture) -> None:
+        link.parked.discard(fut)
         rid = new_request_id()
         fut.current_id = rid
         link.submit(rid, method, encode_request(rid, method, params), fut, expect_final)
 
-    fut = RetryingFuture(deadline, resend, link.timer.call_later)
+    def park(delay: float, again: Callable[[], None]) -> None:
+        link.parked.add(fut)  # a shutdown meanwhile fails it (Link.stop)
+        link.timer.call_later(delay, again)
+
+    fut = RetryingFuture(deadline, resend, park)
     fut.current_id = request_id
     return fut

@@ -24,6 +24,7 @@ once with its traceback, the socket is abandoned, pending requests fail with
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -105,6 +106,9 @@ class Link:
         #: Scopes granted by a scope upgrade (_scopes.py): asked for instead of config.scopes.
         self.granted_scopes: tuple[str, ...] | None = None
         self._token_retry = DeviceTokenRetry(config)
+        #: submit() futures waiting to be re-sent after a busy refusal (_busy.py): failed
+        #: by stop(), since the timer that would re-send them stops too.
+        self.parked: set[Future[Any]] = set()
         self.session.retry_refusal = lambda error: self._token_retry.should_retry(
             error, self._credentials.stored if self._credentials is not None else None)
 
@@ -175,6 +179,8 @@ class Link:
             transport, gen = self._transport, self._gen
             guard = self._guard
         self._run(effects, transport, gen)
+        for fut in list(self.parked):
+            _settle(fut, copy.copy(error))
         if guard is not None:
             guard.abort()
         self.timer.stop()

@@ -127,3 +127,17 @@ def test_retry_after_is_clamped_and_jittered() -> None:
     assert all(0.05 <= retry_delay(bare, 1) <= 0.15 for _ in range(50))
     assert all(0.2 <= retry_delay(bare, 3) <= 0.6 for _ in range(50))
     assert all(1.0 <= retry_delay(bare, 40) <= 3.0 for _ in range(50))  # capped at 2 s +- 50 %
+
+
+def test_a_shutdown_fails_a_submit_waiting_to_be_retried(gw: DevGateway) -> None:
+    from gwclient import ClientClosed
+
+    conn = GatewayConnection.shared(config(gw))
+    conn.connect()
+    gw.answer_busy(1, "echo", retry_after_ms=60_000)  # clamped to 5 s: parked meanwhile
+    fut = conn.submit("echo", 1, timeout=None)
+    # The reader handles answers in order: once this one is back, the busy one was parked.
+    assert conn.request("echo", 2) == 2 and gw.busy_answers == 1 and not fut.done()
+    conn.shutdown()
+    with pytest.raises(ClientClosed):
+        fut.result(timeout=2)
