@@ -32,7 +32,7 @@ from ._encode import encode_request
 from ._errors import GatewayUnavailable
 from ._protocol import new_request_id
 
-__all__ = ["MAX_DELAY", "MIN_DELAY", "RetryingFuture", "is_busy", "retry_after", "retry_delay", "retrying_future"]
+__all__ = ["MAX_DELAY", "MIN_DELAY", "RetryingFuture", "is_busy", "retry_after", "retry_delay"]
 
 #: Bounds of an honoured ``retryAfterMs`` (seconds): a hostile or buggy hint can neither
 #: spin the client nor park it for minutes.
@@ -99,17 +99,18 @@ class RetryingFuture(Future[Any]):
     """The future of a ``submit()``: a busy refusal does not settle it but re-sends the
     request (new request id, same params) after the delay, from the channel's timer
     thread; anything else settles it as usual.  ``current_id`` is the id of the attempt
-    in flight (the submit timeout forgets that one)."""
+    in flight (the submit timeout forgets that one); ``attempts`` how often it was sent.
+    While it waits to be re-sent it is in ``link.parked`` (a shutdown fails it)."""
 
-    def __init__(self, deadline: float | None,
-                 resend: Callable[[RetryingFuture], None],
-                 schedule: Callable[[float, Callable[[], None]], object]) -> None:
+    def __init__(self, link: Any, request_id: str, request: tuple[str, Any, bool, float | None]) -> None:
+        """``request``: (method, params, expect_final, timeout seconds or None)."""
         super().__init__()
-        self.current_id = ""
+        self.current_id = request_id
         self.attempts = 1
-        self._deadline = deadline
-        self._resend = resend
-        self._schedule = schedule
+        self._link = link
+        self._request = request
+        seconds = request[3]
+        self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def set_exception(self, exception: BaseException | None) -> None:
         if exception is not None and is_busy(exception) and not self.done():
@@ -117,31 +118,19 @@ class RetryingFuture(Future[Any]):
             delay = retry_delay(exception, self.attempts)
             if self._deadline is None or time.monotonic() + delay < self._deadline:
                 self.attempts += 1
-                self._schedule(delay, self._again)
+                self._link.parked.add(self)
+                self._link.timer.call_later(delay, self._again)
                 return
             exception = _give_up(exception, self.attempts)
         super().set_exception(exception)
 
     def _again(self) -> None:
-        if not self.done():
-            self._resend(self)
-
-
-def retrying_future(link: Any, request_id: str, *, method: str, params: Any, expect_final: bool,
-                    seconds: float | None) -> RetryingFuture:
-    """A ``submit()`` future that re-sends ``method(params)`` on ``link`` when busy."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-
-    def resend(fut: RetryingFuture) -> None:
-        link.parked.discard(fut)
+        """Timer thread: send the request again (unless it timed out meanwhile)."""
+        self._link.parked.discard(self)
+        if self.done():
+            return
+        method, params, expect_final, _ = self._request
         rid = new_request_id()
-        fut.current_id = rid
-        link.submit(rid, method, encode_request(rid, method, params), fut, expect_final)
+        self.current_id = rid
+        self._link.submit(rid, method, encode_request(rid, method, params), self, expect_final)
 
-    def park(delay: float, again: Callable[[], None]) -> None:
-        link.parked.add(fut)  # a shutdown meanwhile fails it (Link.stop)
-        link.timer.call_later(delay, again)
-
-    fut = RetryingFuture(deadline, resend, park)
-    fut.current_id = request_id
-    return fut

@@ -25,7 +25,7 @@ import pykka
 
 from . import _runtime as _runtime_module
 from ._bus import Bind, Channel, Release, ReleaseAll
-from ._busy import is_busy, retry_after, retrying_future
+from ._busy import RetryingFuture, is_busy, retry_after
 from ._channel import Retry
 from ._config import GatewayConfig
 from ._deadline import MAX_TIMEOUT, check_timeout
@@ -193,9 +193,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         for _ in range(3):
             channel = self._channel(config)
             fut: Any = Waiter() if blocking else (
-                Future() if retrying is None else retrying_future(
-                    channel.link, request_id, method=retrying[0], params=retrying[1],
-                    expect_final=retrying[2], seconds=retrying[3]))
+                Future() if retrying is None else RetryingFuture(channel.link, request_id, retrying))
             channel.link.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
                 return fut
