@@ -182,7 +182,8 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
         return err
     if shape.code == "UNAVAILABLE":
         return GatewayUnavailable(message, **kwargs)
-    if shape.code == "FORBIDDEN" and (detail_code == "MISSING_SCOPE" or message.startswith(_LEGACY_SCOPE)):
+    if (shape.code == "FORBIDDEN" and detail_code == "MISSING_SCOPE") or (
+            shape.code in ("FORBIDDEN", "INVALID_REQUEST") and message.startswith(_LEGACY_SCOPE)):
         return _missing_scope(message, details, kwargs)
     if shape.code == "INVALID_REQUEST" and message.startswith("unknown method"):
         return UnsupportedMethod(message, **kwargs)
@@ -193,8 +194,8 @@ _LEGACY_SCOPE = "missing scope:"
 
 
 def _missing_scope(message: str, details: dict[str, Any], kwargs: dict[str, Any]) -> MissingScope:
-    """``details: {code: "MISSING_SCOPE", missingScope, requiredScopes}``; older gateways
-    say only ``missing scope: X``."""
+    """``FORBIDDEN`` with ``details: {code: "MISSING_SCOPE", missingScope, requiredScopes}``;
+    older gateways (2026.7.1 and before) say only ``INVALID_REQUEST`` ``missing scope: X``."""
     missing = _str_or_none(details.get("missingScope"))
     if missing is None and message.startswith(_LEGACY_SCOPE):
         missing = message[len(_LEGACY_SCOPE):].strip() or None

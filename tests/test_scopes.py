@@ -46,6 +46,8 @@ def test_missing_scope_from_details_and_from_the_legacy_message() -> None:
     legacy = error_from_shape(ErrorShape(code="FORBIDDEN", message="missing scope: operator.admin"))
     assert isinstance(legacy, MissingScope) and legacy.missing_scope == "operator.admin"
     assert legacy.required_scopes == ("operator.admin",)
+    old = error_from_shape(ErrorShape(code="INVALID_REQUEST", message="missing scope: operator.write"))
+    assert isinstance(old, MissingScope) and old.missing_scope == "operator.write"  # 2026.7.1's form
     other = error_from_shape(ErrorShape(code="FORBIDDEN", message="not yours"))
     assert type(other) is RequestError
 
