@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         GatewayError,
         GatewayTimeout,
         GatewayUnavailable,
+        MissingScope,
         PairingRequired,
         ProtocolError,
         ProtocolMismatch,
@@ -52,9 +53,11 @@ if TYPE_CHECKING:
         RunInterrupted,
         RunTimedOut,
         TunnelError,
+        UnsupportedMethod,
         UsageError,
     )
     from ._runs import Run, RunResult
+    from ._scopes import ScopeUpgrade
 
 # public name -> the private module that defines it
 _EXPORTS: dict[str, str] = {
@@ -73,11 +76,13 @@ _EXPORTS: dict[str, str] = {
             "GatewayError",
             "GatewayTimeout",
             "GatewayUnavailable",
+            "MissingScope",
             "PairingRequired",
             "ProtocolError",
             "ProtocolMismatch",
             "RequestError",
             "UsageError",
+            "UnsupportedMethod",
             "TunnelError",
             "EndpointNotReady",
             "RunAborted",
@@ -99,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "_runs",
     "ConnectionStats": "_core.stats",
     "ConnectPhases": "_core.stats",
+    "ScopeUpgrade": "_scopes",
 }
 
 __all__ = [
@@ -121,6 +127,7 @@ __all__ = [
     "GatewayTimeout",
     "GatewayUnavailable",
     "HelloOk",
+    "MissingScope",
     "Overflow",
     "PairingRequired",
     "ProtocolError",
@@ -135,12 +142,14 @@ __all__ = [
     "RunInterrupted",
     "RunResult",
     "RunTimedOut",
+    "ScopeUpgrade",
     "SeqGap",
     "Snapshot",
     "SshTunnelConfig",
     "StateChange",
     "Subscription",
     "TunnelError",
+    "UnsupportedMethod",
     "UsageError",
     "__version__",
 ]

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -42,7 +43,10 @@ from ._core.sessions import Sticky, session_messages, sessions_list
 from ._core.stats import ConnectionStats, idle_stats
 from ._engine import otel as _otel
 from ._engine import runtime as _runtime_module
+from ._engine.busy import RetryingFuture, is_busy, retry_after
 from ._engine.channel import Channel
+from ._engine.ready import drain, fail_fast
+from ._engine.ready import result as _result
 from ._engine.registry import Bind, Release, ReleaseAll
 from ._engine.runtime import ask, current_runtime, join, retire, stop_channels
 from ._engine.subscription import Inlet, Subscription
@@ -54,12 +58,14 @@ from ._errors import (
     ConfigError,
     GatewayError,
     GatewayTimeout,
+    GatewayUnavailable,
     PairingRequired,
     UsageError,
     check_caller,
 )
 from ._pairing import wait_for_pairing
 from ._runs import Run
+from ._scopes import ScopeUpgrade, request_scopes
 
 __all__ = ["DEFAULT", "Default", "GatewayConnection"]
 
@@ -137,6 +143,8 @@ class GatewayConnection:
         #: A cache of this facade's binding in the registry (the one owner), checked on
         #: every request: valid while the config is the same and no fork happened.
         self._bound: tuple[GatewayConfig, Channel] | None = None
+        self._draining: int | None = None  # the thread in drain(), which may still send
+        self._runs: weakref.WeakSet[Run] = weakref.WeakSet()  # runs started here (drain waits for them)
 
     @classmethod
     def shared(cls, config: GatewayConfig | None = None, *, provider: ConfigProvider | None = None,
@@ -216,12 +224,14 @@ class GatewayConnection:
             return channel
 
     def _submit(self, method: str, data: bytes, request_id: str, expect_final: bool,
-                config: GatewayConfig, *, blocking: bool) -> Any:
+                config: GatewayConfig, *, blocking: bool,
+                retrying: tuple[str, Any, bool, float | None] | None = None) -> Any:
         """Hand an encoded request to the channel.  A channel retired by a config change
         before the frame left refuses it; then bind to the new one and submit again."""
         for _ in range(3):
             channel = self._channel(config)
-            fut: Any = Waiter() if blocking else Future()
+            fut: Any = Waiter() if blocking else (
+                Future() if retrying is None else RetryingFuture(channel, request_id, retrying))
             channel.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
                 return fut
@@ -234,19 +244,25 @@ class GatewayConnection:
     # -- requests -----------------------------------------------------------------------
 
     def request(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-                expect_final: bool | None = None, traceparent: str | None = None) -> Any:
+                expect_final: bool | None = None, wait_for_ready: bool | None = None,
+                traceparent: str | None = None) -> Any:
         """Send one request and block until its answer (the decoded ``payload``).
 
         Waits for the shared connect if the socket is (re)connecting; never opens a socket
         of its own.  ``timeout`` defaults to ``config.request_timeout``; ``None`` (or
         ``inf``) waits forever.  ``expect_final`` (default: True for two-stage methods such
         as ``agent``) skips the interim ``{status: "accepted"}`` answer.
+        ``wait_for_ready=False`` (default ``config.wait_for_ready``) fails at once with
+        :class:`GatewayUnavailable` while the connection is not up instead of waiting.
+        A busy refusal (``UNAVAILABLE``, ``retryable: true``, before the gateway accepted
+        the request) is retried within ``timeout`` (:mod:`gwclient._busy`).
 
         Raises :class:`UsageError` (bad method, params or timeout: nothing was sent),
         :class:`GatewayTimeout`, :class:`Disconnected` (socket dropped while pending; never
-        replayed), :class:`RequestError` (``ok:false``), a :class:`ConnectError` subclass
+        replayed; both say ``request_sent``), :class:`RequestError` (``ok:false``;
+        :class:`MissingScope` for a missing scope), a :class:`ConnectError` subclass
         when connecting is paused (bad token, pairing...), or :class:`ClientClosed` after
-        :meth:`shutdown`.
+        :meth:`shutdown` or during :meth:`drain`.
 
         ``traceparent`` (a W3C string) is sent on the frame for the gateway to continue
         that trace; with OpenTelemetry configured the request's own span is sent instead,
@@ -254,35 +270,51 @@ class GatewayConnection:
         probe = _otel.probe()  # None unless OpenTelemetry or the request log is on
         if probe is not None:
             return probe.request(self, method, traceparent, lambda tp: self._request(
-                method, params, timeout, expect_final, tp))
-        return self._request(method, params, timeout, expect_final, traceparent)
+                method, params, timeout, expect_final, wait_for_ready=wait_for_ready, traceparent=tp))
+        return self._request(method, params, timeout, expect_final, wait_for_ready=wait_for_ready,
+                             traceparent=traceparent)
 
-    def _request(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
-                 traceparent: str | None) -> Any:
+    def _request(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None, *,
+                 wait_for_ready: bool | None, traceparent: str | None) -> Any:
+        started = time.monotonic()
         fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
-                                                            blocking=True, traceparent=traceparent)
+                                                            blocking=True, ready=wait_for_ready,
+                                                            traceparent=traceparent)
         try:
-            return fut.result(seconds)
-        except FutureTimeout:
-            link_cancel(request_id)
-            raise GatewayTimeout(f"{method} got no answer within {seconds:g} s") from None
+            return _result(fut, seconds, request_id, link_cancel, method=method, budget=seconds)
+        except GatewayUnavailable as exc:
+            if not is_busy(exc):
+                raise
+            first = exc
+
+        def again(remaining: float | None) -> Any:
+            fut, _, request_id, link_cancel = self._start(method, params, remaining, expect_final, "request",
+                                                          blocking=True, ready=wait_for_ready,
+                                                          traceparent=traceparent)
+            return _result(fut, remaining, request_id, link_cancel, method=method, budget=seconds)
+
+        return retry_after(first, again, started, seconds)
 
     def submit(self, method: str, params: Any = None, *, timeout: float | Default | None = DEFAULT,
-               expect_final: bool | None = None, traceparent: str | None = None) -> Future[Any]:
+               expect_final: bool | None = None, wait_for_ready: bool | None = None,
+               traceparent: str | None = None) -> Future[Any]:
         """Like :meth:`request` without blocking: returns a ``concurrent.futures.Future``
         of the answer, so one thread can pipeline many requests and gather them.  Errors
         are delivered through the future (:class:`GatewayTimeout` after ``timeout``);
-        argument errors raise :class:`UsageError` at once."""
+        argument errors raise :class:`UsageError` at once.  Busy refusals are retried
+        within ``timeout`` like :meth:`request`'s, from gwclient's timer thread."""
         probe = _otel.probe()
         if probe is not None:
             return probe.submit(self, method, traceparent, lambda tp: self._submit_request(
-                method, params, timeout, expect_final, tp))
-        return self._submit_request(method, params, timeout, expect_final, traceparent)
+                method, params, timeout, expect_final, wait_for_ready=wait_for_ready, traceparent=tp))
+        return self._submit_request(method, params, timeout, expect_final, wait_for_ready=wait_for_ready,
+                                    traceparent=traceparent)
 
     def _submit_request(self, method: str, params: Any, timeout: float | Default | None,
-                        expect_final: bool | None, traceparent: str | None) -> Future[Any]:
+                        expect_final: bool | None, *, wait_for_ready: bool | None,
+                        traceparent: str | None) -> Future[Any]:
         fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
-                                                  blocking=False, traceparent=traceparent)
+                                                  blocking=False, ready=wait_for_ready, traceparent=traceparent)
         if seconds is not None and not fut.done():
             bound = self._bound
             if bound is not None:
@@ -291,8 +323,11 @@ class GatewayConnection:
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
                what: str, *, blocking: bool,
-               traceparent: str | None = None) -> tuple[Any, float | None, str, Callable[[str], None]]:
+               ready: bool | None = None,
+               traceparent: str | None = None) -> tuple[Any, float | None, str, Callable[[str], bool]]:
         _check_caller(what)
+        if self._draining is not None and self._draining != threading.get_ident():
+            raise ClientClosed(f"{what}() refused: this GatewayConnection is draining (drain() was called)")
         check_method(method)
         config = self.config  # once per request: a provider may do work to answer
         seconds = config.request_timeout if timeout is DEFAULT else check_timeout(timeout)
@@ -303,9 +338,15 @@ class GatewayConnection:
             data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
         else:
             data = encode_request(request_id, method, params)
-        fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=blocking)
+        if not (config.wait_for_ready if ready is None else ready):
+            fail_fast(self._channel(config), method)
+        if blocking:
+            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=True)
+        else:
+            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=False,
+                               retrying=(method, params, bool(expect_final), seconds))
         bound = self._bound
-        cancel = bound[1].cancel if bound is not None else (lambda _rid: None)
+        cancel = bound[1].cancel if bound is not None else (lambda _rid: False)
         return fut, seconds, request_id, cancel
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
@@ -403,7 +444,9 @@ class GatewayConnection:
         same key never starts a second run).  Other keyword arguments are passed to
         ``chat.send`` as they are (gateway names: ``thinking``, ``attachments``...).
         Raises like ``request()`` if the run could not be started."""
-        return Run.chat(self, session_key, message, timeout=timeout, idempotency_key=idempotency_key, **params)
+        run = Run.chat(self, session_key, message, timeout=timeout, idempotency_key=idempotency_key, **params)
+        self._runs.add(run)  # drain() waits for it
+        return run
 
     def agent(self, message: str, *, session_key: str | None = None, agent_id: str | None = None,
               timeout: float | None = None, idempotency_key: str | None = None, **params: Any) -> Run:
@@ -413,8 +456,10 @@ class GatewayConnection:
         ``session_key`` defaults to the agent's own; ``timeout`` (seconds, rounded up) is
         the run's time limit; other keyword arguments go to ``agent`` as they are
         (``provider``, ``model``, ``thinking``...).  Raises like ``request()``."""
-        return Run.agent(self, message, session_key=session_key, agent_id=agent_id, timeout=timeout,
-                         idempotency_key=idempotency_key, **params)
+        run = Run.agent(self, message, session_key=session_key, agent_id=agent_id, timeout=timeout,
+                        idempotency_key=idempotency_key, **params)
+        self._runs.add(run)  # drain() waits for it
+        return run
 
     def wait_for_pairing(self, *, timeout: float | None = 300.0, poll_interval: float = 3.0,
                          on_waiting: Callable[[PairingRequired], None] | None = None) -> HelloOk:
@@ -466,6 +511,22 @@ class GatewayConnection:
         return registry.status(self._slot)
 
     # -- shutting down ------------------------------------------------------------------
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Stop taking requests (new ones raise :class:`ClientClosed`), let the requests in
+        flight and the runs started on this connection finish within ``timeout`` seconds,
+        then :meth:`shutdown`.  True if everything finished in time (False: the rest was
+        cut off by the shutdown)."""
+        _check_caller("drain")
+        self._draining = threading.get_ident()  # this thread may still pump the runs' own requests
+        bound = self._bound
+        return drain(list(self._runs), bound[1] if bound is not None else None, self.shutdown, timeout)
+
+    def request_scopes(self, scopes: Iterable[str], *, wait: bool = False, timeout: float | None = 300.0,
+                       on_pending: Callable[[ScopeUpgrade], None] | None = None) -> ScopeUpgrade:
+        """Ask the gateway's operator to grant this device more scopes; returns a
+        :class:`~gwclient.ScopeUpgrade` (see :func:`gwclient._scopes.request_scopes`)."""
+        return request_scopes(self, self._channel(), scopes, wait=wait, timeout=timeout, on_pending=on_pending)
 
     @property
     def closed(self) -> bool:

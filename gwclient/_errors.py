@@ -17,6 +17,8 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
      |    +-- EndpointNotReady      (remote) the remote endpoint is not ready yet
      +-- RequestError           the gateway answered ok:false (code, details)
      |    +-- GatewayUnavailable    temporary (UNAVAILABLE); retry after retry_after
+     |    +-- MissingScope          FORBIDDEN for a missing operator scope (request_scopes())
+     |    +-- UnsupportedMethod     the gateway does not know the method (an older release)
      +-- ConnectError           the handshake was refused
      |    +-- AuthRejected          wrong/missing credentials, rate limited...
      |    +-- PairingRequired       approve the device, then retry (request_id)
@@ -50,6 +52,7 @@ __all__ = [
     "GatewayError",
     "GatewayTimeout",
     "GatewayUnavailable",
+    "MissingScope",
     "PairingRequired",
     "ProtocolError",
     "ProtocolMismatch",
@@ -60,6 +63,7 @@ __all__ = [
     "RunInterrupted",
     "RunTimedOut",
     "TunnelError",
+    "UnsupportedMethod",
     "UsageError",
 ]
 
@@ -108,17 +112,29 @@ class UsageError(GatewayError):
 
 
 class GatewayTimeout(GatewayError):
-    """No answer arrived before the caller's deadline."""
+    """No answer arrived before the caller's deadline.
+
+    ``request_sent`` says whether the request frame had been handed to the socket (True:
+    the gateway may have run it; False: it never left this process, retrying is safe;
+    None: not a request's timeout, e.g. ``connect()``)."""
+
+    request_sent: bool | None = None
 
 
 class Disconnected(GatewayError):
     """The gateway socket closed while a request was pending (the request may or may not
-    have run on the gateway; it is never replayed)."""
+    have run on the gateway; it is never replayed).
 
-    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+    ``request_sent`` says whether the request frame had been handed to the socket before
+    it closed (True: it may have run; False: it never left this process, so retrying is
+    safe; None: unknown or not about one request)."""
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "",
+                 request_sent: bool | None = None) -> None:
         super().__init__(message)
         self.close_code = code
         self.close_reason = reason
+        self.request_sent = request_sent
 
 
 class ChannelRetired(Disconnected):
@@ -163,6 +179,11 @@ class _CodedError(GatewayError):
         self.retryable = retryable
         self.retry_after_ms = retry_after_ms
         self.method = method
+        #: How many times the request was sent (more than 1 after busy retries).
+        self.attempts = 1
+        #: True when the error came after the gateway had accepted the request (the
+        #: final answer of a two-stage request such as ``agent``): never retried.
+        self.after_accept = False
 
     @property
     def detail_code(self) -> str:
@@ -181,7 +202,32 @@ class RequestError(_CodedError):
 
 
 class GatewayUnavailable(RequestError):
-    """``UNAVAILABLE``: the gateway is starting, draining or busy; retry later."""
+    """``UNAVAILABLE``: the gateway is starting, draining or busy; retry later.
+
+    ``request()``, ``submit()`` and run starts retry it by themselves when the gateway
+    says ``retryable: true`` and had not accepted the request yet (docs/errors.md), within
+    the caller's timeout; ``attempts`` says how often it was sent.  Also raised at once
+    by a call with ``wait_for_ready=False`` while the connection is not up."""
+
+
+class MissingScope(RequestError):
+    """``FORBIDDEN`` because the connection lacks an operator scope.
+
+    ``missing_scope`` is the scope the gateway named (``details.missingScope``, else the
+    legacy message ``missing scope: X``), ``required_scopes`` every scope the method
+    needs (``details.requiredScopes``).  Never retried: ask for the scope with
+    :meth:`GatewayConnection.request_scopes` (or ``gwclient pair --scopes``)."""
+
+    def __init__(self, message: str, *, missing_scope: str = "",
+                 required_scopes: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.missing_scope = missing_scope
+        self.required_scopes = required_scopes or ((missing_scope,) if missing_scope else ())
+
+
+class UnsupportedMethod(RequestError):
+    """The gateway does not know the method (``unknown method: X``, or a method that the
+    gateway's hello-ok feature list does not announce): it runs an older release."""
 
 
 class ConnectError(_CodedError):

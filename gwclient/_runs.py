@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
+from ._core.attachments import check_attachments
 from ._core.deadline import check_timeout
 from ._core.pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
 from ._core.runs import (
@@ -91,6 +92,8 @@ class _RunOwner(Protocol):
 
     def subscribe(self, events: Iterable[str] | str | None = None, *, maxsize: int | None = None,
                   max_bytes: Any = ..., include_state: bool = True) -> Any: ...
+
+    def connect(self, *, timeout: Any = ...) -> Any: ...
 
 __all__ = [
     "GRACE_SECONDS",
@@ -172,6 +175,8 @@ class Run:
         check_caller("GatewayConnection.chat()")
         if not isinstance(session_key, str) or not session_key:
             raise UsageError("session_key must be a non-empty string")
+        if params.get("attachments"):
+            check_attachments(conn.connect().policy.attachments, params["attachments"])
         timeout = check_timeout(timeout)
         key = idempotency_key or str(uuid.uuid4())
         body: dict[str, Any] = {"sessionKey": session_key, "message": message, "idempotencyKey": key, **params}

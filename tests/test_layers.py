@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("gwclient._config",)),
     ("engine", ("gwclient._engine",)),
     ("remote", ("gwclient.remote",)),
-    ("facade", ("gwclient._connection", "gwclient._runs", "gwclient._pairing", "gwclient._sessions")),
+    ("facade", ("gwclient._connection", "gwclient._runs", "gwclient._pairing", "gwclient._scopes")),
     ("share", ("gwclient.share",)),
     ("faces", ("gwclient", "gwclient.runs", "gwclient.payloads", "gwclient.device")),
     ("cli", ("gwclient.cli", "gwclient.__main__")),

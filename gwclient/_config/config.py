@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from .values import (
     DEFAULT_URL,
     ROLES,
     SshTunnelConfig,
+    _check_headers,
     _check_text,
     _check_timeout,
     _string_tuple,
@@ -126,6 +128,18 @@ class GatewayConfig:
     #: ``socks5h://``); never used for loopback, refused with ``ws://``.  The environment's
     #: ``http_proxy``/``https_proxy``/``no_proxy`` are never applied (docs/configuration.md).
     proxy: str | None = None
+    #: Default of ``request()``/``submit()``'s ``wait_for_ready``: True waits for the
+    #: (re)connect; False fails at once with :class:`GatewayUnavailable` while not connected.
+    wait_for_ready: bool = True
+    #: Extra HTTP headers of the websocket upgrade for an identity-aware proxy in front of
+    #: a remote ``wss://`` gateway (Cloudflare Access: ``CF-Access-Client-Id`` and
+    #: ``CF-Access-Client-Secret``); refused for ``ws://`` and loopback.  A mapping or
+    #: pairs; the values are secrets (never shown).
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: A bootstrap (setup-code) token: used, as the official client does, only when no
+    #: shared token, password or stored device token is available; the gateway answers
+    #: with a device token, stored for later connects.
+    bootstrap_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -166,7 +180,8 @@ class GatewayConfig:
             ssh_error = ssh_local_end_error(url)
             if ssh_error is not None:
                 raise ConfigError(ssh_error)
-        for name in ("token", "password"):
+        set_(self, "headers", _check_headers(self.headers, url))
+        for name in ("token", "password", "bootstrap_token"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string or None")
@@ -301,6 +316,10 @@ class GatewayConfig:
         if self.proxy is not None:
 
             parts.append(f"proxy={redact_proxy(self.proxy)!r}")
+        if self.headers:
+            parts.append(f"headers=<{', '.join(name for name, _ in self.headers)}: set>")
+        if self.bootstrap_token is not None:
+            parts.append("bootstrap_token=<set>")
         return f"GatewayConfig({', '.join(parts)})"
 
     __str__ = __repr__
@@ -421,6 +440,15 @@ class GatewayConfig:
         if env is not None and "state_dir" not in overrides:
             values["state_dir"] = str(default_state_dir(env))
 
+        # --- edge auth (Cloudflare Access) for a remote wss:// gateway only
+        if "headers" not in overrides and is_wss and not is_loopback_host(url_hostname(url) or ""):
+            values["headers"] = file_cfg.edge_headers() if url_source == "file" else \
+                FileSettings({}, path, source).edge_headers()
+
+        # --- handshake timeouts, as the official tools read them
+        if "connect_timeout" not in overrides:
+            values["connect_timeout"] = handshake_timeout(source)
+
         values.update(overrides)
         return cls(**{k: v for k, v in values.items() if v is not None or k in overrides})
 
@@ -432,3 +460,22 @@ def _reject_unknown_fields(kwargs: Mapping[str, Any]) -> None:
     unknown = sorted(set(kwargs) - _FIELD_NAMES)
     if unknown:
         raise ConfigError(f"unknown GatewayConfig field(s): {', '.join(unknown)}")
+
+
+def _positive_ms(env: Mapping[str, str], name: str) -> int | None:
+    """A positive whole number of milliseconds (``^\\+?\\d+$``), else ``None`` (ignored)."""
+    value = env.get(name, "").strip()
+    if not re.fullmatch(r"\+?\d+", value):
+        return None
+    number = int(value)
+    return number if number > 0 else None
+
+
+def handshake_timeout(env: Mapping[str, str]) -> float | None:
+    """``connect_timeout`` from ``OPENCLAW_CONNECT_CHALLENGE_TIMEOUT_MS`` (at least 250 ms),
+    else ``OPENCLAW_HANDSHAKE_TIMEOUT_MS``, else ``None`` (the default)."""
+    challenge = _positive_ms(env, "OPENCLAW_CONNECT_CHALLENGE_TIMEOUT_MS")
+    if challenge is not None:
+        return max(250, challenge) / 1000
+    handshake = _positive_ms(env, "OPENCLAW_HANDSHAKE_TIMEOUT_MS")
+    return None if handshake is None else handshake / 1000

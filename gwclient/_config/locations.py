@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,17 +86,45 @@ def _openclaw_home(env: Mapping[str, str]) -> Path:
     return _home(env)
 
 
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.IGNORECASE)
+
+
+def openclaw_profile(env: Mapping[str, str]) -> str | None:
+    """``$OPENCLAW_PROFILE`` when it names a profile other than ``default`` (and is a
+    valid profile name, as the official tools check), else ``None``."""
+    value = env.get("OPENCLAW_PROFILE", "").strip()
+    if not value or value.lower() == "default" or not _PROFILE_NAME.fullmatch(value):
+        return None
+    return value
+
+
+def profile_port(env: Mapping[str, str]) -> int | None:
+    """The official tools' gateway port of a named profile with no ``gateway.port``:
+    20000 + FNV-1a(profile) % 40000."""
+    profile = openclaw_profile(env)
+    if profile is None:
+        return None
+    value = 2166136261
+    for byte in profile.encode():
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return 20000 + value % 40000
+
+
 def openclaw_state_dir(env: Mapping[str, str]) -> Path:
+    """``$OPENCLAW_STATE_DIR``, else ``~/.openclaw-<profile>`` for ``$OPENCLAW_PROFILE``,
+    else ``~/.openclaw`` (home: ``$OPENCLAW_HOME``, else ``$HOME``)."""
     value = env.get("OPENCLAW_STATE_DIR", "").strip()
     if value:
         return expand_user(value, {**env, "HOME": str(_openclaw_home(env))})
-    return _openclaw_home(env) / ".openclaw"
+    profile = openclaw_profile(env)
+    return _openclaw_home(env) / (".openclaw" if profile is None else f".openclaw-{profile}")
 
 
 def openclaw_config_path(env: Mapping[str, str] | None = None) -> Path:
     """The OpenClaw config file the official tools would read.
 
     ``$OPENCLAW_CONFIG_PATH``, else ``$OPENCLAW_STATE_DIR/openclaw.json``, else
+    ``~/.openclaw-<profile>/openclaw.json`` with ``$OPENCLAW_PROFILE``, else
     ``~/.openclaw/openclaw.json`` (home: ``$OPENCLAW_HOME``, else ``$HOME``)."""
     source: Mapping[str, str] = os.environ if env is None else env
     explicit = source.get("OPENCLAW_CONFIG_PATH", "").strip()

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError
-from .locations import expand_user, openclaw_state_dir
+from .locations import expand_user, openclaw_state_dir, profile_port
 from .plaintext import is_loopback_host
 from .values import DEFAULT_PORT, SshTunnelConfig, env_value, normalize_tls_fingerprint
 
@@ -131,7 +131,7 @@ class FileSettings:
             digits = env_port.rpartition(":")[2]
             if digits.isdigit() and 0 < int(digits) < 65536:
                 return int(digits)
-        return self._port(self.gateway, "gateway.port") or DEFAULT_PORT
+        return self._port(self.gateway, "gateway.port") or profile_port(self._env) or DEFAULT_PORT
 
     def local_url(self) -> str:
         tls = self.tls.get("enabled")
@@ -218,6 +218,26 @@ class FileSettings:
         return value
 
     # -- TLS pins
+    def edge_headers(self) -> tuple[tuple[str, str], ...]:
+        """``gateway.cloudflareAccess.clientId``/``clientSecret`` (SecretRefs allowed) as
+        the Cloudflare Access service-token headers, else ``$CF_ACCESS_CLIENT_ID`` /
+        ``$CF_ACCESS_CLIENT_SECRET`` (the official node host's fallback); both or neither."""
+        section = self._section(self.gateway, "cloudflareAccess", "gateway.cloudflareAccess")
+        if section:
+            values = [section.get(k) for k in ("clientId", "clientSecret")]
+            if any(v is None for v in values):
+                self._fail("gateway.cloudflareAccess needs both clientId and clientSecret")
+            client_id = self._resolve_secret("gateway.cloudflareAccess.clientId", values[0])
+            secret = self._resolve_secret("gateway.cloudflareAccess.clientSecret", values[1])
+        else:
+            client_id = env_value(self._env, "CF_ACCESS_CLIENT_ID") or ""
+            secret = env_value(self._env, "CF_ACCESS_CLIENT_SECRET") or ""
+            if bool(client_id) != bool(secret):
+                raise ConfigError("CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET must be set together")
+        if not (client_id and secret):
+            return ()
+        return (("CF-Access-Client-Id", client_id), ("CF-Access-Client-Secret", secret))
+
     def remote_tls_fingerprint(self) -> str | None:
         if self.mode != "remote":
             return None

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .._errors import ConfigError
-from .plaintext import url_hostname
+from .plaintext import is_loopback_host, url_hostname
 
 __all__ = [
     "CLIENT_IDS",
@@ -156,6 +156,45 @@ def _string_tuple(name: str, value: object) -> tuple[str, ...]:
         if not isinstance(item, str) or not item.strip():
             raise ConfigError(f"{name} must contain only non-empty strings")
     return items
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers the websocket upgrade itself sets: an edge header may not replace them.
+_RESERVED_HEADERS = frozenset({"host", "upgrade", "connection", "origin", "sec-websocket-key",
+                               "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"})
+
+
+def _check_headers(value: object, url: str) -> tuple[tuple[str, str], ...]:
+    """``headers``: a mapping or pairs of (name, value) strings -> sorted pairs.  Only for
+    a remote ``wss://`` gateway (an edge proxy's credentials must not travel in clear, and
+    a loopback gateway has no edge)."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError("headers must be a mapping of header names to values")
+    else:
+        items = list(value)
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise ConfigError("headers must map header names (strings) to values (strings)")
+        name, text = item[0].strip(), item[1].strip()
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"headers: {name!r} is not a header name gwclient may set")
+        if not text or any(c in text for c in "\r\n\0"):
+            raise ConfigError(f"headers: the value of {name} must be non-empty, on one line")
+        pairs.append((name, text))
+    if not pairs:
+        return ()
+    if urlsplit(url).scheme.lower() != "wss":
+        raise ConfigError("headers (edge auth, e.g. Cloudflare Access) require a wss:// url: "
+                          "they carry credentials and must not travel in clear")
+    if is_loopback_host(url_hostname(url) or ""):
+        raise ConfigError("headers (edge auth, e.g. Cloudflare Access) are for a remote gateway behind "
+                          "an identity-aware proxy, not a loopback one")
+    return tuple(sorted(pairs, key=lambda p: p[0].lower()))
 
 
 def _check_timeout(name: str, value: object) -> None:

@@ -100,8 +100,13 @@ class ConnectionCore:
     """One channel's protocol state across its sockets.  Not thread-safe: the shell holds
     its lock around every call."""
 
-    def __init__(self, limits: SessionLimits) -> None:
+    def __init__(self, limits: SessionLimits, *,
+                 retry_refusal: Callable[[ConnectError], bool] = lambda error: False) -> None:
         self.limits = limits
+        #: Asked about a refused connect (under the shell's lock): True makes it a retry,
+        #: not a pause (the one device-token retry on AUTH_TOKEN_MISMATCH,
+        #: :mod:`gwclient._engine.auth_retry`).
+        self.retry_refusal = retry_refusal
         self.phase = "idle"  # idle | opening | challenge | hello | connected | closed
         self.state = ConnectionState.IDLE
         self.pending: PendingTable[Any] = PendingTable()
@@ -225,7 +230,8 @@ class ConnectionCore:
             # A script's first request should not wait out its whole timeout when nothing
             # listens: fail the callers now, keep retrying in the background.
             out += self._fail_waiting(Disconnected(f"cannot connect to the gateway at {self.limits.label}: "
-                                                   f"{describe(error)}{self.limits.unreachable_hint}"))
+                                                   f"{describe(error)}{self.limits.unreachable_hint}",
+                                                   request_sent=False))
         retry_after = error.retry_after_ms if isinstance(error, ConnectError) else None
         if not paused:
             refused = isinstance(error, ConnectionRefusedError) or close_code in (1012, 1013)
@@ -303,6 +309,8 @@ class ConnectionCore:
         if not frame.ok:
             assert frame.error is not None
             error = error_from_shape(frame.error, method="connect", connect=True)
+            if isinstance(error, ConnectError) and self.retry_refusal(error):
+                error.pauses_reconnect = False
             return [CloseSocket(1000, ""), *self._attempt_failed(error, transport=False)]
         try:
             hello = clamp_hello(HelloOk.from_payload(frame.payload))
@@ -442,10 +450,14 @@ class ConnectionCore:
         self.connect_waiters.append(waiter)
         return self.connect()
 
-    def cancel(self, request_id: str) -> None:
-        """A caller's deadline passed (request() or a submit() expiry)."""
-        if self.pending.remove(request_id) is not None or self.waiting.pop(request_id, None) is not None:
+    def cancel(self, request_id: str) -> bool:
+        """A caller's deadline passed (request() or a submit() expiry): forget the request;
+        True if its frame had been sent (it was pending an answer)."""
+        waiting = self.waiting.pop(request_id, None) is not None
+        sent = self.pending.remove(request_id) is not None
+        if sent or waiting:
             self.stats.failed(GatewayTimeout(""))
+        return sent
 
     # -- endings and timers ---------------------------------------------------------------
 
@@ -470,7 +482,7 @@ class ConnectionCore:
             if entry.waiter is not None and not isinstance(entry.waiter, _StickyWaiter):
                 out.append(Settle(entry.waiter, Disconnected(
                     f"gateway connection closed ({what}) before {entry.method} was answered",
-                    code=code, reason=reason)))
+                    code=code, reason=reason, request_sent=True)))
         delay = self.limits.retry.after_loss(restart_expected_ms=self._restart_ms, loopback=self.limits.loopback)
         log.info("gateway connection to %s lost (%s); reconnecting in %.2f s", self.limits.label, what, delay)
         self.attempts = 1

@@ -320,6 +320,8 @@ class Policy(DataClassJsonMixin):
     max_payload: int = 26_214_400
     max_buffered_bytes: int = 52_428_800
     tick_interval_ms: int = 30_000
+    #: ``policy.attachments`` (``maxBytes``, ``maxImageBytes``) when the gateway sends it.
+    attachments: dict[str, int] | None = None
 
 
 @_camel
@@ -330,6 +332,9 @@ class HelloAuth(DataClassJsonMixin):
     method: str | None = None
     device_token: str | None = field(default=None, repr=False)
     issued_at_ms: int | None = None
+    #: ``auth.deviceTokens``: more device tokens handed over with a bootstrap (setup code)
+    #: connect, each ``{deviceToken, role, scopes, issuedAtMs}``.
+    device_tokens: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
 @_camel
@@ -377,6 +382,7 @@ class HelloOk(DataClassJsonMixin):
                 raw_policy, "maxBufferedBytes", int, "hello-ok.policy", defaults.max_buffered_bytes
             ),
             tick_interval_ms=_opt(raw_policy, "tickIntervalMs", int, "hello-ok.policy", defaults.tick_interval_ms),
+            attachments=_int_map(raw_policy.get("attachments")),
         )
         raw_auth = payload.get("auth")
         auth = None
@@ -387,6 +393,7 @@ class HelloOk(DataClassJsonMixin):
                 method=_opt(raw_auth, "method", str, "hello-ok.auth", None),
                 device_token=_opt(raw_auth, "deviceToken", str, "hello-ok.auth", None),
                 issued_at_ms=_opt(raw_auth, "issuedAtMs", int, "hello-ok.auth", None),
+                device_tokens=[t for t in raw_auth.get("deviceTokens") or [] if _is_handoff(t)],
             )
         return cls(
             protocol=payload["protocol"],
@@ -396,3 +403,17 @@ class HelloOk(DataClassJsonMixin):
             policy=policy,
             auth=auth,
         )
+
+
+def _int_map(value: Any) -> dict[str, int] | None:
+    """An object of positive integers (``policy.attachments``), else ``None``."""
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items()
+            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
+def _is_handoff(entry: Any) -> bool:
+    """A well-formed ``auth.deviceTokens[]`` entry (others are ignored)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("deviceToken"), str) and bool(entry["deviceToken"])
+            and isinstance(entry.get("role"), str) and isinstance(entry.get("scopes"), list))

@@ -25,6 +25,8 @@ class ClientSpec(Protocol):
     @property
     def password(self) -> str | None: ...
     @property
+    def bootstrap_token(self) -> str | None: ...
+    @property
     def scopes(self) -> tuple[str, ...]: ...
     @property
     def caps(self) -> tuple[str, ...]: ...
@@ -73,11 +75,22 @@ class Credentials:
     stored: StoredToken | None
 
 
-def build_connect_params(config: ClientSpec, challenge: ConnectChallenge, creds: Credentials) -> ConnectParams:
+def build_connect_params(config: ClientSpec, challenge: ConnectChallenge, creds: Credentials, *,
+                         scopes_override: tuple[str, ...] | None = None,
+                         device_token_retry: bool = False) -> ConnectParams:
+    """``scopes_override``: the scopes granted by a scope upgrade (instead of the config's);
+    ``device_token_retry``: send the stored device token along with the shared token (the
+    one retry after ``AUTH_TOKEN_MISMATCH``, :mod:`gwclient._engine.auth_retry`).  A
+    bootstrap token is sent only when there is no shared secret and no stored device token
+    (as the official client does)."""
     auth = AuthParams(token=config.token, password=config.password)
-    if not (config.token or config.password) and creds.stored is not None:
+    if device_token_retry and config.token and creds.stored is not None:
+        auth = AuthParams(token=config.token, device_token=creds.stored.token)
+    elif not (config.token or config.password) and creds.stored is not None:
         auth = AuthParams(device_token=creds.stored.token)
-    scopes = list(config.scopes)
+    elif not (config.token or config.password) and config.bootstrap_token:
+        auth = AuthParams(bootstrap_token=config.bootstrap_token)
+    scopes = list(config.scopes if scopes_override is None else scopes_override)
     device = None
     if creds.identity is not None:
         payload = device_auth_payload_v3(

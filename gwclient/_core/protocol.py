@@ -18,9 +18,11 @@ from .._errors import (
     ConnectError,
     GatewayError,
     GatewayUnavailable,
+    MissingScope,
     PairingRequired,
     ProtocolMismatch,
     RequestError,
+    UnsupportedMethod,
 )
 from .frames import PROTOCOL_VERSION, ErrorShape, ResponseFrame
 from .pushes import SeqGap
@@ -92,7 +94,10 @@ class PendingTable(Generic[W]):
         if frame.ok:
             return entry, frame.payload
         assert frame.error is not None  # decode_frame guarantees it
-        return entry, error_from_shape(frame.error, method=entry.method)
+        error = error_from_shape(frame.error, method=entry.method)
+        if entry.accepted is not None and isinstance(error, RequestError):
+            error.after_accept = True  # the gateway had accepted it: never retried
+        return entry, error
 
     def remove(self, request_id: str) -> Pending[W] | None:
         return self._items.pop(request_id, None)
@@ -177,7 +182,26 @@ def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = Fal
         return err
     if shape.code == "UNAVAILABLE":
         return GatewayUnavailable(message, **kwargs)
+    if (shape.code == "FORBIDDEN" and detail_code == "MISSING_SCOPE") or (
+            shape.code in ("FORBIDDEN", "INVALID_REQUEST") and message.startswith(_LEGACY_SCOPE)):
+        return _missing_scope(message, details, kwargs)
+    if shape.code == "INVALID_REQUEST" and message.startswith("unknown method"):
+        return UnsupportedMethod(message, **kwargs)
     return RequestError(message, **kwargs)
+
+
+_LEGACY_SCOPE = "missing scope:"
+
+
+def _missing_scope(message: str, details: dict[str, Any], kwargs: dict[str, Any]) -> MissingScope:
+    """``FORBIDDEN`` with ``details: {code: "MISSING_SCOPE", missingScope, requiredScopes}``;
+    older gateways (2026.7.1 and before) say only ``INVALID_REQUEST`` ``missing scope: X``."""
+    missing = _str_or_none(details.get("missingScope"))
+    if missing is None and message.startswith(_LEGACY_SCOPE):
+        missing = message[len(_LEGACY_SCOPE):].strip() or None
+    raw = details.get("requiredScopes")
+    required = tuple(s for s in raw if isinstance(s, str) and s) if isinstance(raw, list) else ()
+    return MissingScope(message, missing_scope=missing or "", required_scopes=required, **kwargs)
 
 
 def _is_protocol_3_refusal(shape: ErrorShape, details: dict[str, Any]) -> bool:

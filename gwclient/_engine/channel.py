@@ -29,6 +29,7 @@ once with its traceback, the socket is abandoned, pending requests fail with
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -62,6 +63,7 @@ from .._core.retry import RetryPolicy
 from .._core.sessions import Sticky
 from .._core.stats import ConnectionStats
 from .._errors import AuthRejected
+from .auth_retry import DeviceTokenRetry, is_trusted_endpoint
 from .timer import Expiries, TimerHandle
 from .timer import Timer as TimerThread
 from .transport import OpenGuard, Transport, TransportClosed, TransportFactory, TransportOptions
@@ -98,6 +100,7 @@ class Channel:
         self._flush = hooks.flush
         self._factory = factory
         self.label = label = f"{config.host}:{config.port}"
+        self._token_retry = DeviceTokenRetry(config)
         self._core = ConnectionCore(SessionLimits(
             connect_timeout=config.connect_timeout,
             liveness_timeout=config.liveness_timeout,
@@ -109,7 +112,7 @@ class Channel:
                 "ConnectionModeCoordinator, see docs/remote.md)"),
             retry=config.retry or RetryPolicy(),
             loopback=config.is_loopback,
-        ))
+        ), retry_refusal=self._retry_refusal)
         self._lock = threading.Lock()
         self._gen = 0
         self._transport: Transport | None = None
@@ -121,6 +124,11 @@ class Channel:
         self.readers: list[threading.Thread] = []
         self.timer = TimerThread(label, on_fault=self._timer_fault)
         self.expiries = Expiries(self.timer, self.cancel)
+        #: Scopes granted by a scope upgrade (_scopes.py): asked for instead of config.scopes.
+        self.granted_scopes: tuple[str, ...] | None = None
+        #: submit() futures waiting to be re-sent after a busy refusal (_engine/busy.py):
+        #: failed by stop(), since the timer that would re-send them stops too.
+        self.parked: set[Future[Any]] = set()
 
     # -- user threads -----------------------------------------------------------------------
 
@@ -142,9 +150,10 @@ class Channel:
             transport, gen = self._transport, self._gen
         self._run(effects, transport, gen)
 
-    def cancel(self, request_id: str) -> None:
+    def cancel(self, request_id: str) -> bool:
+        """Forget a request (its caller gave up); True if its frame had been sent."""
         with self._lock:
-            self._core.cancel(request_id)
+            return self._core.cancel(request_id)
 
     def retry(self) -> None:
         """Connect now (leave PAUSED, or cut a reconnect wait short)."""
@@ -163,6 +172,25 @@ class Channel:
             return core.stats.snapshot(state=core.state.value, connection=core.connections,
                                        pending=len(core.pending) + len(core.waiting), dropped=dropped,
                                        now=time.monotonic(), wall=time.time())
+
+    def in_flight(self) -> int:
+        """Requests sent and not answered, plus those waiting for the connect; any thread."""
+        with self._lock:
+            return len(self._core.pending) + len(self._core.waiting)
+
+    def adopt_scopes(self, scopes: tuple[str, ...], device_token: str | None) -> None:
+        """A scope upgrade was approved: store the rotated device token, ask for ``scopes``
+        from the next connect on, and replace the socket (user thread; _scopes.py)."""
+        creds = self._credentials
+        config = self.config
+        if device_token and creds is not None and creds.identity is not None:
+            try:
+                DeviceTokenStore(config.effective_state_dir).save(
+                    config.gateway_key, creds.identity.device_id, config.role, device_token, scopes, None)
+            except OSError as exc:
+                log.warning("could not store the device token: %s", exc)
+        self.granted_scopes = scopes
+        self.abandon_current()
 
     def status(self) -> tuple[ConnectionState, int]:
         """The state now and the number of the current (or last) socket; any thread."""
@@ -191,6 +219,12 @@ class Channel:
             effects = self._core.fire(*unsubscribe) if last and unsubscribe is not None else []
             transport, gen = self._transport, self._gen
         return self._later(effects, transport, gen)
+
+    def _retry_refusal(self, error: Any) -> bool:
+        """The core asks (under the lock) whether a refused connect is the one device-token
+        retry after ``AUTH_TOKEN_MISMATCH`` (_engine/auth_retry.py)."""
+        creds = self._credentials
+        return self._token_retry.should_retry(error, creds.stored if creds is not None else None)
 
     def _later(self, effects: list[Effect], transport: Transport | None, gen: int) -> Callable[[], None]:
         def run() -> None:
@@ -227,6 +261,8 @@ class Channel:
             transport, gen = self._transport, self._gen
             guard = self._guard
         self._run(effects, transport, gen)
+        for fut in list(self.parked):
+            _settle(fut, copy.copy(error))
         if guard is not None:
             guard.abort()
         self.timer.stop()
@@ -237,7 +273,7 @@ class Channel:
     def _read(self, gen: int, guard: OpenGuard) -> None:
         config = self.config
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
-                                   max_frame=config.max_frame_bytes, proxy=config.proxy)
+                                   max_frame=config.max_frame_bytes, proxy=config.proxy, headers=config.headers)
         try:
             creds = _load_credentials(config)
             started = time.monotonic()
@@ -311,7 +347,8 @@ class Channel:
         config = self.config
 
         def build(challenge: ConnectChallenge, request_id: str) -> bytes:
-            params = build_connect_params(config, challenge, creds)
+            params = build_connect_params(config, challenge, creds, scopes_override=self.granted_scopes,
+                                          device_token_retry=self._token_retry.take())
             return encode_request(request_id, "connect", params.to_wire())
 
         return build
@@ -380,6 +417,7 @@ class Channel:
             elif isinstance(effect, Connected):
                 if transport is not None:
                     transport.set_max_frame(max(effect.hello.policy.max_payload, self.config.max_frame_bytes))
+                self._token_retry.connected()
                 self._persist_device_token(effect.hello)
             elif isinstance(effect, CloseSocket):
                 self._abandon(gen, effect)
@@ -423,9 +461,19 @@ class Channel:
         role = auth.role or cfg.role
         scopes = tuple(auth.scopes)
         creds.stored = StoredDeviceToken(auth.device_token, role, scopes, auth.issued_at_ms)
+        # The handoff of a bootstrap connect (more roles' tokens) only over a trusted transport.
+        extra = auth.device_tokens if is_trusted_endpoint(cfg) else []
+        if auth.device_tokens and not extra:
+            log.warning("not storing the %d handed-over device token(s): %s is not a trusted transport "
+                        "(loopback, pinned wss:// or SSH tunnel)", len(auth.device_tokens), cfg.redacted_url)
         try:
-            DeviceTokenStore(cfg.effective_state_dir).save(
-                cfg.gateway_key, creds.identity.device_id, role, auth.device_token, scopes, auth.issued_at_ms)
+            store = DeviceTokenStore(cfg.effective_state_dir)
+            store.save(cfg.gateway_key, creds.identity.device_id, role, auth.device_token, scopes, auth.issued_at_ms)
+            for entry in extra:
+                issued = entry.get("issuedAtMs")
+                store.save(cfg.gateway_key, creds.identity.device_id, entry["role"], entry["deviceToken"],
+                           tuple(s for s in entry["scopes"] if isinstance(s, str)),
+                           issued if isinstance(issued, int) else None)
         except OSError as exc:
             log.warning("could not store the device token: %s", exc)
 
@@ -463,7 +511,6 @@ def _load_credentials(config: GatewayConfig) -> Credentials:
         return Credentials(None, None)
     state_dir = config.effective_state_dir
     identity = DeviceIdentity.load_or_create(state_dir)
-    stored = None
-    if not (config.token or config.password):
-        stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
+    # Loaded also with a shared token: the one retry after AUTH_TOKEN_MISMATCH needs it.
+    stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
     return Credentials(identity, stored)

@@ -135,7 +135,7 @@ _expiry_ids = itertools.count(1)
 
 
 class Expiries:
-    def __init__(self, timer: Timer, cancel: Callable[[str], None]) -> None:
+    def __init__(self, timer: Timer, cancel: Callable[[str], bool]) -> None:
         self._timer = timer
         self._cancel = cancel  # forgets the request in the session (takes the link's lock)
         self._lock = threading.Lock()
@@ -177,9 +177,12 @@ class Expiries:
                 self._due = heap[0][0]
                 self._handle = self._timer.call_later(self._due - now, self._sweep)
         for _, _, request_id, method, seconds, fut in expired:
-            self._cancel(request_id)
+            # A busy-retried submit() has sent the request again under a newer id.
+            sent = self._cancel(getattr(fut, "current_id", request_id))
             if not fut.done():
+                error = GatewayTimeout(f"{method} got no answer within {seconds:g} s")
+                error.request_sent = sent
                 try:
-                    fut.set_exception(GatewayTimeout(f"{method} got no answer within {seconds:g} s"))
+                    fut.set_exception(error)
                 except Exception:  # InvalidStateError: answered meanwhile
                     pass

@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -139,6 +139,15 @@ class TransportOptions:
     tls_fingerprint: str | None = None
     max_frame: int = 32 * 1024 * 1024
     proxy: str | None = None
+    #: Extra upgrade headers (edge auth: wss only, checked by GatewayConfig); secret values.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+def _header_kwargs(options: TransportOptions) -> dict[str, Any]:
+    """Edge-auth headers for the upgrade request; never sent on to a redirect target."""
+    if not options.headers:
+        return {}
+    return {"header": [f"{name}: {value}" for name, value in options.headers], "redirect_limit": 0}
 
 
 TransportFactory = Callable[[TransportOptions, OpenGuard], Transport]
@@ -415,7 +424,7 @@ def open_transport(options: TransportOptions, guard: OpenGuard) -> Transport:
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
         try:
             ws.connect(options.url, socket=sock, suppress_origin=True,  # type: ignore[no-untyped-call]
-                       timeout=options.open_timeout)
+                       timeout=options.open_timeout, **_header_kwargs(options))
         except websocket.WebSocketBadStatusException as exc:
             # Something else listens there (an HTTP server): say so in one line, not with
             # its headers and body; retried with backoff like any unreachable gateway.
@@ -443,7 +452,7 @@ def _open_through_proxy(options: TransportOptions, kwargs: dict[str, Any]) -> Tr
     try:
         ws = websocket.create_connection(options.url, timeout=options.open_timeout, suppress_origin=True,
                                          enable_multithread=True, sslopt=sslopt, skip_utf8_validation=True,
-                                         **kwargs)
+                                         **kwargs, **_header_kwargs(options))
     except ssl.SSLCertVerificationError as exc:
         raise _untrusted(options, exc) from exc
     sock: Any = ws.sock

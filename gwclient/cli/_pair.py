@@ -1,4 +1,5 @@
-"""``gwclient pair``: this device's identity and pairing state; ``--wait`` for approval."""
+"""``gwclient pair``: this device's identity and pairing state; ``--wait`` for approval;
+``--scopes a,b`` for a scope upgrade (:mod:`._pair_scopes`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from gwclient import DEFAULT, GatewayConfig, GatewayTimeout, HelloOk, PairingReq
 from gwclient.device import DeviceIdentity
 
 from ._codes import EXIT_OK, EXIT_PAIRING, PROG
+from ._pair_scopes import approved_scopes_config, upgrade_scopes
 from ._session import Session, connection
 from ._spinner import Spinner, isatty
 
@@ -98,13 +100,18 @@ def cmd_pair(session: Session) -> int:
         session.print(f"device:    {identity.device_id}")
         session.print(f"state dir: {config.effective_state_dir}")
         session.print(f"gateway:   {config.redacted_url}")
+    scopes = getattr(session.args, "scopes", None)
+    if scopes:
+        config = approved_scopes_config(config, identity)
     with connection(config) as conn:
-        if not session.args.wait:
+        if not session.args.wait or scopes:
             try:
                 hello = conn.connect(timeout=DEFAULT if session.args.timeout is None else session.args.timeout)
             except PairingRequired as exc:
                 _show_pairing_required(session, record, exc)
                 return EXIT_PAIRING
+            if scopes:
+                return upgrade_scopes(session, conn, record, hello, scopes)
             _show_paired(session, record, hello)
             return EXIT_OK
         timeout = session.args.timeout if session.args.timeout is not None else 300.0

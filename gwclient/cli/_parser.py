@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     pair = command("pair", "show this device's identity and pairing state")
     pair.add_argument("--wait", action="store_true",
                       help="wait until an operator approves this device (default timeout 300 s)")
+    pair.add_argument("--scopes", metavar="A,B",
+                      help="ask for these operator scopes too (a scope upgrade; approved on the gateway "
+                           "host; with --wait, wait for the decision)")
 
     conns = command("connections", "list processes connected to the gateway port on this machine")
     conns.add_argument("--port", type=_port, metavar="PORT",

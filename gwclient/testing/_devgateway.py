@@ -107,7 +107,7 @@ class DevGateway:
             ssl_context=ssl_context,
         )
         self._recorder = Recorder(self._cond)
-        self._faults = Faults()
+        self._faults = Faults(self._cond)
         self._pairing = PairingStore()
         self._sessions = SessionSubscriptions(self._server, self._cond)
         self.runs = DevRuns(self._server, self._cond)  # agent/chat runs (_devgw_runs.py)
@@ -241,6 +241,21 @@ class DevGateway:
     def origin_headers_seen(self) -> int:
         """Upgrade requests that carried an ``Origin`` header."""
         return self._server.origin_headers_seen
+
+    @property
+    def upgrade_headers(self) -> list[list[tuple[str, str]]]:
+        """The headers of every websocket upgrade request received, oldest first (they may
+        hold secrets: edge-auth headers)."""
+        return self._server.upgrade_headers
+
+    @property
+    def auth_overrides(self) -> dict[str, Any]:
+        """Merged into hello-ok's ``auth`` (e.g. a ``deviceTokens`` handoff)."""
+        return self._handshake.auth_overrides
+
+    @auth_overrides.setter
+    def auth_overrides(self, value: dict[str, Any]) -> None:
+        self._handshake.auth_overrides = value
 
     @property
     def pings_received(self) -> int:
@@ -401,6 +416,19 @@ class DevGateway:
     def never_answer(self, method: str) -> None:
         """Swallow requests for ``method`` (counted, never answered)."""
         self._faults.never_answer(method)
+
+    def answer_busy(self, n: int, method: str | None = None, *, retry_after_ms: int | None = None,
+                    message: str = "The server is busy. Please try again in a moment.") -> None:
+        """Answer the next ``n`` requests (for ``method``, or any but ``connect``) the way
+        the real gateway answers when its request start queue is full: ``UNAVAILABLE``
+        with ``retryable: true`` (and ``retryAfterMs`` if given), before the method runs
+        (the request is counted in ``requests_by_method``, its handler never called)."""
+        self._faults.answer_busy(n, method, retry_after_ms=retry_after_ms, message=message)
+
+    @property
+    def busy_answers(self) -> int:
+        """How many requests got a busy answer from :meth:`answer_busy`."""
+        return self._faults.busy_answers
 
     def clear_faults(self) -> None:
         """Drop method delays, never-answer methods, queued connect rejections and

@@ -32,11 +32,14 @@ class Rejection:
 class Faults:
     """The injected protocol faults; thread-safe (its own lock)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, cond: threading.Condition | None = None) -> None:
+        #: The gateway's condition (``wait_for`` wakes on a busy answer); its own otherwise.
+        self._lock = cond if cond is not None else threading.Condition()
         self._rejections: deque[Rejection] = deque()
         self._delays: dict[str, float] = {}
         self._never: set[str] = set()
+        self._busy: dict[str | None, list[Any]] = {}  # method (None: any) -> [n, retryAfterMs, message]
+        self._busy_answers = 0
 
     # -- asked by the protocol ---------------------------------------------------------
 
@@ -51,7 +54,29 @@ class Faults:
         with self._lock:
             return method not in self._never, self._delays.get(method, 0.0)
 
+    def busy(self, method: str) -> dict[str, Any] | None:
+        """The busy error shape to answer a request of ``method`` with, if one is queued
+        by :meth:`answer_busy` (consumed)."""
+        with self._lock:
+            entry = self._busy.get(method) or self._busy.get(None)
+            if entry is None or entry[0] <= 0:
+                return None
+            entry[0] -= 1
+            self._busy_answers += 1
+            self._lock.notify_all()
+        return error_shape("UNAVAILABLE", entry[2], retryable=True, retry_after_ms=entry[1])
+
+    @property
+    def busy_answers(self) -> int:
+        with self._lock:
+            return self._busy_answers
+
     # -- controls ----------------------------------------------------------------------
+
+    def answer_busy(self, n: int, method: str | None = None, *, retry_after_ms: int | None = None,
+                    message: str = "The server is busy. Please try again in a moment.") -> None:
+        with self._lock:
+            self._busy[method] = [n, retry_after_ms, message]
 
     def reject_next_connects(
         self,
@@ -110,4 +135,5 @@ class Faults:
         with self._lock:
             self._delays.clear()
             self._never.clear()
+            self._busy.clear()
             self._rejections.clear()

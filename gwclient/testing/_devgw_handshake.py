@@ -91,6 +91,8 @@ class Handshake:
         #: Merged into hello-ok's ``policy`` (e.g. an absurd ``tickIntervalMs``); the
         #: gateway's own tick cadence is unchanged.
         self.policy_overrides: dict[str, Any] = {}
+        #: Merged into hello-ok's ``auth`` (e.g. a ``deviceTokens`` handoff).
+        self.auth_overrides: dict[str, Any] = {}
 
     def set_token(self, token: str | None) -> None:
         with self._secrets_lock:
@@ -208,6 +210,7 @@ class Handshake:
         auth: dict[str, Any] = {"method": auth_method, "role": role, "scopes": list(scopes)}
         if device_token is not None:
             auth["deviceToken"], auth["issuedAtMs"] = device_token
+        auth.update(self.auth_overrides)
         methods = self._methods.names()
         presence = self._methods.presence_entries()
         policy_overrides = dict(self.policy_overrides)

@@ -104,6 +104,10 @@ class Methods:
             error = error_shape("INVALID_REQUEST", "invalid handshake: already connected")
             self._server.send_res(cs, req_id, False, error)
             return
+        busy = self._faults.busy(method)
+        if busy is not None:  # the real gateway's full start queue: refused before the method runs
+            self._server.send_res(cs, req_id, False, busy)
+            return
         answer, delay = self._faults.plan(method)
         if not answer:
             return

@@ -174,6 +174,7 @@ class GatewayServer:
         self._open_sockets = 0
         self._max_open_sockets = 0
         self._origin_headers_seen = 0
+        self._upgrade_headers: list[list[tuple[str, str]]] = []
         self._pings_received = 0
         self._lifetimes = 0
         self._per_lifetime: list[int] = []
@@ -376,6 +377,12 @@ class GatewayServer:
         """Upgrade requests that carried an ``Origin`` header."""
         with self._cond:
             return self._origin_headers_seen
+
+    @property
+    def upgrade_headers(self) -> list[list[tuple[str, str]]]:
+        """The headers of every websocket upgrade request received, oldest first."""
+        with self._cond:
+            return [list(h) for h in self._upgrade_headers]
 
     @property
     def pings_received(self) -> int:
@@ -592,10 +599,11 @@ class GatewayServer:
         origin = request.headers.get("Origin")
         if isinstance(connection, _DevServerConnection):
             connection.devgw_origin = origin
-        if origin is not None:
-            with self._cond:
+        with self._cond:
+            self._upgrade_headers.append(list(request.headers.raw_items()))
+            if origin is not None:
                 self._origin_headers_seen += 1
-                self._cond.notify_all()
+            self._cond.notify_all()
         return None
 
     @staticmethod

@@ -198,6 +198,13 @@ class RealGateway:
     def token(self) -> str:
         return self._token
 
+    def set_token(self, token: str) -> None:
+        """Change the shared token; it takes effect at the next :meth:`start` (a rotated
+        token: ``stop()``, ``set_token()``, ``start()``; paired devices keep their pairing)."""
+        if not token or token.startswith("-"):
+            raise ValueError("token must be a non-empty string not starting with '-'")
+        self._token = token
+
     @property
     def version(self) -> str:
         """The openclaw release this gateway runs."""

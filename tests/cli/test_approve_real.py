@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from gwclient.testing._realgateway import REQUIRE_PAIRING_CONFIG
 
 from gwclient import GatewayConfig, GatewayConnection, PairingRequired, RetryPolicy
-from gwclient.testing._realgateway import RealGateway, RealGatewayError
+from gwclient.testing._realgateway import REQUIRE_PAIRING_CONFIG, RealGateway, RealGatewayError
 
 pytestmark = [pytest.mark.realgateway, pytest.mark.usefixtures("shutdown_all_after")]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 from _util import DEV_TOKEN, scaled
-from gwclient._errors import openclaw_command
 
 from gwclient import GatewayConfig, GatewayConnection, PairingRequired, ProtocolMismatch
+from gwclient._errors import openclaw_command
 from gwclient._extras import install_hint
 from gwclient.cli import main
 from gwclient.cli._demo import run_demo

@@ -11,12 +11,13 @@ from gwclient import (
     AuthRejected,
     ConnectError,
     GatewayUnavailable,
+    MissingScope,
     PairingRequired,
     ProtocolError,
     ProtocolMismatch,
-    RequestError,
     RetryPolicy,
     SeqGap,
+    UnsupportedMethod,
 )
 from gwclient._core.frames import (
     AuthParams,
@@ -299,12 +300,12 @@ def test_connect_error_mapping() -> None:
 
 def test_request_error_mapping() -> None:
     forbidden = error_from_shape(_shape("FORBIDDEN", {"code": "MISSING_SCOPE"}), method="status")
-    assert type(forbidden) is RequestError and forbidden.detail_code == "MISSING_SCOPE"
+    assert type(forbidden) is MissingScope and forbidden.detail_code == "MISSING_SCOPE"
     assert forbidden.code == "FORBIDDEN" and forbidden.method == "status"
     busy = error_from_shape(_shape("UNAVAILABLE", retryable=True), method="x")
     assert isinstance(busy, GatewayUnavailable) and busy.retryable
     unknown = error_from_shape(_shape("INVALID_REQUEST", message="unknown method: nope"))
-    assert type(unknown) is RequestError and str(unknown) == "unknown method: nope"
+    assert type(unknown) is UnsupportedMethod and str(unknown) == "unknown method: nope"
 
 
 def test_close_during_handshake_mapping() -> None:

@@ -41,7 +41,9 @@ def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture) -> 
             while not isinstance(sub.get(timeout=10), Snapshot):  # the reconnect's snapshot
                 pass
         conn.request("health")  # after a reconnect
-        bad = GatewayConnection.shared(cfg.with_changes(token="wrong-" + TOKEN, password=PASSWORD))
+        # (No device identity: a paired device would be let in by the device-token retry.)
+        bad = GatewayConnection.shared(cfg.with_changes(token="wrong-" + TOKEN, password=PASSWORD,
+                                                        device_identity=False))
         with pytest.raises(AuthRejected) as info:
             bad.request("health")
         # The client's own log lines (the dev gateway's loggers are a test tool's, not ours).
