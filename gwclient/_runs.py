@@ -51,10 +51,22 @@ from ._errors import (
     RunError,
     RunFailed,
     RunInterrupted,
+    RunReplyUnknown,
     RunTimedOut,
     check_caller,
 )
 from ._pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
+from ._run_follow import (
+    MINE,
+    OTHER,
+    UNKNOWN,
+    answer_in_history,
+    canonical_key,
+    is_queued_final,
+    is_reply_turn_start,
+    match_turn,
+    session_idle,
+)
 from ._run_updates import (
     AgentUpdate,
     LifecycleUpdate,
@@ -146,6 +158,13 @@ class Run:
         self._recheck = False        # ask agent.wait on the next turn of the pump
         self._settle_at: float | None = None
         self._lost = False           # events may be missing (overflow, gap, reconnect)
+        # A queued message (_run_follow): the follow-up turn that answers it.
+        self._started_turn = False   # a lifecycle start or text of this run was seen
+        self._queued = False         # the gateway queued it (a final without a message)
+        self.reply_run_id: str | None = None
+        """The runId of the follow-up turn answering a queued message, once known."""
+        self._candidate: str | None = None
+        self._candidate_events: list[tuple[str, dict[str, Any]]] = []
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
 
@@ -320,7 +339,12 @@ class Run:
     def _on_push(self, push: Any) -> None:
         if isinstance(push, Event):
             payload = push.payload
-            if not isinstance(payload, dict) or payload.get("runId") != self.run_id:
+            if not isinstance(payload, dict):
+                return
+            if payload.get("runId") != self.run_id and (
+                    self.reply_run_id is None or payload.get("runId") != self.reply_run_id):
+                if self._queued and self.reply_run_id is None:
+                    self._follow(push.event, payload)
                 return
             if not self.session_key and isinstance(payload.get("sessionKey"), str):
                 self.session_key = payload["sessionKey"]  # an agent run started without one
@@ -394,7 +418,12 @@ class Run:
     def _on_chat(self, p: dict[str, Any]) -> None:
         state = p.get("state")
         seq = _int(p.get("seq")) or 0
+        if (not self._queued and p.get("runId") == self.run_id
+                and is_queued_final(p, started=self._started_turn, text=self._text)):
+            self._on_queued()
+            return
         if state == "delta":
+            self._started_turn = True
             if seq and seq <= self._last_delta_seq:
                 return  # a repeated delta
             self._last_delta_seq = max(self._last_delta_seq, seq)
@@ -442,6 +471,7 @@ class Run:
                                     _str(data.get("message"))))
         elif stream == "lifecycle":
             phase = _str(data.get("phase")) or ""
+            self._started_turn = self._started_turn or phase == "start"
             error = data.get("error")
             self._emit(LifecycleUpdate(rid, phase, _str(data.get("provider")), _str(data.get("model")),
                                        _str(data.get("stopReason")), _str(error),
@@ -494,10 +524,105 @@ class Run:
         self._cond.notify_all()
         self._sub.close()
 
+    # -- a queued message (_run_follow) ---------------------------------------------------
+
+    def _read_history(self, limit: int = 50) -> Any:
+        try:
+            return self._conn.request("chat.history", {"sessionKey": self.session_key, "limit": limit},
+                                      timeout=10.0)
+        except GatewayError as err:
+            log.debug("run %s: chat.history failed: %s", self.run_id, err)
+            return None
+
+    def _on_queued(self) -> None:
+        """The gateway queued the message behind a running turn: wait for the follow-up
+        turn that answers it (unless the transcript already has the answer, or nothing is
+        left in the session that could give one)."""
+        self._queued = True
+        log.debug("run %s: queued behind another turn in %s", self.run_id, self.session_key)
+        self._emit(StatusUpdate(self.run_id, "queued"))
+        self._check_queued(self._read_history())
+
+    def _check_queued(self, history: Any, *, settled: bool = True) -> bool:
+        """End a queued run whose answer is already in ``history``, or that nothing can
+        answer any more (the session is idle).  True when it ended."""
+        found = answer_in_history(history, self.run_id)
+        if found is not None:
+            reply_id, text, failed = found
+            self.reply_run_id = reply_id
+            if failed:
+                self._finish(RunFailed(f"run {self.run_id} failed: {text}", kind="error", reason=text,
+                                       **self._ids()))
+            else:
+                text = self._complete(text)
+                self._finish(RunResult(self.run_id, self.session_key, text, "ok", None, dict(self._usage), {},
+                                       recovered=True))
+            return True
+        if settled and session_idle(history):
+            self._finish(RunReplyUnknown(
+                f"run {self.run_id}: its message was queued and the session went idle without an answer"
+                " the client could tie to it", **self._ids()))
+            return True
+        return False
+
+    def _follow(self, event: str, payload: dict[str, Any]) -> None:
+        """An event of another run while queued: find the follow-up turn answering us."""
+        if canonical_key(payload.get("sessionKey")) != canonical_key(self.session_key):
+            return
+        rid = _str(payload.get("runId"))
+        if rid is None:
+            return
+        if self._candidate is not None and rid != self._candidate and event == "agent" \
+                and is_reply_turn_start(payload):
+            self._decide(final=True)  # the previous candidate is over: settle it first
+        if self._candidate is None:
+            if event == "agent" and is_reply_turn_start(payload):
+                self._candidate, self._candidate_events = rid, [(event, payload)]
+                self._decide(final=False)
+            return
+        if rid != self._candidate:
+            return
+        self._candidate_events.append((event, payload))
+        terminal = event == "chat" and payload.get("state") in ("final", "aborted", "error")
+        if terminal or (event == "chat" and payload.get("state") == "delta"):
+            self._decide(final=terminal)
+
+    def _decide(self, *, final: bool) -> None:
+        """Is the candidate follow-up turn ours?  Adopt it (replaying what it sent so far),
+        drop it, or keep its events until the transcript says."""
+        candidate = self._candidate
+        assert candidate is not None
+        history = self._read_history()
+        match = match_turn(history, self.run_id, candidate)
+        if match == MINE:
+            self.reply_run_id = candidate
+            events, self._candidate, self._candidate_events = self._candidate_events, None, []
+            log.debug("run %s: answered by follow-up turn %s", self.run_id, candidate)
+            for name, payload in events:
+                if self._outcome is not None:
+                    break
+                if name == "chat":
+                    self._on_chat(payload)
+                else:
+                    self._on_agent(payload)
+            return
+        if match == UNKNOWN:
+            self._finish(RunReplyUnknown(
+                f"run {self.run_id}: its message was queued and the gateway's transcript keeps no"
+                " idempotency keys to tell which turn answers it", **self._ids()))
+            return
+        if match == OTHER or final:
+            self._candidate, self._candidate_events = None, []
+            self._check_queued(history, settled=final)
+
     def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
+        if self._queued and self.reply_run_id is None:
+            self._check_queued(self._read_history())  # still waiting for its turn
+            return
         try:
-            answer = self._conn.request("agent.wait", {"runId": self.run_id, "timeoutMs": 0}, timeout=10.0)
+            answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},
+                                        timeout=10.0)
         except GatewayError as err:
             log.debug("run %s: agent.wait failed: %s", self.run_id, err)
             answer = None
@@ -554,7 +679,7 @@ class Run:
                 continue
             meta = _dict(message.get("__openclaw"))
             key = _str(message.get("idempotencyKey")) or ""
-            if meta.get("runId") == self.run_id or key.startswith(self.run_id + ":"):
+            if meta.get("runId") in (self.run_id, self.reply_run_id) or key.startswith(self.run_id + ":"):
                 text = _message_text(message)
                 return (text or ""), message.get("stopReason") == "error"
         return None, False

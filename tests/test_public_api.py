@@ -46,6 +46,7 @@ CORE = [
     "RunError",
     "RunFailed",
     "RunInterrupted",
+    "RunReplyUnknown",
     "RunResult",
     "RunTimedOut",
     "SeqGap",

@@ -73,7 +73,8 @@ def gateway(model: ModelServer) -> Iterator[RealGateway]:
         # The first turn after a start bootstraps the workspace (~10 s): do it here once.
         conn = GatewayConnection.shared(config(gw))
         try:
-            assert conn.agent("warm up", timeout=60).wait(90).text == "ECHO: warm up"
+            # (with a session key: 2026.5.12 refuses an agent turn without one)
+            assert conn.agent("warm up", session_key="agent:main:warm-up", timeout=60).wait(90).text == "ECHO: warm up"
         finally:
             conn.shutdown()
         yield gw

@@ -11,6 +11,16 @@ second ``seq:1`` error a failed ``chat.send`` run gets), hang, or pause mid-stre
 :meth:`DevRuns.release`; ``chat.abort`` gives ``chat`` aborted, then ``lifecycle/end``
 (cancelled) and ``lifecycle/error``.
 
+With :attr:`DevRuns.queue` on, a ``chat.send`` into a session whose run is still going is
+*queued* the way 2026.9.6 queues it (PROTOCOL.md R7): ``{runId, status: "started"}``, at
+once a ``chat`` ``final`` for that runId without a ``message``, and after the running turn
+ends a follow-up turn under a **new** runId (``lifecycle`` events with
+``completionSource: "reply-dispatch"``) whose final carries the reply; the user entry in
+``chat.history`` is written when the follow-up starts, with ``idempotencyKey:
+"<queued runId>:user"`` (:attr:`DevRuns.history_keys` off drops the keys, like a gateway
+that cannot tie them).  ``chat.history`` also reports ``sessionInfo.hasActiveRun`` and
+``pendingInputs``.
+
 A gateway restart forgets running runs (like the real one, whose runs die with the
 process): their threads end without a reply, ``agent.wait`` no longer knows them, and
 only what was finished is kept in ``chat.history`` (which survives restarts).
@@ -88,6 +98,8 @@ class _DevRun:
     seq: int = 0
     # agent method: where to send the final answer
     answer_to: tuple[_Conn, str] | None = None
+    # a follow-up turn answering a queued chat.send: that send's runId
+    queued_for: str | None = None
 
 
 class DevRuns:
@@ -102,6 +114,13 @@ class DevRuns:
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._release_gen = 0
         self._paused = 0
+        self.queue = False
+        """Queue a ``chat.send`` into a busy session (the real gateway's follow-up turns)."""
+        self.history_keys = True
+        """Write ``idempotencyKey`` on the user entries of ``chat.history``."""
+        self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
+        self.followups: list[tuple[str, str]] = []
+        """``(queued runId, follow-up runId)`` of every follow-up turn started, in order."""
 
     # -- test controls -----------------------------------------------------------------
 
@@ -120,6 +139,13 @@ class DevRuns:
         """Runs waiting in a pause or a hang now."""
         with self._lock:
             return self._paused
+
+    def queued(self, session_key: str | None = None) -> int:
+        """Messages queued (in ``session_key``, or in all sessions) and not yet started."""
+        with self._lock:
+            if session_key is not None:
+                return len(self._queued.get(session_key, []))
+            return sum(len(q) for q in self._queued.values())
 
     def started(self) -> int:
         with self._lock:
@@ -170,13 +196,43 @@ class DevRuns:
     def _invalid(self, cs: _Conn, req_id: str, message: str) -> None:
         self._gw._send_res(cs, req_id, False, error_shape("INVALID_REQUEST", message))
 
-    def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None) -> _DevRun:
-        run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s)
+    def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None,
+                 *, queued_for: str | None = None) -> _DevRun:
+        run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s,
+                      queued_for=queued_for)
         with self._lock:
             self._runs[key] = run
-        self._record(session_key, {"role": "user", "content": message, "timestamp": _now_ms(),
-                                   "idempotencyKey": f"{key}:user", "__openclaw": {"id": str(uuid.uuid4())}})
+        entry: dict[str, Any] = {"role": "user", "content": message, "timestamp": _now_ms(),
+                                 "__openclaw": {"id": str(uuid.uuid4())}}
+        if self.history_keys:
+            entry["idempotencyKey"] = f"{queued_for or key}:user"
+        self._record(session_key, entry)
         return run
+
+    def _busy(self, session_key: str) -> bool:
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.session_key == session_key and r.status == "running"]
+            queued = bool(self._queued.get(session_key))
+        return queued or any(self._alive(r) for r in runs)
+
+    def _enqueue(self, cs: _Conn, req_id: str, key: str, session_key: str, message: str) -> None:
+        """A chat.send into a busy session: started, a final without a message, queued."""
+        with self._lock:
+            self._queued.setdefault(session_key, []).append((key, message))
+        self._gw._send_res(cs, req_id, True, {"runId": key, "status": "started"})
+        self._gw.broadcast("chat", {"runId": key, "sessionKey": session_key, "seq": 1, "state": "final"})
+
+    def _next_followup(self, session_key: str) -> None:
+        """Start the follow-up turn of the oldest queued message of ``session_key``."""
+        with self._lock:
+            queue = self._queued.get(session_key)
+            if not queue:
+                return
+            queued_for, message = queue.pop(0)
+            run_id = str(uuid.uuid4())
+            self.followups.append((queued_for, run_id))
+        run = self._new_run("chat", run_id, session_key, message, None, queued_for=queued_for)
+        self._gw._spawn("run", self._run, run)
 
     def _chat_send(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
         key, session_key, message = p.get("idempotencyKey"), p.get("sessionKey"), p.get("message")
@@ -194,6 +250,9 @@ class DevRuns:
             return
         timeout_ms = p.get("timeoutMs")
         limit = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
+        if self.queue and self._busy(self._canonical(session_key)):
+            self._enqueue(cs, req_id, key, self._canonical(session_key), message)
+            return
         run = self._new_run("chat", key, self._canonical(session_key), message, limit)
         self._gw._send_res(cs, req_id, True, {"runId": key, "status": "started"})
         self._gw._spawn("run", self._run, run)
@@ -291,12 +350,20 @@ class DevRuns:
             self._invalid(cs, req_id, "invalid chat.history params: sessionKey is required")
             return
         limit = p.get("limit")
+        canonical = self._canonical(session_key)
         with self._lock:
-            messages = list(self._history.get(self._canonical(session_key), []))
+            messages = list(self._history.get(canonical, []))
+            queued = list(self._queued.get(canonical, []))
+            active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
+                         for r in self._runs.values())
         if isinstance(limit, int) and limit > 0:
             messages = messages[-limit:]
-        self._gw._send_res(cs, req_id, True, {"sessionKey": self._canonical(session_key), "messages": messages,
-                                              "hasMore": False, "totalMessages": len(messages)})
+        pending = [{"id": f"pending:{rid}", "state": "queued", "message": {"role": "user", "content": text}}
+                   for rid, text in queued]
+        self._gw._send_res(cs, req_id, True, {"sessionKey": canonical, "messages": messages,
+                                              "hasMore": False, "totalMessages": len(messages),
+                                              "sessionInfo": {"hasActiveRun": active},
+                                              "pendingInputs": {"items": pending, "total": len(pending)}})
 
     def _record(self, session_key: str, message: dict[str, Any]) -> None:
         with self._lock:
@@ -313,6 +380,8 @@ class DevRuns:
 
     def _agent_ev(self, run: _DevRun, stream: str, data: dict[str, Any]) -> None:
         run.seq += 1
+        if stream == "lifecycle" and run.queued_for is not None:
+            data = {**data, "completionSource": "reply-dispatch"}
         self._gw.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
                                      "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
                                      "ts": _now_ms(), "isHeartbeat": False})
@@ -450,6 +519,8 @@ class DevRuns:
             run.status = "lost"
         run.ended.set()
         self._notify()
+        if outcome != "lost":
+            self._next_followup(run.session_key)
         target = run.answer_to
         if target is not None and outcome != "lost":
             cs, req_id = target

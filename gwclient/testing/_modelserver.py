@@ -55,8 +55,18 @@ from gwclient.testing._modelserver_http import (
     slow,
     user_text,  # re-exported (tests import it from here)
 )
+from gwclient.testing._openclaw_install import openclaw_version
 
-__all__ = ["ECHO", "HANG", "Behaviour", "ModelServer", "fail", "slow", "user_text"]
+__all__ = ["ECHO", "HANG", "UTILITY_MODEL_SINCE", "Behaviour", "ModelServer", "fail", "slow", "user_text"]
+
+#: The oldest release known to accept ``agents.defaults.utilityModel`` (2026.5.12 refuses
+#: it; 2026.7.1 and later accept it).
+UTILITY_MODEL_SINCE = "2026.7.1"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2026.7.1"`` -> ``(2026, 7, 1)`` (a pre-release suffix is ignored)."""
+    return tuple(int(part) for part in version.split("-", 1)[0].split(".")[:3] if part.isdigit())
 
 
 class ModelServer:
@@ -265,11 +275,18 @@ class ModelServer:
 
     # -- gateway config ------------------------------------------------------------------
 
-    def gateway_config(self, *, provider: str = "fake", timeout_seconds: int = 30) -> dict[str, Any]:
+    def gateway_config(self, *, provider: str = "fake", timeout_seconds: int = 30,
+                       version: str | None = None) -> dict[str, Any]:
         """The ``openclaw.json`` snippet (pass it as ``RealGateway(config=...)``) that makes
         this server the gateway's only model: ``<provider>/<model_id>`` over chat
         completions, and ``<provider>resp/<model_id>`` over the Responses API (pick it per
-        turn with the ``agent`` param ``model="<provider>resp/<model_id>"``)."""
+        turn with the ``agent`` param ``model="<provider>resp/<model_id>"``).
+
+        The snippet is one that openclaw ``version`` accepts (default: the release the
+        real-gateway helper runs, ``$GWCLIENT_OPENCLAW_VERSION`` or the pinned one): the
+        ``agents.defaults.utilityModel: ""`` that turns utility-model calls off is written
+        only from :data:`UTILITY_MODEL_SINCE` on (2026.5.12 refuses the key, so its gateway
+        would not start)."""
 
         def entry(api: str, name: str) -> dict[str, Any]:
             return {
@@ -280,8 +297,11 @@ class ModelServer:
                             "contextWindow": 128000, "maxTokens": 4096}],
             }
 
+        defaults: dict[str, Any] = {"model": {"primary": f"{provider}/{self.model_id}"}}
+        if _release(version or openclaw_version()) >= _release(UTILITY_MODEL_SINCE):
+            defaults["utilityModel"] = ""
         return {
-            "agents": {"defaults": {"model": {"primary": f"{provider}/{self.model_id}"}, "utilityModel": ""}},
+            "agents": {"defaults": defaults},
             "models": {"mode": "replace", "providers": {
                 provider: entry("openai-completions", "Fake Model"),
                 f"{provider}resp": entry("openai-responses", "Fake Model (responses)"),

@@ -1,0 +1,168 @@
+"""Queued messages (issue 18, point 0): a chat run whose message the gateway queued behind a
+running turn follows it to the follow-up turn that answers it.
+
+Against the dev gateway with ``runs.queue`` on (it queues the way 2026.9.6 does: a
+``final`` without a message at once, then a follow-up turn under a new runId with
+``completionSource: "reply-dispatch"``); the pure matching of :mod:`gwclient._run_follow`
+with plain asserts.  Nothing sleeps: the first run is paused and released by the dev
+gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunReplyUnknown
+from gwclient._run_follow import (
+    MINE,
+    OTHER,
+    PENDING,
+    UNKNOWN,
+    answer_in_history,
+    canonical_key,
+    is_queued_final,
+    is_reply_turn_start,
+    match_turn,
+    session_idle,
+)
+from gwclient.runs import StatusUpdate, TextDelta
+from gwclient.testing import DevGateway
+from gwclient.testing._devgw_runs import RunScript
+
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
+
+TOKEN = "dev-token-queue"
+
+
+@pytest.fixture
+def gw() -> Iterator[DevGateway]:
+    with DevGateway(token=TOKEN) as gateway:
+        gateway.runs.queue = True
+        gateway.runs.when("PAUSE", RunScript(pause_after=2))
+        yield gateway
+
+
+@pytest.fixture
+def conn(gw: DevGateway) -> GatewayConnection:
+    return GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05, maximum=0.5),
+                                                  connect_timeout=5.0, request_timeout=10.0))
+
+
+# ------------------------------------------------------------------------ the dev gateway
+
+
+def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gw: DevGateway,
+                                                                       conn: GatewayConnection) -> None:
+    key = "agent:main:same"
+    first = conn.chat(key, "PAUSE first message with more words")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    messages = ["second message", "third message", "fourth message"]
+    queued = [conn.chat(key, m) for m in messages]
+    assert gw.wait_for(lambda g: g.runs.queued() == 3, timeout=10)
+    gw.runs.release()
+    assert first.wait(10).text == "ECHO: PAUSE first message with more words"
+    for run, message in zip(queued, messages):
+        deltas = list(run)
+        result = run.wait(10)
+        assert result.text == f"ECHO: {message}" == "".join(deltas)
+        assert run.reply_run_id is not None and run.reply_run_id != run.run_id
+        assert any(isinstance(u, StatusUpdate) and u.phase == "queued" for u in run.updates())
+    # in order, each answered by the follow-up the gateway ran for it
+    assert [q for q, _ in gw.runs.followups] == [r.run_id for r in queued]
+    assert [f for _, f in gw.runs.followups] == [r.reply_run_id for r in queued]
+
+
+def test_a_queued_chat_run_behind_an_agent_run_streams_its_reply(gw: DevGateway, conn: GatewayConnection) -> None:
+    key = "agent:main:behind-agent"
+    first = conn.agent("PAUSE the agent turn", session_key=key)
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    run = conn.chat(key, "queued chat words")
+    assert gw.wait_for(lambda g: g.runs.queued(key) == 1, timeout=10)
+    gw.runs.release()
+    assert first.wait(10).text == "ECHO: PAUSE the agent turn"
+    texts = [u for u in run.updates() if isinstance(u, TextDelta)]
+    assert "".join(t.text for t in texts) == "ECHO: queued chat words" == run.wait(5).text
+    assert texts[-1].full == "ECHO: queued chat words"
+
+
+def test_without_idempotency_keys_in_the_transcript_the_run_says_it_cannot_tell(
+        gw: DevGateway, conn: GatewayConnection) -> None:
+    gw.runs.history_keys = False
+    key = "agent:main:nokeys"
+    first = conn.chat(key, "PAUSE first")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    run = conn.chat(key, "second")
+    assert gw.wait_for(lambda g: g.runs.queued(key) == 1, timeout=10)
+    gw.runs.release()
+    first.wait(10)
+    with pytest.raises(RunReplyUnknown) as info:
+        run.wait(10)
+    assert info.value.run_id == run.run_id and "queued" in str(info.value)
+
+
+# ------------------------------------------------------------------------ pure matching
+
+
+def user(run_id: str | None, text: str = "m") -> dict[str, Any]:
+    entry: dict[str, Any] = {"role": "user", "content": text, "__openclaw": {"id": "x"}}
+    if run_id is not None:
+        entry["idempotencyKey"] = f"{run_id}:user"
+    return entry
+
+
+def assistant(run_id: str, text: str = "r") -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}], "__openclaw": {"runId": run_id}}
+
+
+def test_match_turn_reads_the_transcript() -> None:
+    done = [user("a"), assistant("a")]
+    # our entry is the newest, unanswered: the starting turn is ours
+    assert match_turn({"messages": [*done, user("q")]}, "q", "f1") == MINE
+    # the candidate's reply follows our entry
+    assert match_turn({"messages": [*done, user("q"), assistant("f1")]}, "q", "f1") == MINE
+    # another turn answers ours
+    assert match_turn({"messages": [*done, user("q"), assistant("f0")]}, "q", "f1") == OTHER
+    # a newer message follows ours, unanswered: the candidate answers that one
+    assert match_turn({"messages": [*done, user("q"), user("z")]}, "q", "f1") == OTHER
+    # the newest user entry is someone else's and unanswered: the candidate is theirs
+    assert match_turn({"messages": [*done, user("p")]}, "q", "f1") == OTHER
+    # the candidate's reply is there after someone else's message
+    assert match_turn({"messages": [*done, user("p"), assistant("f1")]}, "q", "f1") == OTHER
+    # nothing written yet for the candidate: ask again
+    assert match_turn({"messages": done}, "q", "f1") == PENDING
+    # no keys at all: cannot tell
+    assert match_turn({"messages": [user(None), assistant("a"), user(None)]}, "q", "f1") == UNKNOWN
+    # the key may sit in __openclaw only
+    entry = {"role": "user", "content": "m", "__openclaw": {"idempotencyKey": "q:user"}}
+    assert match_turn({"messages": [*done, entry]}, "q", "f1") == MINE
+    assert match_turn(None, "q", "f1") == PENDING
+
+
+def test_answer_in_history_and_session_idle() -> None:
+    history = {"messages": [user("q"), assistant("f1", "ECHO: q")]}
+    assert answer_in_history(history, "q") == ("f1", "ECHO: q", False)
+    assert answer_in_history({"messages": [user("q")]}, "q") is None
+    assert answer_in_history({"messages": []}, "q") is None
+    failed = {"messages": [user("q"), {**assistant("f1", "boom"), "stopReason": "error"}]}
+    assert answer_in_history(failed, "q") == ("f1", "boom", True)
+    idle = {"sessionInfo": {"hasActiveRun": False}, "pendingInputs": {"items": []}}
+    assert session_idle(idle)
+    assert not session_idle({**idle, "sessionInfo": {"hasActiveRun": True}})
+    assert not session_idle({**idle, "pendingInputs": {"items": [{"id": "p"}]}})
+    assert not session_idle({"messages": []})  # an older gateway says neither: unsure
+
+
+def test_queued_final_and_reply_turn_start() -> None:
+    final = {"runId": "q", "state": "final", "seq": 1}
+    assert is_queued_final(final, started=False, text="")
+    assert not is_queued_final(final, started=True, text="")  # an empty reply of a turn that ran
+    assert not is_queued_final(final, started=False, text="x")
+    assert not is_queued_final({**final, "message": {"role": "assistant", "content": []}}, started=False, text="")
+    start = {"stream": "lifecycle", "data": {"phase": "start", "completionSource": "reply-dispatch"}}
+    assert is_reply_turn_start(start)
+    assert not is_reply_turn_start({"stream": "lifecycle", "data": {"phase": "start"}})
+    assert not is_reply_turn_start({"stream": "lifecycle", "data": {"phase": "end", "completionSource": "reply-dispatch"}})
+    assert canonical_key("main") == "agent:main:main" and canonical_key("agent:x:y") == "agent:x:y"
+    assert canonical_key(None) is None
