@@ -433,6 +433,12 @@ class Run:
             with self._cond:
                 if replace and full is not None:
                     self._text = full
+                elif full is not None and full.startswith(self._text):
+                    # The cumulative text says what is new, also after a resync adopted
+                    # text that this delta repeats.
+                    delta, self._text = full[len(self._text):], full
+                elif full is not None and self._text.startswith(full):
+                    delta = ""  # already adopted (chat.history's inFlightRun)
                 else:
                     self._text += delta
                 text_now = self._text
@@ -663,7 +669,28 @@ class Run:
                 self._finish(RunInterrupted(
                     f"run {self.run_id}: the gateway restarted during the run and kept no reply",
                     **self._ids()))
-        # else: the same gateway says it is still running: keep streaming.
+        elif after_reconnect:
+            # The same gateway says it is still running: keep streaming, from the text it
+            # buffered while the socket was down (chat.history's inFlightRun).
+            self._adopt_in_flight()
+
+    def _adopt_in_flight(self) -> None:
+        """Resync after a reconnect: ``chat.history``'s ``inFlightRun`` (2026.9) holds the
+        text streamed so far; what the run missed is emitted as one delta, and the deltas
+        that follow continue from it, so all of them concatenate to the final text."""
+        history = self._read_history(limit=1)
+        flight = _dict(history.get("inFlightRun")) if isinstance(history, dict) else {}
+        if flight.get("runId") not in (self.run_id, self.reply_run_id):
+            return
+        text = _str(flight.get("text"))
+        with self._cond:
+            rest = text[len(self._text):] if text is not None and text.startswith(self._text) else ""
+            if rest:
+                self._text = text or ""
+            full = self._text
+        if rest:
+            log.debug("run %s: adopted %d characters streamed while disconnected", self.run_id, len(rest))
+            self._emit(TextDelta(self.run_id, rest, full))
 
     def _history_reply(self) -> tuple[str | None, bool]:
         """The run's assistant reply from ``chat.history`` (text, failed) or (None, False)."""

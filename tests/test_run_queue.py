@@ -63,7 +63,7 @@ def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gw: DevGa
     assert gw.wait_for(lambda g: g.runs.queued() == 3, timeout=10)
     gw.runs.release()
     assert first.wait(10).text == "ECHO: PAUSE first message with more words"
-    for run, message in zip(queued, messages):
+    for run, message in zip(queued, messages, strict=True):
         deltas = list(run)
         result = run.wait(10)
         assert result.text == f"ECHO: {message}" == "".join(deltas)
@@ -163,6 +163,7 @@ def test_queued_final_and_reply_turn_start() -> None:
     start = {"stream": "lifecycle", "data": {"phase": "start", "completionSource": "reply-dispatch"}}
     assert is_reply_turn_start(start)
     assert not is_reply_turn_start({"stream": "lifecycle", "data": {"phase": "start"}})
-    assert not is_reply_turn_start({"stream": "lifecycle", "data": {"phase": "end", "completionSource": "reply-dispatch"}})
+    end = {"stream": "lifecycle", "data": {"phase": "end", "completionSource": "reply-dispatch"}}
+    assert not is_reply_turn_start(end)
     assert canonical_key("main") == "agent:main:main" and canonical_key("agent:x:y") == "agent:x:y"
     assert canonical_key(None) is None

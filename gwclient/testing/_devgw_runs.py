@@ -64,7 +64,8 @@ class RunScript:
     * ``fail``: fail with this message after ``fail_after`` words (``error_kind`` e.g.
       ``"timeout"``; ``duplicate_error`` adds the second ``seq:1`` error of ``chat.send``);
     * ``hang``: no words until aborted, timed out or released;
-    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`.
+    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`;
+      ``pauses``: more such points (each needs its own release).
     """
 
     reply: str | None = None
@@ -77,6 +78,7 @@ class RunScript:
     duplicate_error: bool = True
     hang: bool = False
     pause_after: int | None = None
+    pauses: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -155,6 +157,12 @@ class DevRuns:
         """The run ids, oldest first."""
         with self._lock:
             return list(self._runs)
+
+    def text(self, run_id: str) -> str:
+        """The reply text a run has streamed so far ("" for an unknown run)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.text if run is not None else ""
 
     def status(self, run_id: str) -> str | None:
         with self._lock:
@@ -360,10 +368,16 @@ class DevRuns:
             messages = messages[-limit:]
         pending = [{"id": f"pending:{rid}", "state": "queued", "message": {"role": "user", "content": text}}
                    for rid, text in queued]
-        self._gw._send_res(cs, req_id, True, {"sessionKey": canonical, "messages": messages,
-                                              "hasMore": False, "totalMessages": len(messages),
-                                              "sessionInfo": {"hasActiveRun": active},
-                                              "pendingInputs": {"items": pending, "total": len(pending)}})
+        body: dict[str, Any] = {"sessionKey": canonical, "messages": messages, "hasMore": False,
+                                "totalMessages": len(messages), "sessionInfo": {"hasActiveRun": active},
+                                "pendingInputs": {"items": pending, "total": len(pending)}}
+        with self._lock:
+            flying = [r for r in self._runs.values()
+                      if r.session_key == canonical and r.status == "running" and self._alive(r)]
+        if flying:  # the text streamed so far (2026.9's resync after a reconnect)
+            body["inFlightRun"] = {"runId": flying[0].run_id, "text": flying[0].text,
+                                   "startedAt": flying[0].started_ms}
+        self._gw._send_res(cs, req_id, True, body)
 
     def _record(self, session_key: str, message: dict[str, Any]) -> None:
         with self._lock:
@@ -446,7 +460,7 @@ class DevRuns:
         for i, word in enumerate(words):
             if script.fail is not None and i >= script.fail_after:
                 return self._stop(run, "error")
-            if script.pause_after is not None and i == script.pause_after:
+            if (script.pause_after is not None and i == script.pause_after) or i in script.pauses:
                 why = self._pause(run, None, deadline)
                 if why is not None:
                     return self._stop(run, why)

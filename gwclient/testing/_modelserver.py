@@ -89,6 +89,7 @@ class ModelServer:
         self._requests: list[ModelRequest] = []
         self._active = 0
         self._hanging = 0
+        self._words = 0
         self._release_gen = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -225,6 +226,17 @@ class ModelServer:
                 self._requests.append(record)
                 self._active += 1
             self._lock.notify_all()
+
+    def _word(self) -> None:
+        with self._lock:
+            self._words += 1
+            self._lock.notify_all()
+
+    @property
+    def words(self) -> int:
+        """Reply words streamed so far (every request, both APIs)."""
+        with self._lock:
+            return self._words
 
     def _finished(self) -> None:
         with self._lock:

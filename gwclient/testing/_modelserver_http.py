@@ -21,6 +21,9 @@ __all__ = ["ECHO", "HANG", "Behaviour", "ModelRequest", "fail", "slow", "user_te
 
 _INTERNAL_MARK = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 _TIMESTAMP = re.compile(r"^\[[^\]\n]{6,60}\]\s*")
+# 2026.5.12 puts the sender before a chat.send message's timestamp:
+# "Sender (untrusted metadata):\n```json\n{...}\n```\n\n[Tue 2026-12-01 20:09 UTC] hi".
+_SENDER = re.compile(r"\ASender \(untrusted metadata\):\n```json\n.*?\n```\s*", re.S)
 _WORD = re.compile(r"\s*\S+")
 _RUNTIME = re.compile(r"\n\nRuntime: agent=.*\Z", re.S)
 
@@ -85,7 +88,7 @@ def user_text(body: dict[str, Any]) -> str:
     if not isinstance(items, list):
         items = body.get("input")
     if isinstance(items, str):
-        return _TIMESTAMP.sub("", items, count=1).strip()
+        return _TIMESTAMP.sub("", _SENDER.sub("", items, count=1), count=1).strip()
     texts: list[str] = []
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("role") == "user":
@@ -94,7 +97,7 @@ def user_text(body: dict[str, Any]) -> str:
                 texts.append(text)
     if not texts:
         return ""
-    return _RUNTIME.sub("", _TIMESTAMP.sub("", texts[-1], count=1)).strip()
+    return _RUNTIME.sub("", _TIMESTAMP.sub("", _SENDER.sub("", texts[-1], count=1), count=1)).strip()
 
 
 def _words(text: str) -> list[str]:
@@ -236,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
             if i == 0:
                 delta["role"] = "assistant"
             self._sse(chunk(delta))
+            model._word()
         self._sse(chunk({}, "stop"))
         self._sse({"id": rid, "object": "chat.completion.chunk", "created": created,
                    "model": model.model_id, "choices": [],
@@ -265,6 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._sse({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
                        "content_index": 0, "delta": word}, "response.output_text.delta")
+            self.server.model._word()
         part = {"type": "output_text", "text": reply, "annotations": []}
         self._sse({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
                    "content_index": 0, "text": reply}, "response.output_text.done")
