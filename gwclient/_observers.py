@@ -32,7 +32,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["APPROVALS", "PLAIN", "Level", "ObserverChange", "SessionObservers", "level_for"]
+__all__ = [
+    "APPROVALS",
+    "PLAIN",
+    "PUBLISHED_ANSWERS",
+    "Level",
+    "ObserverChange",
+    "SessionObservers",
+    "answer_event_payload",
+    "level_for",
+    "sticky_params",
+]
 
 Level = Literal["plain", "approvals"]
 PLAIN: Level = "plain"
@@ -150,3 +160,38 @@ class SessionObservers:
         if after == before:
             return ObserverChange(key, before, after)
         return ObserverChange(key, before, after, subscribe=self._subscribe_params(entry))
+
+
+# ------------------------------------------------------------- what the gateway can take
+
+#: Sticky requests whose answer is a snapshot subscribers want: it is delivered to them as
+#: an :class:`~gwclient.Event` named after the method (``sessions.subscribe`` with list
+#: params answers ``{subscribed, list}``, the roster; ``sessions.messages.subscribe`` with
+#: ``includeApprovals`` answers with ``approvalReplay``, the pending approvals).
+PUBLISHED_ANSWERS = frozenset({"sessions.subscribe", SUBSCRIBE})
+
+
+def sticky_params(method: str, params: Any, events: list[str] | None) -> Any:
+    """``params`` as the connected gateway can take them: ``includeApprovals`` only when it
+    advertises the ``session.approval`` event (2026.9; 2026.5.12 and 2026.7.1 refuse the
+    flag, and the whole subscription with it).  ``events``: ``hello-ok.features.events``
+    (None before a hello)."""
+    if (method == SUBSCRIBE and isinstance(params, dict) and params.get("includeApprovals")
+            and events is not None and "session.approval" not in events):
+        return {k: v for k, v in params.items() if k != "includeApprovals"}
+    return params
+
+
+def answer_event_payload(method: str, params: Any, answer: Any) -> dict[str, Any] | None:
+    """The payload of the Event that delivers a sticky ``answer`` (None: deliver nothing):
+    the answer plus ``sessionKey`` for a session subscription (so per-session filters
+    match), only for an approvals subscription (a plain one has nothing to replay), and a
+    ``sessions.subscribe`` answer only when it carries a roster (``list``)."""
+    if method not in PUBLISHED_ANSWERS or not isinstance(answer, dict):
+        return None
+    if method == SUBSCRIBE:
+        if not (isinstance(params, dict) and params.get("includeApprovals")):
+            return None
+        key = answer.get("key") if isinstance(answer.get("key"), str) else params.get("key")
+        return {**answer, "sessionKey": key}
+    return dict(answer) if "list" in answer else None

@@ -37,6 +37,7 @@ __all__ = [
     "canonical_key",
     "is_queued_final",
     "is_reply_turn_start",
+    "is_turn_start",
     "match_turn",
     "session_idle",
 ]
@@ -61,6 +62,15 @@ def is_queued_final(payload: dict[str, Any], *, started: bool, text: str) -> boo
     """A ``chat`` ``final`` that only says "queued": no ``message``, for a run that never
     started a turn of its own (no ``lifecycle`` start, no text)."""
     return payload.get("state") == "final" and payload.get("message") is None and not started and not text
+
+
+def is_turn_start(payload: dict[str, Any]) -> bool:
+    """An ``agent`` ``lifecycle`` ``start``: a candidate for the turn answering a queued
+    message.  2026.9 marks follow-up turns ``completionSource: "reply-dispatch"``
+    (:func:`is_reply_turn_start`); 2026.7.1 does not, so every turn start is looked at and
+    the transcript decides."""
+    data = payload.get("data")
+    return payload.get("stream") == "lifecycle" and isinstance(data, dict) and data.get("phase") == "start"
 
 
 def is_reply_turn_start(payload: dict[str, Any]) -> bool:

@@ -63,7 +63,7 @@ from ._run_follow import (
     answer_in_history,
     canonical_key,
     is_queued_final,
-    is_reply_turn_start,
+    is_turn_start,
     match_turn,
     session_idle,
 )
@@ -578,13 +578,17 @@ class Run:
         rid = _str(payload.get("runId"))
         if rid is None:
             return
-        if self._candidate is not None and rid != self._candidate and event == "agent" \
-                and is_reply_turn_start(payload):
+        starts = event == "agent" and is_turn_start(payload)
+        if self._candidate is not None and rid != self._candidate and starts:
             self._decide(final=True)  # the previous candidate is over: settle it first
         if self._candidate is None:
-            if event == "agent" and is_reply_turn_start(payload):
+            if starts:
                 self._candidate, self._candidate_events = rid, [(event, payload)]
                 self._decide(final=False)
+            elif event == "chat" and payload.get("state") in ("final", "aborted", "error"):
+                # another turn ended: the answer may be in the transcript now (a steered
+                # message is answered by the running turn), or nothing is left to answer
+                self._check_queued(self._read_history())
             return
         if rid != self._candidate:
             return

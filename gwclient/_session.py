@@ -51,6 +51,7 @@ from ._errors import (
     RequestError,
 )
 from ._frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
+from ._observers import answer_event_payload, sticky_params
 from ._protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from ._pushes import ConnectionState, Event, Snapshot, StateChange
 
@@ -83,6 +84,7 @@ class Session:
         self._sticky_users: dict[object, int] = {}
         self.seq = SeqTracker()
         self.hello: HelloOk | None = None
+        self._sticky_answers: dict[str, Any] = {}  # request id -> params of a sticky request
         self.paused: GatewayError | None = None
         self.ever_connected = False
         self.connections = 0
@@ -198,9 +200,13 @@ class Session:
                 return []
             entry, outcome = done
             if entry.waiter is None:  # a sticky request: nobody waits, say if it failed
+                sticky = self._sticky_answers.pop(entry.request_id, None)
                 if isinstance(outcome, BaseException):
                     log.warning("re-subscribing with %s failed: %s", entry.method, outcome)
-                return []
+                    return []
+                # a snapshot answer (roster, approval replay) goes to subscribers (_observers)
+                payload = None if sticky is None else answer_event_payload(entry.method, sticky, outcome)
+                return [] if payload is None else [Publish(Event(entry.method, payload))]
             return [Settle(entry.waiter, outcome)]
         log.debug("ignoring a request frame from the gateway (%s)", frame.method)
         return []
@@ -311,8 +317,13 @@ class Session:
 
     def _send_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
         request_id = new_request_id()
+        params = sticky_params(method, params, self.hello.features.events if self.hello is not None else None)
         data = encode_request(request_id, method, params)
         self.pending.add(request_id, method, None)
+        if key is not None:
+            if len(self._sticky_answers) > 1000:  # answers lost with their sockets
+                self._sticky_answers.clear()
+            self._sticky_answers[request_id] = params
         return [Send(data)]
 
     def add_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
@@ -415,3 +426,4 @@ class Session:
 
 def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
+

@@ -87,6 +87,24 @@ def test_a_queued_chat_run_behind_an_agent_run_streams_its_reply(gw: DevGateway,
     assert texts[-1].full == "ECHO: queued chat words"
 
 
+def test_a_2026_7_style_queue_without_reply_dispatch_marks_is_followed_too(gw: DevGateway,
+                                                                          conn: GatewayConnection) -> None:
+    """2026.7.1 marks no follow-up turn and writes no runId on assistant entries: every
+    turn start is a candidate and the transcript's order decides."""
+    gw.runs.release_2026_7 = True
+    key = "agent:main:old"
+    first = conn.chat(key, "PAUSE first message here")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    messages = ["second one", "third one"]
+    queued = [conn.chat(key, m) for m in messages]
+    assert gw.wait_for(lambda g: g.runs.queued(key) == 2, timeout=10)
+    gw.runs.release()
+    assert first.wait(10).text == "ECHO: PAUSE first message here"
+    for run, message in zip(queued, messages, strict=True):
+        deltas = list(run)
+        assert run.wait(10).text == f"ECHO: {message}" == "".join(deltas)
+
+
 def test_without_idempotency_keys_in_the_transcript_the_run_says_it_cannot_tell(
         gw: DevGateway, conn: GatewayConnection) -> None:
     gw.runs.history_keys = False

@@ -120,6 +120,9 @@ class DevRuns:
         """Queue a ``chat.send`` into a busy session (the real gateway's follow-up turns)."""
         self.history_keys = True
         """Write ``idempotencyKey`` on the user entries of ``chat.history``."""
+        self.release_2026_7 = False
+        """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
+        entries of ``chat.history`` without ``__openclaw.runId``."""
         self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
         self.followups: list[tuple[str, str]] = []
         """``(queued runId, follow-up runId)`` of every follow-up turn started, in order."""
@@ -394,7 +397,7 @@ class DevRuns:
 
     def _agent_ev(self, run: _DevRun, stream: str, data: dict[str, Any]) -> None:
         run.seq += 1
-        if stream == "lifecycle" and run.queued_for is not None:
+        if stream == "lifecycle" and run.queued_for is not None and not self.release_2026_7:
             data = {**data, "completionSource": "reply-dispatch"}
         self._gw.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
                                      "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
@@ -490,8 +493,8 @@ class DevRuns:
         if pending:
             self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
         run.status = "ok"
-        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop",
-                                       "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
+        meta = {"id": str(uuid.uuid4())} if self.release_2026_7 else {"runId": run.run_id, "id": str(uuid.uuid4())}
+        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop", "__openclaw": meta})
         self._chat_ev(run, "final", stopReason="stop", message=self._message(run.text))
         return "ok"
 
