@@ -55,6 +55,7 @@ from ._errors import (
     RunTimedOut,
     check_caller,
 )
+from ._history import HistoryCursor
 from ._pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
 from ._run_follow import (
     MINE,
@@ -165,6 +166,7 @@ class Run:
         """The runId of the follow-up turn answering a queued message, once known."""
         self._candidate: str | None = None
         self._candidate_events: list[tuple[str, dict[str, Any]]] = []
+        self._history: HistoryCursor | None = None  # chat.history reads with cursors
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
 
@@ -532,13 +534,12 @@ class Run:
 
     # -- a queued message (_run_follow) ---------------------------------------------------
 
-    def _read_history(self, limit: int = 50) -> Any:
-        try:
-            return self._conn.request("chat.history", {"sessionKey": self.session_key, "limit": limit},
-                                      timeout=10.0)
-        except GatewayError as err:
-            log.debug("run %s: chat.history failed: %s", self.run_id, err)
-            return None
+    def _read_history(self, *, tail: bool = False) -> Any:
+        """The session's ``chat.history``: a tail read first, then deltas from its cursor
+        (``tail=True`` for ``pendingInputs``/``inFlightRun``, which deltas do not carry)."""
+        if self._history is None:
+            self._history = HistoryCursor(self._conn.request, self.session_key)
+        return self._history.read(tail=tail)
 
     def _on_queued(self) -> None:
         """The gateway queued the message behind a running turn: wait for the follow-up
@@ -547,7 +548,7 @@ class Run:
         self._queued = True
         log.debug("run %s: queued behind another turn in %s", self.run_id, self.session_key)
         self._emit(StatusUpdate(self.run_id, "queued"))
-        self._check_queued(self._read_history())
+        self._check_queued(self._read_history(tail=True))
 
     def _check_queued(self, history: Any, *, settled: bool = True) -> bool:
         """End a queued run whose answer is already in ``history``, or that nothing can
@@ -588,7 +589,7 @@ class Run:
             elif event == "chat" and payload.get("state") in ("final", "aborted", "error"):
                 # another turn ended: the answer may be in the transcript now (a steered
                 # message is answered by the running turn), or nothing is left to answer
-                self._check_queued(self._read_history())
+                self._check_queued(self._read_history(tail=True))
             return
         if rid != self._candidate:
             return
@@ -628,7 +629,7 @@ class Run:
     def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
         if self._queued and self.reply_run_id is None:
-            self._check_queued(self._read_history())  # still waiting for its turn
+            self._check_queued(self._read_history(tail=True))  # still waiting for its turn
             return
         try:
             answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},
@@ -682,7 +683,7 @@ class Run:
         """Resync after a reconnect: ``chat.history``'s ``inFlightRun`` (2026.9) holds the
         text streamed so far; what the run missed is emitted as one delta, and the deltas
         that follow continue from it, so all of them concatenate to the final text."""
-        history = self._read_history(limit=1)
+        history = self._read_history(tail=True)
         flight = _dict(history.get("inFlightRun")) if isinstance(history, dict) else {}
         if flight.get("runId") not in (self.run_id, self.reply_run_id):
             return

@@ -10,11 +10,13 @@ gateway."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunReplyUnknown
+from gwclient._history import HistoryCursor, merge_messages
 from gwclient._run_follow import (
     MINE,
     OTHER,
@@ -185,3 +187,55 @@ def test_queued_final_and_reply_turn_start() -> None:
     assert not is_reply_turn_start(end)
     assert canonical_key("main") == "agent:main:main" and canonical_key("agent:x:y") == "agent:x:y"
     assert canonical_key(None) is None
+
+
+# ------------------------------------------------------------------------ history cursors
+
+
+def test_history_reads_use_the_cursor_then_fall_back(gw: DevGateway, conn: GatewayConnection) -> None:
+    key = "agent:main:cursor"
+    assert conn.chat(key, "one").wait(10).text == "ECHO: one"
+    reader = HistoryCursor(conn.request, key)
+    first = reader.read()
+    assert first is not None and [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    assert conn.chat(key, "two").wait(10).text == "ECHO: two"
+    second = reader.read()
+    assert second is not None and [m["role"] for m in second["messages"]] == ["user", "assistant"] * 2
+    assert reader.reads == {"tail": 1, "delta": 1, "reset": 0} == gw.runs.history_reads
+    reader._cursor = "agent:main:other#0"  # a stale cursor: reset, then a tail read
+    third = reader.read()
+    assert third is not None and len(third["messages"]) == 4
+    assert reader.reads == {"tail": 2, "delta": 1, "reset": 1}
+    # A gateway without cursors (2026.7.1 refuses the param): tail reads only.
+    gw.runs.cursors = False
+    assert reader.read() is not None and not reader.supported
+    assert reader.read() is not None and reader.reads["tail"] == 4
+
+
+def test_queued_runs_read_the_history_by_cursor(gw: DevGateway, conn: GatewayConnection) -> None:
+    key = "agent:main:qcursor"
+    first = conn.chat(key, "PAUSE first words here")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    queued = conn.chat(key, "PAUSE queued words here")  # its follow-up turn pauses too
+    assert gw.wait_for(lambda g: g.runs.queued(key) == 1, timeout=10)
+    with ThreadPoolExecutor(1) as pool:  # consumed live: the run sees its turn start
+        text = pool.submit(lambda: "".join(queued))
+        gw.runs.release()
+        assert first.wait(10).text == "ECHO: PAUSE first words here"
+        assert gw.wait_for(lambda g: len(g.runs.followups) == 1 and g.runs.paused >= 1, timeout=10)
+        for update in queued.updates(timeout=10):  # the follow-up's first words: adopted
+            if isinstance(update, TextDelta):
+                break
+        assert queued.reply_run_id == gw.runs.followups[0][1]
+        gw.runs.release()
+        assert text.result(10) == "ECHO: PAUSE queued words here" == queued.wait(5).text
+    assert gw.runs.history_reads["delta"] >= 1, gw.runs.history_reads  # the turn decision read a delta
+
+
+def test_merge_messages_replaces_by_id_and_appends() -> None:
+    a = {"role": "user", "content": "a", "__openclaw": {"id": "1"}}
+    b = {"role": "assistant", "content": "b", "__openclaw": {"id": "2"}}
+    b2 = {**b, "content": "b2"}
+    c = {"role": "user", "content": "c"}
+    assert merge_messages([a, b], [b2, c, "junk"]) == [a, b2, c]
+    assert merge_messages([], []) == []

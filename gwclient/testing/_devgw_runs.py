@@ -120,6 +120,10 @@ class DevRuns:
         """Queue a ``chat.send`` into a busy session (the real gateway's follow-up turns)."""
         self.history_keys = True
         """Write ``idempotencyKey`` on the user entries of ``chat.history``."""
+        self.cursors = True
+        """Answer ``chat.history`` cursors (``deltaCursor``; ``cursor`` gives ``kind:
+        "delta"`` or ``"reset"``); off: refuse ``cursor`` like 2026.7.1 (closed params)."""
+        self.history_reads = {"tail": 0, "delta": 0, "reset": 0}
         self.release_2026_7 = False
         """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
         entries of ``chat.history`` without ``__openclaw.runId``."""
@@ -362,7 +366,15 @@ class DevRuns:
             return
         limit = p.get("limit")
         canonical = self._canonical(session_key)
+        cursor = p.get("cursor")
+        if cursor is not None and not self.cursors:
+            self._invalid(cs, req_id, "invalid chat.history params: at root: unexpected property 'cursor'")
+            return
+        if cursor is not None:
+            self._history_delta(cs, req_id, canonical, cursor)
+            return
         with self._lock:
+            self.history_reads["tail"] += 1
             messages = list(self._history.get(canonical, []))
             queued = list(self._queued.get(canonical, []))
             active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
@@ -374,6 +386,8 @@ class DevRuns:
         body: dict[str, Any] = {"sessionKey": canonical, "messages": messages, "hasMore": False,
                                 "totalMessages": len(messages), "sessionInfo": {"hasActiveRun": active},
                                 "pendingInputs": {"items": pending, "total": len(pending)}}
+        if self.cursors:
+            body["deltaCursor"] = f"{canonical}#{self._total(canonical)}"
         with self._lock:
             flying = [r for r in self._runs.values()
                       if r.session_key == canonical and r.status == "running" and self._alive(r)]
@@ -381,6 +395,27 @@ class DevRuns:
             body["inFlightRun"] = {"runId": flying[0].run_id, "text": flying[0].text,
                                    "startedAt": flying[0].started_ms}
         self._gw._send_res(cs, req_id, True, body)
+
+    def _total(self, session_key: str) -> int:
+        with self._lock:
+            return len(self._history.get(session_key, []))
+
+    def _history_delta(self, cs: _Conn, req_id: str, canonical: str, cursor: Any) -> None:
+        """A cursor read: the messages after the cursor, or ``reset`` for a stale one."""
+        session, _, count = cursor.rpartition("#") if isinstance(cursor, str) else ("", "", "")
+        with self._lock:
+            history = self._history.get(canonical, [])
+            ok = session == canonical and count.isdigit() and int(count) <= len(history)
+            new = list(history[int(count):]) if ok else []
+            active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
+                         for r in self._runs.values())
+            self.history_reads["delta" if ok else "reset"] += 1
+            total = len(history)
+        if not ok:
+            self._gw._send_res(cs, req_id, True, {"kind": "reset"})
+            return
+        self._gw._send_res(cs, req_id, True, {"kind": "delta", "messages": new, "deltaCursor": f"{canonical}#{total}",
+                                              "sessionInfo": {"hasActiveRun": active}})
 
     def _record(self, session_key: str, message: dict[str, Any]) -> None:
         with self._lock:
