@@ -14,7 +14,9 @@ turn starts, and the turn's reply as the next assistant entry, with
 and a follow-up turn that just started (or ended), is it the one answering our message?
 
 * ``MINE``: the first assistant entry after our user entry is the candidate's, or our user
-  entry is the newest user entry and nothing answers it yet (its turn is the one starting);
+  entry is the newest user entry, nothing answers it yet and the candidate has answered
+  nothing else (its turn is the one starting; this needs a transcript whose assistant
+  entries carry ``__openclaw.runId``, 2026.9);
 * ``OTHER``: the newest user entry is another message's, still unanswered (the candidate
   answers that one), or something else answers ours (see :func:`answer_in_history`);
 * ``PENDING``: neither entry is there yet (the gateway writes the user entry a few
@@ -135,8 +137,16 @@ def match_turn(history: Any, run_id: str, candidate: str) -> Match:
     answer = _answer_after(messages, index)
     if answer is not None:
         return MINE if _run_id(answer) == candidate else OTHER
-    later_users = [m for m in messages[index + 1:] if m.get("role") == "user"]
-    return MINE if not later_users else OTHER
+    if any(m.get("role") == "user" for m in messages[index + 1:]):
+        return OTHER  # a newer message is waiting: the candidate answers an earlier one
+    assistants = [m for m in messages if m.get("role") == "assistant"]
+    if any(_run_id(m) == candidate for m in assistants):
+        return OTHER  # the candidate already answered another message (an event seen late)
+    if not any(_run_id(m) for m in assistants):
+        # a transcript without runIds (2026.7.1): a turn seen late cannot be told from the
+        # one starting now; wait until an answer follows our entry (answer_in_history)
+        return PENDING
+    return MINE
 
 
 def answer_in_history(history: Any, run_id: str) -> tuple[str | None, str, bool] | None:

@@ -152,6 +152,12 @@ def test_match_turn_reads_the_transcript() -> None:
     assert match_turn({"messages": [*done, user("p"), assistant("f1")]}, "q", "f1") == OTHER
     # nothing written yet for the candidate: ask again
     assert match_turn({"messages": done}, "q", "f1") == PENDING
+    # a turn seen late: it already answered another message, ours is newest
+    assert match_turn({"messages": [user("p"), assistant("f1"), user("q")]}, "q", "f1") == OTHER
+    # a transcript without runIds (2026.7.1): newest-and-unanswered cannot be trusted
+    bare = {"role": "assistant", "content": "r", "__openclaw": {"id": "y"}}
+    assert match_turn({"messages": [user("a"), bare, user("q")]}, "q", "f1") == PENDING
+    assert answer_in_history({"messages": [user("a"), bare, user("q"), bare]}, "q") == (None, "r", False)
     # no keys at all: cannot tell
     assert match_turn({"messages": [user(None), assistant("a"), user(None)]}, "q", "f1") == UNKNOWN
     # the key may sit in __openclaw only
