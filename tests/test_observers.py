@@ -5,6 +5,9 @@ and session, no approvals flag on unsubscribe) is checked in tests/test_resync_r
 
 from __future__ import annotations
 
+import pytest
+
+from gwclient import Event, GatewayConfig, GatewayConnection
 from gwclient._observers import (
     APPROVALS,
     PLAIN,
@@ -13,6 +16,9 @@ from gwclient._observers import (
     level_for,
     sticky_params,
 )
+from gwclient.testing import DevGateway
+
+pytestmark = pytest.mark.usefixtures("shutdown_all_after")
 
 KEY = "agent:main:s"
 
@@ -90,3 +96,32 @@ def test_which_answers_become_events() -> None:
     assert answer_event_payload("sessions.subscribe", {}, {"subscribed": True}) is None  # no list, no event
     assert answer_event_payload("sessions.messages.unsubscribe", {"key": KEY}, {"subscribed": False}) is None
     assert answer_event_payload("sessions.subscribe", {}, "odd") is None
+
+
+# ------------------------------------------------------------- with the dev gateway
+
+
+def test_closing_the_plain_observer_keeps_the_approvals_one_subscribed() -> None:
+    """The dev gateway keeps one entry per connection and session, like the real one: a
+    separate unsubscribe for the plain observer would silence the approvals observer."""
+    with DevGateway(token="dev-token-obs") as gw:
+        conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token="dev-token-obs"))
+        try:
+            approvals = conn.subscribe_session(KEY, include_approvals=True)
+            plain = conn.subscribe_session(KEY)
+            assert conn.request("echo", 1) == 1  # the subscribes went out before it
+            assert gw.session_subscribers(KEY) == 1
+            plain.close()
+            assert conn.request("echo", 2) == 2
+            assert gw.session_subscribers(KEY) == 1  # still subscribed
+            assert gw.publish_session_message(KEY, {"role": "user", "content": "hi"}) == 1
+            while True:
+                push = approvals.get(timeout=5)
+                if isinstance(push, Event) and push.event == "session.message":
+                    assert push.payload["message"]["content"] == "hi"
+                    break
+            approvals.close()
+            assert conn.request("echo", 3) == 3
+            assert gw.session_subscribers(KEY) == 0  # the last one unsubscribed
+        finally:
+            conn.shutdown()
