@@ -624,12 +624,16 @@ class Run:
             return
         if match == OTHER or final:
             self._candidate, self._candidate_events = None, []
-            self._check_queued(history, settled=final)
+            if not self._check_queued(history, settled=final) and final:
+                # the answer entry may be written just after the turn's final: look again
+                self._settle_at = time.monotonic() + SETTLE_SECONDS
 
     def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
         if self._queued and self.reply_run_id is None:
             self._check_queued(self._read_history(tail=True))  # still waiting for its turn
+            if after_reconnect:
+                self._lost = True
             return
         try:
             answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},
