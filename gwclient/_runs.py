@@ -632,8 +632,6 @@ class Run:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
         if self._queued and self.reply_run_id is None:
             self._check_queued(self._read_history(tail=True))  # still waiting for its turn
-            if after_reconnect:
-                self._lost = True
             return
         try:
             answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},
