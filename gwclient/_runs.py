@@ -30,7 +30,14 @@ gateway is the same process (same ``server.bootId``) and the run is still going,
 streaming; if the gateway restarted, the run's reply is looked up with ``chat.history``
 (messages carry ``__openclaw.runId``) and the run ends with it, or with
 :class:`RunInterrupted`.  A run with a time limit never waits past it (plus
-:data:`GRACE_SECONDS`).
+:data:`GRACE_SECONDS`).  A run resumed on the same gateway adopts ``chat.history``'s
+``inFlightRun`` text, and every delta is taken from the cumulative text, so the deltas
+always add up to the final text.
+
+A ``chat.send`` queued behind a running turn gets a ``final`` without a message at once;
+the run then follows the follow-up turn that answers it, tied through the transcript
+(:mod:`gwclient._run_follow`, reading ``chat.history`` by cursor, :mod:`gwclient._history`),
+or ends with :class:`RunReplyUnknown` where nothing ties them.
 """
 
 from __future__ import annotations
