@@ -41,6 +41,7 @@ __all__ = [
     "is_reply_turn_start",
     "is_turn_start",
     "match_turn",
+    "queue_unknown",
     "session_idle",
 ]
 
@@ -181,3 +182,12 @@ def session_idle(history: Any) -> bool:
     items = pending.get("items") if isinstance(pending, dict) else None
     active = info.get("hasActiveRun") if isinstance(info, dict) else None
     return active is False and isinstance(items, list) and not items
+
+
+def queue_unknown(history: Any) -> bool:
+    """The gateway does not say what is still queued (no ``pendingInputs``: 2026.7.1 and
+    older) and reports no active run: only waiting tells whether another turn comes."""
+    if not isinstance(history, dict) or isinstance(history.get("pendingInputs"), dict):
+        return False
+    info = history.get("sessionInfo")
+    return not (isinstance(info, dict) and info.get("hasActiveRun") is True)

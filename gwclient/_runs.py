@@ -73,6 +73,7 @@ from ._run_follow import (
     is_queued_final,
     is_turn_start,
     match_turn,
+    queue_unknown,
     session_idle,
 )
 from ._run_updates import (
@@ -120,6 +121,9 @@ log = logging.getLogger("gwclient.runs")
 GRACE_SECONDS = 10.0
 #: Seconds to wait for the terminal ``chat`` event after ``lifecycle`` ``end``/``error``.
 SETTLE_SECONDS = 3.0
+#: A queued run on a gateway that does not report its queue (no ``pendingInputs``) gives
+#: up after this many quiet settle periods with no turn in its session.
+QUIET_CHECKS = 4
 _POLL = 0.5  # longest single wait on the subscription, so settle timers are checked
 
 
@@ -174,6 +178,7 @@ class Run:
         self._candidate: str | None = None
         self._candidate_events: list[tuple[str, dict[str, Any]]] = []
         self._history: HistoryCursor | None = None  # chat.history reads with cursors
+        self._quiet = 0              # settle periods without a turn (queue_unknown)
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
 
@@ -555,7 +560,7 @@ class Run:
         self._queued = True
         log.debug("run %s: queued behind another turn in %s", self.run_id, self.session_key)
         self._emit(StatusUpdate(self.run_id, "queued"))
-        self._check_queued(self._read_history(tail=True))
+        self._check_queued_later(self._read_history(tail=True))
 
     def _check_queued(self, history: Any, *, settled: bool = True) -> bool:
         """End a queued run whose answer is already in ``history``, or that nothing can
@@ -579,6 +584,21 @@ class Run:
             return True
         return False
 
+    def _check_queued_later(self, history: Any) -> None:
+        """:meth:`_check_queued`; on a gateway that does not report its queue, look again
+        after :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) after
+        :data:`QUIET_CHECKS` quiet periods with no turn in the session."""
+        if self._check_queued(history) or self._candidate is not None or not queue_unknown(history):
+            self._quiet = 0
+            return
+        self._quiet += 1
+        if self._quiet > QUIET_CHECKS:
+            self._finish(RunReplyUnknown(
+                f"run {self.run_id}: its message was queued, no turn answering it came, and the gateway"
+                " does not say whether it is still queued", **self._ids()))
+            return
+        self._settle_at = time.monotonic() + SETTLE_SECONDS
+
     def _follow(self, event: str, payload: dict[str, Any]) -> None:
         """An event of another run while queued: find the follow-up turn answering us."""
         if canonical_key(payload.get("sessionKey")) != canonical_key(self.session_key):
@@ -587,6 +607,8 @@ class Run:
         if rid is None:
             return
         starts = event == "agent" and is_turn_start(payload)
+        if starts:
+            self._quiet = 0
         if self._candidate is not None and rid != self._candidate and starts:
             self._decide(final=True)  # the previous candidate is over: settle it first
         if self._candidate is None:
@@ -596,7 +618,7 @@ class Run:
             elif event == "chat" and payload.get("state") in ("final", "aborted", "error"):
                 # another turn ended: the answer may be in the transcript now (a steered
                 # message is answered by the running turn), or nothing is left to answer
-                self._check_queued(self._read_history(tail=True))
+                self._check_queued_later(self._read_history(tail=True))
             return
         if rid != self._candidate:
             return
@@ -638,7 +660,7 @@ class Run:
     def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
         if self._queued and self.reply_run_id is None:
-            self._check_queued(self._read_history(tail=True))  # still waiting for its turn
+            self._check_queued_later(self._read_history(tail=True))  # still waiting for its turn
             return
         try:
             answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import gwclient._runs
 from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunReplyUnknown
 from gwclient._history import HistoryCursor, merge_messages
 from gwclient._run_follow import (
@@ -105,6 +106,24 @@ def test_a_2026_7_style_queue_without_reply_dispatch_marks_is_followed_too(gw: D
     for run, message in zip(queued, messages, strict=True):
         deltas = list(run)
         assert run.wait(10).text == f"ECHO: {message}" == "".join(deltas)
+
+
+def test_a_lost_queued_message_on_a_gateway_that_hides_its_queue_ends_typed(
+        gw: DevGateway, conn: GatewayConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pendingInputs (2026.7.1 and older): after a few quiet settle periods with no turn
+    in the session, the run says it cannot tell (never "ok" with empty text, never a hang)."""
+    monkeypatch.setattr(gwclient._runs, "SETTLE_SECONDS", 0.05)
+    gw.runs.release_2026_7 = True
+    gw.runs.drop_queued = True
+    key = "agent:main:lost"
+    first = conn.chat(key, "PAUSE first")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    run = conn.chat(key, "never answered")
+    gw.runs.release()
+    assert first.wait(10).text == "ECHO: PAUSE first"
+    with pytest.raises(RunReplyUnknown) as info:
+        run.wait(10)
+    assert "does not say whether it is still queued" in str(info.value)
 
 
 def test_without_idempotency_keys_in_the_transcript_the_run_says_it_cannot_tell(

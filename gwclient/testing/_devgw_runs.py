@@ -126,7 +126,9 @@ class DevRuns:
         self.history_reads = {"tail": 0, "delta": 0, "reset": 0}
         self.release_2026_7 = False
         """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
-        entries of ``chat.history`` without ``__openclaw.runId``."""
+        entries of ``chat.history`` without ``__openclaw.runId``, no ``pendingInputs``."""
+        self.drop_queued = False
+        """Queued messages are never run (a gateway that loses them)."""
         self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
         self.followups: list[tuple[str, str]] = []
         """``(queued runId, follow-up runId)`` of every follow-up turn started, in order."""
@@ -233,7 +235,8 @@ class DevRuns:
     def _enqueue(self, cs: _Conn, req_id: str, key: str, session_key: str, message: str) -> None:
         """A chat.send into a busy session: started, a final without a message, queued."""
         with self._lock:
-            self._queued.setdefault(session_key, []).append((key, message))
+            if not self.drop_queued:
+                self._queued.setdefault(session_key, []).append((key, message))
         self._gw._send_res(cs, req_id, True, {"runId": key, "status": "started"})
         self._gw.broadcast("chat", {"runId": key, "sessionKey": session_key, "seq": 1, "state": "final"})
 
@@ -386,6 +389,8 @@ class DevRuns:
         body: dict[str, Any] = {"sessionKey": canonical, "messages": messages, "hasMore": False,
                                 "totalMessages": len(messages), "sessionInfo": {"hasActiveRun": active},
                                 "pendingInputs": {"items": pending, "total": len(pending)}}
+        if self.release_2026_7:
+            del body["pendingInputs"]
         if self.cursors:
             body["deltaCursor"] = f"{canonical}#{self._total(canonical)}"
         with self._lock:
