@@ -367,19 +367,19 @@ class Run:
             elif push.event == "agent":
                 self._on_agent(payload)
         elif isinstance(push, Snapshot):
-            boot = push.hello.server.boot_id or push.hello.server.conn_id
+            boot = push.hello.server.boot_id  # None before 2026.9 (no bootId in the hello)
             if self._connection is None:  # the connection the run started on
                 self._connection, self._boot_id = push.connection_number, boot
                 self._disconnected = False
                 return
             if push.connection_number == self._connection and not self._disconnected:
                 return
-            restarted = boot != self._boot_id
+            restarted = None if boot is None or self._boot_id is None else boot != self._boot_id
             self._connection, self._boot_id = push.connection_number, boot
             self._disconnected = False
             self._lost = True
             log.debug("run %s: reconnected (gateway %s); asking how it went", self.run_id,
-                      "restarted" if restarted else "same")
+                      {True: "restarted", False: "same", None: "unknown"}[restarted])
             self._recover(after_reconnect=True, restarted=restarted)
         elif isinstance(push, StateChange):
             if push.state == ConnectionState.CONNECTED:
@@ -657,7 +657,7 @@ class Run:
                 # the answer entry may be written just after the turn's final: look again
                 self._settle_at = time.monotonic() + SETTLE_SECONDS
 
-    def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
+    def _recover(self, *, after_reconnect: bool, restarted: bool | None = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
         if self._queued and self.reply_run_id is None:
             self._check_queued_later(self._read_history(tail=True))  # still waiting for its turn
@@ -692,6 +692,16 @@ class Run:
             self._finish(RunTimedOut(f"run {self.run_id} timed out", kind="timeout", **self._ids()))
             return
         # Still running, or unknown to this gateway.
+        hedge = ""
+        if after_reconnect and restarted is None:
+            # No bootId (2026.7.1 and older): "still running" and "unknown to a restarted
+            # gateway" look alike; the session says whether a turn is still going.
+            history = self._read_history(tail=True)
+            info = _dict(history.get("sessionInfo")) if isinstance(history, dict) else {}
+            if info.get("hasActiveRun") is True:
+                self._adopt_in_flight()
+                return
+            restarted, hedge = True, " (it gives no boot id: it may have restarted)"
         if after_reconnect and restarted:
             text, failed = self._history_reply()
             if text is not None and not failed:
@@ -703,7 +713,8 @@ class Run:
                                        **self._ids()))
             else:
                 self._finish(RunInterrupted(
-                    f"run {self.run_id}: the gateway restarted during the run and kept no reply",
+                    f"run {self.run_id}: the gateway restarted during the run and kept no reply" if not hedge
+                    else f"run {self.run_id}: the gateway no longer runs it and kept no reply{hedge}",
                     **self._ids()))
         elif after_reconnect:
             # The same gateway says it is still running: keep streaming, from the text it
@@ -745,4 +756,8 @@ class Run:
             if meta.get("runId") in (self.run_id, self.reply_run_id) or key.startswith(self.run_id + ":"):
                 text = _message_text(message)
                 return (text or ""), message.get("stopReason") == "error"
+        # 2026.7.1 writes no runId on assistant entries: the entry after our user entry
+        found = answer_in_history(history, self.run_id)
+        if found is not None:
+            return found[1], found[2]
         return None, False

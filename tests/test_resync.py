@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gwclient import GatewayConfig, GatewayConnection, RetryPolicy
+from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunInterrupted
 from gwclient.runs import TextDelta
 from gwclient.testing import DevGateway
 from gwclient.testing._devgw_runs import RunScript
@@ -63,3 +63,33 @@ def test_a_run_resumed_mid_stream_adopts_the_in_flight_text(gw: DevGateway, rela
     assert result.text == f"ECHO: TWICE {WORDS}"
     assert "".join(deltas) == result.text  # character for character
     assert gw.handshakes_completed == 2
+
+
+def test_without_a_boot_id_a_reconnect_is_not_taken_for_a_restart(gw: DevGateway) -> None:
+    """2026.7.1's hello has no bootId: the run asks the session whether a turn still goes
+    on rather than ending as if the gateway had restarted."""
+    gw.runs.release_2026_7 = True
+    conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05, maximum=0.2),
+                                                  connect_timeout=5.0, request_timeout=10.0))
+    run = conn.chat("agent:main:noboot", f"TWICE {WORDS}")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    gw.drop_connections()
+    assert gw.wait_for(lambda g: g.handshakes_completed >= 2, timeout=10)
+    gw.runs.release()
+    assert gw.wait_for(lambda g: g.runs.paused >= 1 and g.runs.text(run.run_id) == "ECHO: TWICE w0 w1 w2 w3",
+                       timeout=10)  # the second pause
+    gw.runs.release()
+    deltas = list(run)
+    assert run.wait(10).text == f"ECHO: TWICE {WORDS}" == "".join(deltas)
+
+
+def test_without_a_boot_id_a_restart_still_interrupts_the_run(gw: DevGateway) -> None:
+    gw.runs.release_2026_7 = True
+    conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05, maximum=0.2),
+                                                  connect_timeout=5.0, request_timeout=10.0))
+    run = conn.chat("agent:main:noboot2", f"TWICE {WORDS}")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    gw.restart()
+    with pytest.raises(RunInterrupted) as info:
+        run.wait(15)
+    assert "may have restarted" in str(info.value)

@@ -212,7 +212,9 @@ class _DevGatewayHandshake(GatewayServerBase):
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{id(self):x}-{self.lifetimes}"},
+            # (the runs' ``release_2026_7`` also drops bootId, like 2026.7.1's hello)
+            "server": {"version": "dev", "connId": cs.conn_id,
+                       **({} if self.runs.release_2026_7 else {"bootId": f"{id(self):x}-{self.lifetimes}"})},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
             "snapshot": {
                 "presence": presence,
