@@ -562,9 +562,8 @@ class Run:
         self._emit(StatusUpdate(self.run_id, "queued"))
         self._check_queued_later(self._read_history(tail=True))
 
-    def _check_queued(self, history: Any, *, settled: bool = True) -> bool:
-        """End a queued run whose answer is already in ``history``, or that nothing can
-        answer any more (the session is idle).  True when it ended."""
+    def _check_queued(self, history: Any) -> bool:
+        """End a queued run whose answer is already in ``history``.  True when it ended."""
         found = answer_in_history(history, self.run_id)
         if found is not None:
             reply_id, text, failed = found
@@ -577,25 +576,27 @@ class Run:
                 self._finish(RunResult(self.run_id, self.session_key, text, "ok", None, dict(self._usage), {},
                                        recovered=True))
             return True
-        if settled and session_idle(history):
-            self._finish(RunReplyUnknown(
-                f"run {self.run_id}: its message was queued and the session went idle without an answer"
-                " the client could tie to it", **self._ids()))
-            return True
         return False
 
     def _check_queued_later(self, history: Any) -> None:
-        """:meth:`_check_queued`; on a gateway that does not report its queue, look again
-        after :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) after
-        :data:`QUIET_CHECKS` quiet periods with no turn in the session."""
-        if self._check_queued(history) or self._candidate is not None or not queue_unknown(history):
+        """:meth:`_check_queued`; when the session looks idle (nothing running, nothing
+        pending) or the gateway does not report its queue, look again after
+        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it stays so
+        with no turn starting: after 2 such periods (idle), or :data:`QUIET_CHECKS`
+        (queue not reported).  A single idle look is not enough: between two turns the
+        gateway has dequeued a message before its turn shows as active."""
+        if self._check_queued(history) or self._candidate is not None:
+            self._quiet = 0
+            return
+        idle, unknown = session_idle(history), queue_unknown(history)
+        if not idle and not unknown:
             self._quiet = 0
             return
         self._quiet += 1
-        if self._quiet > QUIET_CHECKS:
-            self._finish(RunReplyUnknown(
-                f"run {self.run_id}: its message was queued, no turn answering it came, and the gateway"
-                " does not say whether it is still queued", **self._ids()))
+        if self._quiet > (2 if idle else QUIET_CHECKS):
+            why = ("the session went idle without an answer the client could tie to it" if idle else
+                   "no turn answering it came, and the gateway does not say whether it is still queued")
+            self._finish(RunReplyUnknown(f"run {self.run_id}: its message was queued and {why}", **self._ids()))
             return
         self._settle_at = time.monotonic() + SETTLE_SECONDS
 
@@ -653,7 +654,7 @@ class Run:
             return
         if match == OTHER or final:
             self._candidate, self._candidate_events = None, []
-            if not self._check_queued(history, settled=final) and final:
+            if not self._check_queued(history) and final:
                 # the answer entry may be written just after the turn's final: look again
                 self._settle_at = time.monotonic() + SETTLE_SECONDS
 
