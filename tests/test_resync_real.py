@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 from _util import SHARED_SERVER_PORTS
 
-from gwclient import Event, GatewayConfig, GatewayConnection, RetryPolicy, RunReplyUnknown, Snapshot, Subscription
+from gwclient import (
+    Event,
+    GatewayConfig,
+    GatewayConnection,
+    RetryPolicy,
+    RunFailed,
+    RunReplyUnknown,
+    Snapshot,
+    Subscription,
+)
 from gwclient.runs import StatusUpdate, TextDelta
 from gwclient.testing import ModelServer, RealGateway, slow
 from gwclient.testing._relay import TcpRelay
@@ -30,6 +39,8 @@ APPROVALS_SINCE = ROSTER_SINCE = (2026, 9, 0)
 #: Queued messages tied to their replies through the transcript: 2026.7.1 and 2026.9.6
 #: (2026.5.12: see docs/runs.md).
 QUEUE_TIED_SINCE = (2026, 7, 1)
+#: ... and followed live, reliably: 2026.9.6.
+QUEUE_STREAMED_SINCE = (2026, 9, 0)
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +100,22 @@ def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gateway: 
     queued = [conn.chat(key, message, timeout=60) for message in messages]
     assert first.wait(90).text.startswith("ECHO:")
     for run, message in zip(queued, messages, strict=True):
-        if gateway.version_info < QUEUE_TIED_SINCE:
-            # 2026.5.12: its own reply, or the typed "cannot tell" (never another's text,
-            # never "ok" with empty text)
+        if gateway.version_info < QUEUE_STREAMED_SINCE:
+            # 2026.5.12 keeps no keys (RunReplyUnknown); 2026.7.1 ties the reply but its
+            # steering can fail a queued message (the gateway's RunFailed): its own reply
+            # or a typed error, never another message's text, never "ok" with empty text
             try:
                 assert run.wait(90).text == f"ECHO: {message}"
-            except RunReplyUnknown as err:
+            except (RunReplyUnknown, RunFailed) as err:
                 assert err.run_id == run.run_id
+                assert gateway.version_info >= QUEUE_TIED_SINCE or isinstance(err, RunReplyUnknown)
             continue
         deltas = list(run)
         result = run.wait(90)
         assert result.text == f"ECHO: {message}", (message, result)
         assert "".join(deltas) == result.text
         assert any(isinstance(u, StatusUpdate) and u.phase == "queued" for u in run.updates())
-        assert run.reply_run_id is not None or gateway.version_info < APPROVALS_SINCE  # 2026.7.1: no runIds
+        assert run.reply_run_id is not None and run.reply_run_id != run.run_id
 
 
 # ------------------------------------------------------------------- point 5: resync
