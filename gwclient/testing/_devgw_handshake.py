@@ -28,7 +28,7 @@ from gwclient.testing._devgw_proto import (
     validate_request_frame,
     verify_device_proof,
 )
-from gwclient.testing._devgw_runs import RUN_EVENTS, RUN_METHODS
+from gwclient.testing._devgw_runs import RUN_EVENTS, RUN_METHODS, DevRuns
 from gwclient.testing._devgw_server import GatewayServerBase, _Conn, _now_ms
 
 __all__: list[str] = []
@@ -87,6 +87,7 @@ class _DevGatewayHandshake(GatewayServerBase):
     _connect_attempts: int
     _requests_by_method: dict[str, int]
     _connect_log: list[Any]
+    runs: DevRuns  # set by DevGateway (its release_2026_7 drops bootId)
     _invalid_frames: int
 
     if TYPE_CHECKING:
