@@ -30,18 +30,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 __all__ = [
+    "BOOT_TOLERANCE",
     "MINE",
     "OTHER",
     "PENDING",
     "UNKNOWN",
     "Match",
     "answer_in_history",
+    "booted_at",
     "canonical_key",
     "is_queued_final",
     "is_reply_turn_start",
     "is_turn_start",
     "match_turn",
     "queue_unknown",
+    "same_process",
     "session_idle",
 ]
 
@@ -59,6 +62,30 @@ def canonical_key(key: Any) -> str | None:
         return None
     key = key.strip()
     return key if key.startswith("agent:") else f"agent:main:{key}"
+
+
+def booted_at(uptime_ms: Any, now: float) -> float | None:
+    """When the gateway process started (wall clock, seconds), from a hello's
+    ``snapshot.uptimeMs``; None without one."""
+    if not isinstance(uptime_ms, (int, float)) or isinstance(uptime_ms, bool) or uptime_ms < 0:
+        return None
+    return now - uptime_ms / 1000.0
+
+
+#: Two hellos whose start instants (:func:`booted_at`) differ by less are one process.
+BOOT_TOLERANCE = 5.0
+
+
+def same_process(old_boot: str | None, new_boot: str | None, old_at: float | None,
+                 new_at: float | None) -> bool | None:
+    """Did two hellos come from one gateway process?  By ``server.bootId`` (2026.9), else
+    by the start instant from ``uptimeMs`` (2026.7.1 and older have no bootId; a restart
+    starts later by at least the old uptime); None when neither tells."""
+    if old_boot and new_boot:
+        return old_boot == new_boot
+    if old_at is not None and new_at is not None:
+        return abs(new_at - old_at) < BOOT_TOLERANCE
+    return None
 
 
 def is_queued_final(payload: dict[str, Any], *, started: bool, text: str) -> bool:
@@ -102,7 +129,29 @@ def _messages(history: Any) -> list[dict[str, Any]]:
     return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
 
-def _own_index(messages: list[dict[str, Any]], run_id: str) -> int | None:
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+    return ""
+
+
+def _keyless(messages: list[dict[str, Any]]) -> bool:
+    users = [m for m in messages if m.get("role") == "user"]
+    return bool(users) and all(_key(m) is None for m in users)
+
+
+def _own_index(messages: list[dict[str, Any]], run_id: str, text: str | None = None) -> int | None:
+    """Our user entry: by ``"<runId>:user"``; in a transcript without keys (2026.5.12) by
+    the message ``text``, when exactly one user entry has it (else None: cannot tell)."""
+    if _keyless(messages):
+        if text is None:
+            return None
+        found = [i for i, m in enumerate(messages) if m.get("role") == "user" and _text(m).strip() == text.strip()]
+        return found[0] if len(found) == 1 else None
     wanted = f"{run_id}:user"
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user" and _key(messages[i]) == wanted:
@@ -121,13 +170,14 @@ def _answer_after(messages: list[dict[str, Any]], index: int) -> dict[str, Any] 
     return None
 
 
-def match_turn(history: Any, run_id: str, candidate: str) -> Match:
-    """Is follow-up turn ``candidate`` the one answering the queued message ``run_id``?"""
+def match_turn(history: Any, run_id: str, candidate: str, text: str | None = None) -> Match:
+    """Is follow-up turn ``candidate`` the one answering the queued message ``run_id``
+    (whose text is ``text``)?"""
     messages = _messages(history)
-    users = [m for m in messages if m.get("role") == "user"]
-    if users and all(_key(m) is None for m in users):
-        return UNKNOWN
-    index = _own_index(messages, run_id)
+    if _keyless(messages) and (text is None or sum(
+            1 for m in messages if m.get("role") == "user" and _text(m).strip() == text.strip()) > 1):
+        return UNKNOWN  # no keys, and the text does not single our entry out
+    index = _own_index(messages, run_id, text)
     if index is None:
         if any(_run_id(m) == candidate for m in messages if m.get("role") == "assistant"):
             return OTHER  # the candidate's reply is there, after someone else's message
@@ -150,25 +200,17 @@ def match_turn(history: Any, run_id: str, candidate: str) -> Match:
     return MINE
 
 
-def answer_in_history(history: Any, run_id: str) -> tuple[str | None, str, bool] | None:
-    """The reply to queued message ``run_id`` if the transcript already has it:
-    ``(reply runId, text, failed)``; None when it has none (yet)."""
+def answer_in_history(history: Any, run_id: str, text: str | None = None) -> tuple[str | None, str, bool] | None:
+    """The reply to queued message ``run_id`` (whose text is ``text``) if the transcript
+    already has it: ``(reply runId, text, failed)``; None when it has none (yet)."""
     messages = _messages(history)
-    index = _own_index(messages, run_id)
+    index = _own_index(messages, run_id, text)
     if index is None:
         return None
     answer = _answer_after(messages, index)
     if answer is None:
         return None
-    content = answer.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "".join(p.get("text", "") for p in content
-                       if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-    else:
-        text = ""
-    return _run_id(answer), text, answer.get("stopReason") == "error"
+    return _run_id(answer), _text(answer), answer.get("stopReason") == "error"
 
 
 def session_idle(history: Any) -> bool:

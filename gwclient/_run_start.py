@@ -90,6 +90,7 @@ class RunsMixin:
         session_key = _str(answer.get("sessionKey")) or session_key
         run = Run(self, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
         run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
+        run._message = _str(body.get("message"))
         status = answer.get("status")
         if kind == "agent" and status not in (None, "accepted"):
             run._finish(run._agent_outcome(answer))

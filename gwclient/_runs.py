@@ -69,11 +69,13 @@ from ._run_follow import (
     OTHER,
     UNKNOWN,
     answer_in_history,
+    booted_at,
     canonical_key,
     is_queued_final,
     is_turn_start,
     match_turn,
     queue_unknown,
+    same_process,
     session_idle,
 )
 from ._run_updates import (
@@ -165,6 +167,7 @@ class Run:
         self._last_delta_seq = 0
         self._outcome: RunResult | RunError | None = None
         self._boot_id: str | None = None
+        self._boot_at: float | None = None  # wall clock minus the hello's uptimeMs
         self._connection: int | None = None
         self._disconnected = False
         self._recheck = False        # ask agent.wait on the next turn of the pump
@@ -178,6 +181,7 @@ class Run:
         self._candidate: str | None = None
         self._candidate_events: list[tuple[str, dict[str, Any]]] = []
         self._history: HistoryCursor | None = None  # chat.history reads with cursors
+        self._message: str | None = None  # the message sent (set by _start_run): ties it where no keys do
         self._quiet = 0              # settle periods without a turn (queue_unknown)
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
@@ -368,14 +372,16 @@ class Run:
                 self._on_agent(payload)
         elif isinstance(push, Snapshot):
             boot = push.hello.server.boot_id  # None before 2026.9 (no bootId in the hello)
+            boot_at = booted_at(push.hello.snapshot.get("uptimeMs"), time.time())
             if self._connection is None:  # the connection the run started on
-                self._connection, self._boot_id = push.connection_number, boot
+                self._connection, self._boot_id, self._boot_at = push.connection_number, boot, boot_at
                 self._disconnected = False
                 return
             if push.connection_number == self._connection and not self._disconnected:
                 return
-            restarted = None if boot is None or self._boot_id is None else boot != self._boot_id
-            self._connection, self._boot_id = push.connection_number, boot
+            restarted = same_process(self._boot_id, boot, self._boot_at, boot_at)
+            restarted = None if restarted is None else not restarted
+            self._connection, self._boot_id, self._boot_at = push.connection_number, boot, boot_at
             self._disconnected = False
             self._lost = True
             log.debug("run %s: reconnected (gateway %s); asking how it went", self.run_id,
@@ -564,7 +570,7 @@ class Run:
 
     def _check_queued(self, history: Any) -> bool:
         """End a queued run whose answer is already in ``history``.  True when it ended."""
-        found = answer_in_history(history, self.run_id)
+        found = answer_in_history(history, self.run_id, self._message)
         if found is not None:
             reply_id, text, failed = found
             self.reply_run_id = reply_id
@@ -634,7 +640,7 @@ class Run:
         candidate = self._candidate
         assert candidate is not None
         history = self._read_history()
-        match = match_turn(history, self.run_id, candidate)
+        match = match_turn(history, self.run_id, candidate, self._message)
         if match == MINE:
             self.reply_run_id = candidate
             events, self._candidate, self._candidate_events = self._candidate_events, None, []
@@ -758,7 +764,7 @@ class Run:
                 text = _message_text(message)
                 return (text or ""), message.get("stopReason") == "error"
         # 2026.7.1 writes no runId on assistant entries: the entry after our user entry
-        found = answer_in_history(history, self.run_id)
+        found = answer_in_history(history, self.run_id, self._message)
         if found is not None:
             return found[1], found[2]
         return None, False

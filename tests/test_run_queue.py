@@ -24,10 +24,12 @@ from gwclient._run_follow import (
     PENDING,
     UNKNOWN,
     answer_in_history,
+    booted_at,
     canonical_key,
     is_queued_final,
     is_reply_turn_start,
     match_turn,
+    same_process,
     session_idle,
 )
 from gwclient.runs import StatusUpdate, TextDelta
@@ -126,13 +128,27 @@ def test_a_lost_queued_message_on_a_gateway_that_hides_its_queue_ends_typed(
     assert "does not say whether it is still queued" in str(info.value)
 
 
-def test_without_idempotency_keys_in_the_transcript_the_run_says_it_cannot_tell(
-        gw: DevGateway, conn: GatewayConnection) -> None:
+def test_without_idempotency_keys_the_message_text_ties_the_reply(gw: DevGateway, conn: GatewayConnection) -> None:
+    """2026.5.12 keeps no keys: the message's own text, when no other user entry has it."""
     gw.runs.history_keys = False
     key = "agent:main:nokeys"
     first = conn.chat(key, "PAUSE first")
     assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
-    run = conn.chat(key, "second")
+    run = conn.chat(key, "second words")
+    assert gw.wait_for(lambda g: g.runs.queued(key) == 1, timeout=10)
+    gw.runs.release()
+    first.wait(10)
+    deltas = list(run)
+    assert run.wait(10).text == "ECHO: second words" == "".join(deltas)
+
+
+def test_without_idempotency_keys_a_repeated_message_cannot_be_told(gw: DevGateway, conn: GatewayConnection) -> None:
+    gw.runs.history_keys = False
+    key = "agent:main:nokeys2"
+    assert conn.chat(key, "same words").wait(10).text == "ECHO: same words"
+    first = conn.chat(key, "PAUSE first")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    run = conn.chat(key, "same words")  # a second user entry with that text
     assert gw.wait_for(lambda g: g.runs.queued(key) == 1, timeout=10)
     gw.runs.release()
     first.wait(10)
@@ -177,12 +193,25 @@ def test_match_turn_reads_the_transcript() -> None:
     bare = {"role": "assistant", "content": "r", "__openclaw": {"id": "y"}}
     assert match_turn({"messages": [user("a"), bare, user("q")]}, "q", "f1") == PENDING
     assert answer_in_history({"messages": [user("a"), bare, user("q"), bare]}, "q") == (None, "r", False)
-    # no keys at all: cannot tell
+    # no keys at all: cannot tell, unless the message text singles our entry out
     assert match_turn({"messages": [user(None), assistant("a"), user(None)]}, "q", "f1") == UNKNOWN
+    keyless = {"messages": [user(None, "hi"), assistant("a"), user(None, "mine"), assistant("f1")]}
+    assert match_turn(keyless, "q", "f1", "mine") == MINE
+    assert match_turn(keyless, "q", "f1", "hi") == OTHER
+    assert match_turn({"messages": [user(None, "x"), user(None, "x")]}, "q", "f1", "x") == UNKNOWN
+    assert answer_in_history(keyless, "q", "mine") == ("f1", "r", False)
     # the key may sit in __openclaw only
     entry = {"role": "user", "content": "m", "__openclaw": {"idempotencyKey": "q:user"}}
     assert match_turn({"messages": [*done, entry]}, "q", "f1") == MINE
     assert match_turn(None, "q", "f1") == PENDING
+
+
+def test_boot_identity() -> None:
+    assert booted_at(5000, 100.0) == 95.0 and booted_at(None, 1.0) is None and booted_at(True, 1.0) is None
+    assert same_process("a", "a", None, None) is True and same_process("a", "b", 1.0, 1.0) is False
+    assert same_process(None, None, 95.0, 96.5) is True  # one process, seen twice
+    assert same_process(None, None, 95.0, 130.0) is False  # started later: restarted
+    assert same_process(None, "b", None, None) is None
 
 
 def test_answer_in_history_and_session_idle() -> None:

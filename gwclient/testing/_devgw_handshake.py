@@ -213,7 +213,7 @@ class _DevGatewayHandshake(GatewayServerBase):
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            # (the runs' ``release_2026_7`` also drops bootId, like 2026.7.1's hello)
+            # (the runs' ``release_2026_7`` also drops bootId, like 2026.7.1's hello, and uptimeMs)
             "server": {"version": "dev", "connId": cs.conn_id,
                        **({} if self.runs.release_2026_7 else {"bootId": f"{id(self):x}-{self.lifetimes}"})},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
@@ -221,7 +221,9 @@ class _DevGatewayHandshake(GatewayServerBase):
                 "presence": presence,
                 "health": self._health_payload(),
                 "stateVersion": version,
-                "uptimeMs": self._uptime_ms(),
+                # (not with release_2026_7: a run then has only the session to tell a
+                # restart from a reconnect; the dev uptime does not restart with it)
+                **({} if self.runs.release_2026_7 else {"uptimeMs": self._uptime_ms()}),
                 "sessionDefaults": {
                     "defaultAgentId": "main",
                     "mainKey": "main",

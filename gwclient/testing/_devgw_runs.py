@@ -126,7 +126,8 @@ class DevRuns:
         self.history_reads = {"tail": 0, "delta": 0, "reset": 0}
         self.release_2026_7 = False
         """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
-        entries of ``chat.history`` without ``__openclaw.runId``, no ``pendingInputs``."""
+        entries of ``chat.history`` without ``__openclaw.runId``, no ``pendingInputs``, and a
+        hello without ``bootId`` (nor ``uptimeMs``)."""
         self.drop_queued = False
         """Queued messages are never run (a gateway that loses them)."""
         self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
