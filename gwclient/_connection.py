@@ -419,18 +419,29 @@ class GatewayConnection:
         every reconnect: by then the subscription has been re-issued).  ``session_key`` is
         the gateway's key (``agent:main:work``; ``"main"`` means ``agent:main:main``).
         Closing the last subscription for a key unsubscribes on the gateway; if the gateway
-        refuses the subscription, ``get()`` raises its error."""
+        refuses the subscription, ``get()`` raises its error.
+
+        All subscriptions of one canonical session share one server subscription (the
+        gateway keeps one per connection and session), with approvals while any of them
+        wants approvals (:mod:`gwclient._core.observers`).  An approvals subscription also
+        gets the subscribe answer after every (re)connect, as an
+        ``Event("sessions.messages.subscribe", {..., "approvalReplay": [...]})`` (2026.9;
+        on older releases, which have no approvals, it is a plain subscription)."""
         _check_caller("subscribe_session")
         spec = session_messages(session_key, agent_id=agent_id, include_approvals=include_approvals)
         return self._subscribe(spec.events, maxsize, DEFAULT, accept=spec.accept, sticky=spec.sticky)
 
-    def subscribe_sessions(self, *, maxsize: int | None = None) -> Subscription:
+    def subscribe_sessions(self, *, maxsize: int | None = None,
+                           list_params: dict[str, Any] | None = None) -> Subscription:
         """A :class:`Subscription` of ``sessions.changed`` events (the session list changed),
         kept across reconnects (``sessions.subscribe`` is re-issued on every new socket;
         the gateway has no unsubscribe for it: after the last close it is simply not
-        re-issued)."""
+        re-issued).  After every (re)connect it also yields the subscribe answer, the
+        roster snapshot, as an ``Event("sessions.subscribe", {"subscribed": True, "list":
+        {...}})``, read with ``list_params`` (``sessions.list`` params; default
+        ``{"limit": 60}``); releases before 2026.9 answer without a ``list``."""
         _check_caller("subscribe_sessions")
-        spec = sessions_list()
+        spec = sessions_list(list_params)
         return self._subscribe(spec.events, maxsize, DEFAULT, sticky=spec.sticky)
 
     def chat(self, session_key: str, message: str, *, timeout: float | None = None,

@@ -374,6 +374,13 @@ class RunInterrupted(RunError):
     The run may or may not have completed; check ``chat.history``."""
 
 
+class RunReplyUnknown(RunInterrupted):
+    """The run's message was queued behind another turn (the gateway answered it with a
+    ``final`` that carries no reply) and the gateway gave no way to tell which later turn
+    answers it: its transcript keeps no idempotency keys, or the session went idle without
+    an answer for it.  The reply, if any, is in ``chat.history``."""
+
+
 def check_caller(what: str) -> None:
     """Raise :class:`UsageError` when a blocking call is made from a gwclient thread (it
     would wait for the very thread it runs on: a deadlock)."""

@@ -31,7 +31,14 @@ gateway is the same process (same ``server.bootId``) and the run is still going,
 streaming; if the gateway restarted, the run's reply is looked up with ``chat.history``
 (messages carry ``__openclaw.runId``) and the run ends with it, or with
 :class:`RunInterrupted`.  A run with a time limit never waits past it (plus
-:data:`GRACE_SECONDS`).
+:data:`GRACE_SECONDS`).  A run resumed on the same gateway adopts ``chat.history``'s
+``inFlightRun`` text, and every delta is taken from the cumulative text, so the deltas
+always add up to the final text.
+
+A ``chat.send`` queued behind a running turn gets a ``final`` without a message at once;
+the run then follows the follow-up turn that answers it, tied through the transcript
+(:mod:`gwclient._run_follow`, reading ``chat.history`` by cursor, :mod:`gwclient._history`),
+or ends with :class:`RunReplyUnknown` where nothing ties them.
 """
 
 from __future__ import annotations
@@ -47,7 +54,22 @@ from typing import Any, Protocol
 
 from ._core.attachments import check_attachments
 from ._core.deadline import check_timeout
+from ._core.history import HistoryCursor
 from ._core.pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
+from ._core.run_follow import (
+    MINE,
+    OTHER,
+    UNKNOWN,
+    answer_in_history,
+    booted_at,
+    canonical_key,
+    is_queued_final,
+    is_turn_start,
+    match_turn,
+    queue_unknown,
+    same_process,
+    session_idle,
+)
 from ._core.runs import (
     AgentUpdate,
     LifecycleUpdate,
@@ -71,6 +93,7 @@ from ._errors import (
     RunError,
     RunFailed,
     RunInterrupted,
+    RunReplyUnknown,
     RunTimedOut,
     UsageError,
     check_caller,
@@ -115,6 +138,9 @@ log = logging.getLogger("gwclient.runs")
 GRACE_SECONDS = 10.0
 #: Seconds to wait for the terminal ``chat`` event after ``lifecycle`` ``end``/``error``.
 SETTLE_SECONDS = 3.0
+#: A queued run on a gateway that does not report its queue (no ``pendingInputs``) gives
+#: up after this many quiet settle periods with no turn in its session.
+QUIET_CHECKS = 4
 _POLL = 0.5  # longest single wait on the subscription, so settle timers are checked
 
 
@@ -156,11 +182,22 @@ class Run:
         self._last_delta_seq = 0
         self._outcome: RunResult | RunError | None = None
         self._boot_id: str | None = None
+        self._boot_at: float | None = None  # wall clock minus the hello's uptimeMs
         self._connection: int | None = None
         self._disconnected = False
         self._recheck = False        # ask agent.wait on the next turn of the pump
         self._settle_at: float | None = None
         self._lost = False           # events may be missing (overflow, gap, reconnect)
+        # A queued message (_run_follow): the follow-up turn that answers it.
+        self._started_turn = False   # a lifecycle start or text of this run was seen
+        self._queued = False         # the gateway queued it (a final without a message)
+        self.reply_run_id: str | None = None
+        """The runId of the follow-up turn answering a queued message, once known."""
+        self._candidate: str | None = None
+        self._candidate_events: list[tuple[str, dict[str, Any]]] = []
+        self._history: HistoryCursor | None = None  # chat.history reads with cursors
+        self._message: str | None = None  # the message sent (set by _start): ties it where no keys do
+        self._quiet = 0              # settle periods without a turn (queue_unknown)
         # A run dropped without wait()/close() drops its subscription with it; the
         # subscription's own finalizer hands it back to the registry (no finalizer here
         # may call into gwclient: it can run on any thread, under any lock).
@@ -219,6 +256,7 @@ class Run:
         session_key = _str(answer.get("sessionKey")) or session_key
         run = cls(conn, sub, kind=kind, session_key=session_key, run_id=run_id, limit=timeout)
         run._agent_id = _str(answer.get("agentId")) or _str(body.get("agentId"))
+        run._message = _str(body.get("message"))
         status = answer.get("status")
         if kind == "agent" and status not in (None, "accepted"):
             run._finish(run._agent_outcome(answer))
@@ -399,7 +437,12 @@ class Run:
     def _on_push(self, push: Any) -> None:
         if isinstance(push, Event):
             payload = push.payload
-            if not isinstance(payload, dict) or payload.get("runId") != self.run_id:
+            if not isinstance(payload, dict):
+                return
+            if payload.get("runId") != self.run_id and (
+                    self.reply_run_id is None or payload.get("runId") != self.reply_run_id):
+                if self._queued and self.reply_run_id is None:
+                    self._follow(push.event, payload)
                 return
             if not self.session_key and isinstance(payload.get("sessionKey"), str):
                 self.session_key = payload["sessionKey"]  # an agent run started without one
@@ -408,19 +451,21 @@ class Run:
             elif push.event == "agent":
                 self._on_agent(payload)
         elif isinstance(push, Snapshot):
-            boot = push.hello.server.boot_id or push.hello.server.conn_id
+            boot = push.hello.server.boot_id  # None before 2026.9 (no bootId in the hello)
+            boot_at = booted_at(push.hello.snapshot.get("uptimeMs"), time.time())
             if self._connection is None:  # the connection the run started on
-                self._connection, self._boot_id = push.connection_number, boot
+                self._connection, self._boot_id, self._boot_at = push.connection_number, boot, boot_at
                 self._disconnected = False
                 return
             if push.connection_number == self._connection and not self._disconnected:
                 return
-            restarted = boot != self._boot_id
-            self._connection, self._boot_id = push.connection_number, boot
+            restarted = same_process(self._boot_id, boot, self._boot_at, boot_at)
+            restarted = None if restarted is None else not restarted
+            self._connection, self._boot_id, self._boot_at = push.connection_number, boot, boot_at
             self._disconnected = False
             self._lost = True
             log.debug("run %s: reconnected (gateway %s); asking how it went", self.run_id,
-                      "restarted" if restarted else "same")
+                      {True: "restarted", False: "same", None: "unknown"}[restarted])
             self._recover(after_reconnect=True, restarted=restarted)
         elif isinstance(push, StateChange):
             if push.state == ConnectionState.CONNECTED:
@@ -473,7 +518,12 @@ class Run:
     def _on_chat(self, p: dict[str, Any]) -> None:
         state = p.get("state")
         seq = _int(p.get("seq")) or 0
+        if (not self._queued and p.get("runId") == self.run_id
+                and is_queued_final(p, started=self._started_turn, text=self._text)):
+            self._on_queued()
+            return
         if state == "delta":
+            self._started_turn = True
             if seq and seq <= self._last_delta_seq:
                 return  # a repeated delta
             self._last_delta_seq = max(self._last_delta_seq, seq)
@@ -483,6 +533,12 @@ class Run:
             with self._cond:
                 if replace and full is not None:
                     self._text = full
+                elif full is not None and full.startswith(self._text):
+                    # The cumulative text says what is new, also after a resync adopted
+                    # text that this delta repeats.
+                    delta, self._text = full[len(self._text):], full
+                elif full is not None and self._text.startswith(full):
+                    delta = ""  # already adopted (chat.history's inFlightRun)
                 else:
                     self._text += delta
                 text_now = self._text
@@ -521,6 +577,7 @@ class Run:
                                     _str(data.get("message"))))
         elif stream == "lifecycle":
             phase = _str(data.get("phase")) or ""
+            self._started_turn = self._started_turn or phase == "start"
             error = data.get("error")
             self._emit(LifecycleUpdate(rid, phase, _str(data.get("provider")), _str(data.get("model")),
                                        _str(data.get("stopReason")), _str(error),
@@ -573,10 +630,128 @@ class Run:
         self._cond.notify_all()
         self._sub.close()
 
-    def _recover(self, *, after_reconnect: bool, restarted: bool = False) -> None:
+    # -- a queued message (_run_follow) ---------------------------------------------------
+
+    def _read_history(self, *, tail: bool = False) -> Any:
+        """The session's ``chat.history``: a tail read first, then deltas from its cursor
+        (``tail=True`` for ``pendingInputs``/``inFlightRun``, which deltas do not carry)."""
+        if self._history is None:
+            self._history = HistoryCursor(self._conn.request, self.session_key)
+        return self._history.read(tail=tail)
+
+    def _on_queued(self) -> None:
+        """The gateway queued the message behind a running turn: wait for the follow-up
+        turn that answers it (unless the transcript already has the answer, or nothing is
+        left in the session that could give one)."""
+        self._queued = True
+        log.debug("run %s: queued behind another turn in %s", self.run_id, self.session_key)
+        self._emit(StatusUpdate(self.run_id, "queued"))
+        self._check_queued_later(self._read_history(tail=True))
+
+    def _check_queued(self, history: Any) -> bool:
+        """End a queued run whose answer is already in ``history``.  True when it ended."""
+        found = answer_in_history(history, self.run_id, self._message)
+        if found is not None:
+            reply_id, text, failed = found
+            self.reply_run_id = reply_id
+            if failed:
+                self._finish(RunFailed(f"run {self.run_id} failed: {text}", kind="error", reason=text,
+                                       **self._ids()))
+            else:
+                text = self._complete(text)
+                self._finish(RunResult(self.run_id, self.session_key, text, "ok", None, dict(self._usage), {},
+                                       recovered=True))
+            return True
+        return False
+
+    def _check_queued_later(self, history: Any) -> None:
+        """:meth:`_check_queued`; when the session looks idle (nothing running, nothing
+        pending) or the gateway does not report its queue, look again after
+        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it stays so
+        with no turn starting: after 2 such periods (idle), or :data:`QUIET_CHECKS`
+        (queue not reported).  A single idle look is not enough: between two turns the
+        gateway has dequeued a message before its turn shows as active."""
+        if self._check_queued(history) or self._candidate is not None:
+            self._quiet = 0
+            return
+        idle, unknown = session_idle(history), queue_unknown(history)
+        if not idle and not unknown:
+            self._quiet = 0
+            return
+        self._quiet += 1
+        if self._quiet > (2 if idle else QUIET_CHECKS):
+            why = ("the session went idle without an answer the client could tie to it" if idle else
+                   "no turn answering it came, and the gateway does not say whether it is still queued")
+            self._finish(RunReplyUnknown(f"run {self.run_id}: its message was queued and {why}", **self._ids()))
+            return
+        self._settle_at = time.monotonic() + SETTLE_SECONDS
+
+    def _follow(self, event: str, payload: dict[str, Any]) -> None:
+        """An event of another run while queued: find the follow-up turn answering us."""
+        if canonical_key(payload.get("sessionKey")) != canonical_key(self.session_key):
+            return
+        rid = _str(payload.get("runId"))
+        if rid is None:
+            return
+        starts = event == "agent" and is_turn_start(payload)
+        if starts:
+            self._quiet = 0
+        if self._candidate is not None and rid != self._candidate and starts:
+            self._decide(final=True)  # the previous candidate is over: settle it first
+        if self._candidate is None:
+            if starts:
+                self._candidate, self._candidate_events = rid, [(event, payload)]
+                self._decide(final=False)
+            elif event == "chat" and payload.get("state") in ("final", "aborted", "error"):
+                # another turn ended: the answer may be in the transcript now (a steered
+                # message is answered by the running turn), or nothing is left to answer
+                self._check_queued_later(self._read_history(tail=True))
+            return
+        if rid != self._candidate:
+            return
+        self._candidate_events.append((event, payload))
+        terminal = event == "chat" and payload.get("state") in ("final", "aborted", "error")
+        if terminal or (event == "chat" and payload.get("state") == "delta"):
+            self._decide(final=terminal)
+
+    def _decide(self, *, final: bool) -> None:
+        """Is the candidate follow-up turn ours?  Adopt it (replaying what it sent so far),
+        drop it, or keep its events until the transcript says."""
+        candidate = self._candidate
+        assert candidate is not None
+        history = self._read_history()
+        match = match_turn(history, self.run_id, candidate, self._message)
+        if match == MINE:
+            self.reply_run_id = candidate
+            events, self._candidate, self._candidate_events = self._candidate_events, None, []
+            log.debug("run %s: answered by follow-up turn %s", self.run_id, candidate)
+            for name, payload in events:
+                if self._outcome is not None:
+                    break
+                if name == "chat":
+                    self._on_chat(payload)
+                else:
+                    self._on_agent(payload)
+            return
+        if match == UNKNOWN:
+            self._finish(RunReplyUnknown(
+                f"run {self.run_id}: its message was queued and the gateway's transcript keeps no"
+                " idempotency keys to tell which turn answers it", **self._ids()))
+            return
+        if match == OTHER or final:
+            self._candidate, self._candidate_events = None, []
+            if not self._check_queued(history) and final:
+                # the answer entry may be written just after the turn's final: look again
+                self._settle_at = time.monotonic() + SETTLE_SECONDS
+
+    def _recover(self, *, after_reconnect: bool, restarted: bool | None = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
+        if self._queued and self.reply_run_id is None:
+            self._check_queued_later(self._read_history(tail=True))  # still waiting for its turn
+            return
         try:
-            answer = self._conn.request("agent.wait", {"runId": self.run_id, "timeoutMs": 0}, timeout=10.0)
+            answer = self._conn.request("agent.wait", {"runId": self.reply_run_id or self.run_id, "timeoutMs": 0},
+                                        timeout=10.0)
         except GatewayError as err:
             log.debug("run %s: agent.wait failed: %s", self.run_id, err)
             answer = None
@@ -604,6 +779,16 @@ class Run:
             self._finish(RunTimedOut(f"run {self.run_id} timed out", kind="timeout", **self._ids()))
             return
         # Still running, or unknown to this gateway.
+        hedge = ""
+        if after_reconnect and restarted is None:
+            # No bootId (2026.7.1 and older): "still running" and "unknown to a restarted
+            # gateway" look alike; the session says whether a turn is still going.
+            history = self._read_history(tail=True)
+            info = _dict(history.get("sessionInfo")) if isinstance(history, dict) else {}
+            if info.get("hasActiveRun") is True:
+                self._adopt_in_flight()
+                return
+            restarted, hedge = True, " (it gives no boot id: it may have restarted)"
         if after_reconnect and restarted:
             text, failed = self._history_reply()
             if text is not None and not failed:
@@ -615,9 +800,31 @@ class Run:
                                        **self._ids()))
             else:
                 self._finish(RunInterrupted(
-                    f"run {self.run_id}: the gateway restarted during the run and kept no reply",
+                    f"run {self.run_id}: the gateway restarted during the run and kept no reply" if not hedge
+                    else f"run {self.run_id}: the gateway no longer runs it and kept no reply{hedge}",
                     **self._ids()))
-        # else: the same gateway says it is still running: keep streaming.
+        elif after_reconnect:
+            # The same gateway says it is still running: keep streaming, from the text it
+            # buffered while the socket was down (chat.history's inFlightRun).
+            self._adopt_in_flight()
+
+    def _adopt_in_flight(self) -> None:
+        """Resync after a reconnect: ``chat.history``'s ``inFlightRun`` (2026.9) holds the
+        text streamed so far; what the run missed is emitted as one delta, and the deltas
+        that follow continue from it, so all of them concatenate to the final text."""
+        history = self._read_history(tail=True)
+        flight = _dict(history.get("inFlightRun")) if isinstance(history, dict) else {}
+        if flight.get("runId") not in (self.run_id, self.reply_run_id):
+            return
+        text = _str(flight.get("text"))
+        with self._cond:
+            rest = text[len(self._text):] if text is not None and text.startswith(self._text) else ""
+            if rest:
+                self._text = text or ""
+            full = self._text
+        if rest:
+            log.debug("run %s: adopted %d characters streamed while disconnected", self.run_id, len(rest))
+            self._emit(TextDelta(self.run_id, rest, full))
 
     def _history_reply(self) -> tuple[str | None, bool]:
         """The run's assistant reply from ``chat.history`` (text, failed) or (None, False)."""
@@ -633,7 +840,11 @@ class Run:
                 continue
             meta = _dict(message.get("__openclaw"))
             key = _str(message.get("idempotencyKey")) or ""
-            if meta.get("runId") == self.run_id or key.startswith(self.run_id + ":"):
+            if meta.get("runId") in (self.run_id, self.reply_run_id) or key.startswith(self.run_id + ":"):
                 text = _message_text(message)
                 return (text or ""), message.get("stopReason") == "error"
+        # 2026.7.1 writes no runId on assistant entries: the entry after our user entry
+        found = answer_in_history(history, self.run_id, self._message)
+        if found is not None:
+            return found[1], found[2]
         return None, False

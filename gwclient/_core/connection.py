@@ -68,6 +68,7 @@ from .effects import (
 )
 from .encode import encode_request
 from .frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
+from .observers import SUBSCRIBE, UNSUBSCRIBE, SessionObservers, answer_event_payload, sticky_params
 from .protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from .pushes import ConnectionState, Event, Snapshot, StateChange
 from .stats import ChannelCounters, ConnectPhases
@@ -86,6 +87,7 @@ class _StickyWaiter:
 
     key: object
     first: bool
+    params: Any = None
 
 
 @dataclass
@@ -114,8 +116,12 @@ class ConnectionCore:
         self.connect_waiters: list[Any] = []
         self.sticky: dict[object, tuple[str, Any]] = {}
         self._sticky_users: dict[object, int] = {}
+        #: Session observers coalesced per canonical session, approvals as an upgrade of the
+        #: plain subscription (the gateway keeps one entry per connection and session).
+        self._observers = SessionObservers()
         self.seq = SeqTracker()
         self.hello: HelloOk | None = None
+        self._sticky_answers: dict[str, Any] = {}  # request id -> params of a sticky request
         self.paused: GatewayError | None = None
         self.ever_connected = False
         self.connections = 0
@@ -400,31 +406,69 @@ class ConnectionCore:
 
     def _send_sticky(self, key: object, method: str, params: Any, *, first: bool) -> list[Effect]:
         request_id = new_request_id()
+        params = sticky_params(method, params, self.hello.features.events if self.hello is not None else None)
         data = encode_request(request_id, method, params)
-        self.pending.add(request_id, method, _StickyWaiter(key, first) if key is not None else None)
+        self.pending.add(request_id, method, _StickyWaiter(key, first, params) if key is not None else None)
         self.stats.requests += 1
         self.stats.bytes_out += len(data)
         return [Send(data)]
 
     def _sticky_answered(self, waiter: _StickyWaiter, method: str, outcome: Any) -> list[Effect]:
         if not isinstance(outcome, BaseException):
-            return [StickyAnswer(waiter.key, outcome)] if waiter.key in self.sticky else []
+            if waiter.key not in self.sticky:
+                return []
+            out: list[Effect] = [StickyAnswer(waiter.key, outcome)]
+            # A snapshot answer (the roster, an approval replay) goes to the subscribers.
+            payload = answer_event_payload(method, waiter.params, outcome)
+            if payload is not None:
+                out.append(Publish(Event(method, payload)))
+            return out
         what = "subscribing" if waiter.first else "re-subscribing after a reconnect"
         log.warning("%s with %s failed: %s", what, method, outcome)
         if self.sticky.pop(waiter.key, None) is None:
             return []  # released meanwhile
         self._sticky_users.pop(waiter.key, None)
+        if _observed(waiter.key):
+            self._observers.forget(waiter.key[1])  # type: ignore[index]
         return [StickyAnswer(waiter.key, outcome)]
 
     def add_sticky(self, key: object, method: str, params: Any) -> list[Effect]:
         """Count one more user of a request re-sent after every hello-ok (a session
-        subscription); the first user sends it now if connected."""
+        subscription); the first user sends it now if connected.  Session-message observers
+        (``("sessions.messages", canonical, approvals)``) share one request per canonical
+        session, upgraded to approvals while any observer wants them."""
+        if method == SUBSCRIBE and _observed(key):
+            return self._observe(key, params)
         count = self._sticky_users.get(key, 0)
         self._sticky_users[key] = count + 1
         if count:
             return []
         self.sticky[key] = (method, params)
         return self._send_sticky(key, method, params, first=True) if self.phase == "connected" else []
+
+    def _observe(self, key: Any, params: Any) -> list[Effect]:
+        base = {k: v for k, v in params.items() if k != "includeApprovals"} if isinstance(params, dict) else None
+        change = self._observers.add(key[1], approvals=bool(key[2]), params=base)
+        return self._observed_change(key[:2], change.subscribe, None, first=change.before is None)
+
+    def _observed_change(self, group: object, subscribe: Any, unsubscribe: Any, *, first: bool) -> list[Effect]:
+        if unsubscribe is not None:
+            self.sticky.pop(group, None)
+            return self.fire(UNSUBSCRIBE, unsubscribe)
+        if subscribe is None:
+            return []
+        self.sticky[group] = (SUBSCRIBE, subscribe)
+        return self._send_sticky(group, SUBSCRIBE, subscribe, first=first) if self.phase == "connected" else []
+
+    def release_sticky(self, key: object, unsubscribe: tuple[str, Any] | None) -> list[Effect]:
+        """One user of ``key`` fewer: the last one sends ``unsubscribe``; a session
+        observer's departure may downgrade the shared subscription instead."""
+        if _observed(key):
+            assert isinstance(key, tuple)
+            change = self._observers.remove(key[1], approvals=bool(key[2]))
+            return self._observed_change(key[:2], change.subscribe, change.unsubscribe, first=False)
+        last = self.remove_sticky(key)
+        return self.fire(*unsubscribe) if last and unsubscribe is not None else []
 
     def remove_sticky(self, key: object) -> bool:
         """One user fewer; True when it was the last (the caller then unsubscribes)."""
@@ -530,5 +574,12 @@ class ConnectionCore:
         return out
 
 
+def _observed(key: object) -> bool:
+    """A session-message observer's sticky key: ``("sessions.messages", canonical, approvals)``
+    (its group, the one request per canonical session, is the first two items)."""
+    return isinstance(key, tuple) and len(key) == 3 and key[0] == "sessions.messages"
+
+
 def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
+

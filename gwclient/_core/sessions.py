@@ -30,6 +30,12 @@ class Sticky:
     #: What the last user's departure sends (``None``: the gateway has no unsubscribe).
     unsubscribe: tuple[str, Any] | None = field(default=None, compare=False)
 
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """The key of the one request the connection core sends for this spec: session
+        observers of one canonical session share one (``("sessions.messages", canonical)``)."""
+        return self.key[:2] if self.key[0] == "sessions.messages" else self.key
+
 
 @dataclass(frozen=True)
 class SessionSubscription:
@@ -68,13 +74,22 @@ def session_messages(session_key: str, *, agent_id: str | None = None,
         payload = event.payload
         return isinstance(payload, dict) and payload.get("sessionKey") in wanted
 
-    events = ("session.message",) + (("session.approval",) if include_approvals else ())
+    # An approvals subscription also gets the subscribe answer after every (re)connect, as
+    # an Event named after the method (its approvalReplay: pending approvals).
+    events = ("session.message",) + (("session.approval", "sessions.messages.subscribe") if include_approvals else ())
     sticky = Sticky(("sessions.messages", canonical, bool(include_approvals)), "sessions.messages.subscribe",
                     params, ("sessions.messages.unsubscribe", unsubscribe))
     return SessionSubscription(sticky, events, mine)
 
 
-def sessions_list() -> SessionSubscription:
+def sessions_list(list_params: dict[str, Any] | None = None) -> SessionSubscription:
     """``sessions.subscribe``: ``sessions.changed`` events (the gateway has no unsubscribe
-    for it: after the last close it is simply not re-issued)."""
-    return SessionSubscription(Sticky(("sessions",), "sessions.subscribe", {}), ("sessions.changed",))
+    for it: after the last close it is simply not re-issued), and after every (re)connect
+    the answer, the roster snapshot, as an ``Event("sessions.subscribe", {subscribed,
+    list})``; the list is read with ``list_params`` (``sessions.list`` params; default
+    ``{"limit": 60}``).  Releases before 2026.9 answer without a ``list``."""
+    if list_params is not None and not isinstance(list_params, dict):
+        raise UsageError("list_params must be a dict of sessions.list params or None")
+    params = dict(list_params) if list_params else {"limit": 60}
+    key = ("sessions", tuple(sorted((k, repr(v)) for k, v in params.items())))
+    return SessionSubscription(Sticky(key, "sessions.subscribe", params), ("sessions.changed", "sessions.subscribe"))

@@ -211,12 +211,11 @@ class Channel:
         return self._later(effects, transport, gen)
 
     def remove_sticky(self, sticky: Sticky) -> Callable[[], None]:
-        """One user fewer; the last one sends the unsubscribe.  Returns the sending, like
+        """One user fewer; the last one sends the unsubscribe (a session observer's departure
+        may downgrade the shared subscription instead).  Returns the sending, like
         :meth:`add_sticky`."""
         with self._lock:
-            last = self._core.remove_sticky(sticky.key)
-            unsubscribe = sticky.unsubscribe
-            effects = self._core.fire(*unsubscribe) if last and unsubscribe is not None else []
+            effects = self._core.release_sticky(sticky.key, sticky.unsubscribe)
             transport, gen = self._transport, self._gen
         return self._later(effects, transport, gen)
 

@@ -226,7 +226,7 @@ class Registry:
             for number in feed.slots:
                 slot = self._slots[number]
                 for inlet in list(slot.inlets):
-                    if inlet.sticky is not None and inlet.sticky.key == key and inlet.holder is feed:
+                    if inlet.sticky is not None and inlet.sticky.group == key and inlet.holder is feed:
                         inlet.holder = None  # the core no longer counts it
                         slot.inlets.remove(inlet)
                         ended.append(inlet)

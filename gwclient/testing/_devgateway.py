@@ -125,6 +125,7 @@ class DevGateway:
             recorder=self._recorder,
             faults=self._faults,
             methods=self._methods,
+            runs=self.runs,
             pairing=self._pairing,
             token=token,
             password=password,

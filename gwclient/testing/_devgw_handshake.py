@@ -33,7 +33,7 @@ from gwclient.testing._devgw_proto import (
     verify_device_proof,
 )
 from gwclient.testing._devgw_recorder import Recorder
-from gwclient.testing._devgw_runs import RUN_EVENTS
+from gwclient.testing._devgw_runs import RUN_EVENTS, DevRuns
 from gwclient.testing._devgw_server import GatewayServer, _Conn, _now_ms
 
 __all__ = ["EVENTS", "Handshake"]
@@ -69,6 +69,7 @@ class Handshake:
         recorder: Recorder,
         faults: Faults,
         methods: Methods,
+        runs: DevRuns,
         pairing: PairingStore,
         token: str | None,
         password: str | None,
@@ -81,6 +82,7 @@ class Handshake:
         self._recorder = recorder
         self._faults = faults
         self._methods = methods
+        self._runs = runs  # its release_2026_7 drops bootId and uptimeMs from hello-ok
         self._pairing = pairing
         self._secrets_lock = threading.Lock()
         self._token = token
@@ -217,13 +219,18 @@ class Handshake:
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            "server": {"version": "dev", "connId": cs.conn_id, "bootId": f"{self._boot_id}-{self._server.lifetimes}"},
+            # (the runs' ``release_2026_7`` also drops bootId, like 2026.7.1's hello, and uptimeMs)
+            "server": {"version": "dev", "connId": cs.conn_id,
+                       **({} if self._runs.release_2026_7
+                          else {"bootId": f"{self._boot_id}-{self._server.lifetimes}"})},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
             "snapshot": {
                 "presence": presence,
                 "health": self._methods.health_payload(),
                 "stateVersion": dict(STATE_VERSION),
-                "uptimeMs": self._server.uptime_ms(),
+                # (not with release_2026_7: a run then has only the session to tell a
+                # restart from a reconnect; the dev uptime does not restart with it)
+                **({} if self._runs.release_2026_7 else {"uptimeMs": self._server.uptime_ms()}),
                 "sessionDefaults": {
                     "defaultAgentId": "main",
                     "mainKey": "main",

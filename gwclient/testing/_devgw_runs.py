@@ -11,6 +11,16 @@ second ``seq:1`` error a failed ``chat.send`` run gets), hang, or pause mid-stre
 :meth:`DevRuns.release`; ``chat.abort`` gives ``chat`` aborted, then ``lifecycle/end``
 (cancelled) and ``lifecycle/error``.
 
+With :attr:`DevRuns.queue` on, a ``chat.send`` into a session whose run is still going is
+*queued* the way 2026.9.6 queues it (PROTOCOL.md R7): ``{runId, status: "started"}``, at
+once a ``chat`` ``final`` for that runId without a ``message``, and after the running turn
+ends a follow-up turn under a **new** runId (``lifecycle`` events with
+``completionSource: "reply-dispatch"``) whose final carries the reply; the user entry in
+``chat.history`` is written when the follow-up starts, with ``idempotencyKey:
+"<queued runId>:user"`` (:attr:`DevRuns.history_keys` off drops the keys, like a gateway
+that cannot tie them).  ``chat.history`` also reports ``sessionInfo.hasActiveRun`` and
+``pendingInputs``.
+
 A gateway restart forgets running runs (like the real one, whose runs die with the
 process): their threads end without a reply, ``agent.wait`` no longer knows them, and
 only what was finished is kept in ``chat.history`` (which survives restarts).
@@ -51,7 +61,8 @@ class RunScript:
     * ``fail``: fail with this message after ``fail_after`` words (``error_kind`` e.g.
       ``"timeout"``; ``duplicate_error`` adds the second ``seq:1`` error of ``chat.send``);
     * ``hang``: no words until aborted, timed out or released;
-    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`.
+    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`;
+      ``pauses``: more such points (each needs its own release).
     """
 
     reply: str | None = None
@@ -64,6 +75,7 @@ class RunScript:
     duplicate_error: bool = True
     hang: bool = False
     pause_after: int | None = None
+    pauses: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -85,6 +97,8 @@ class _DevRun:
     seq: int = 0
     # agent method: where to send the final answer
     answer_to: tuple[_Conn, str] | None = None
+    # a follow-up turn answering a queued chat.send: that send's runId
+    queued_for: str | None = None
 
 
 class DevRuns:
@@ -103,6 +117,23 @@ class DevRuns:
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._release_gen = 0
         self._paused = 0
+        self.queue = False
+        """Queue a ``chat.send`` into a busy session (the real gateway's follow-up turns)."""
+        self.history_keys = True
+        """Write ``idempotencyKey`` on the user entries of ``chat.history``."""
+        self.cursors = True
+        """Answer ``chat.history`` cursors (``deltaCursor``; ``cursor`` gives ``kind:
+        "delta"`` or ``"reset"``); off: refuse ``cursor`` like 2026.7.1 (closed params)."""
+        self.history_reads = {"tail": 0, "delta": 0, "reset": 0}
+        self.release_2026_7 = False
+        """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
+        entries of ``chat.history`` without ``__openclaw.runId``, no ``pendingInputs``, and a
+        hello without ``bootId`` (nor ``uptimeMs``)."""
+        self.drop_queued = False
+        """Queued messages are never run (a gateway that loses them)."""
+        self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
+        self.followups: list[tuple[str, str]] = []
+        """``(queued runId, follow-up runId)`` of every follow-up turn started, in order."""
 
     # -- test controls -----------------------------------------------------------------
 
@@ -122,6 +153,13 @@ class DevRuns:
         with self._lock:
             return self._paused
 
+    def queued(self, session_key: str | None = None) -> int:
+        """Messages queued (in ``session_key``, or in all sessions) and not yet started."""
+        with self._lock:
+            if session_key is not None:
+                return len(self._queued.get(session_key, []))
+            return sum(len(q) for q in self._queued.values())
+
     def started(self) -> int:
         with self._lock:
             return len(self._runs)
@@ -130,6 +168,12 @@ class DevRuns:
         """The run ids, oldest first."""
         with self._lock:
             return list(self._runs)
+
+    def text(self, run_id: str) -> str:
+        """The reply text a run has streamed so far ("" for an unknown run)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.text if run is not None else ""
 
     def status(self, run_id: str) -> str | None:
         with self._lock:
@@ -171,13 +215,44 @@ class DevRuns:
     def _invalid(self, cs: _Conn, req_id: str, message: str) -> None:
         self._server.send_res(cs, req_id, False, error_shape("INVALID_REQUEST", message))
 
-    def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None) -> _DevRun:
-        run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s)
+    def _new_run(self, kind: str, key: str, session_key: str, message: str, limit_s: float | None,
+                 *, queued_for: str | None = None) -> _DevRun:
+        run = _DevRun(key, kind, session_key, message, self._script_for(message), self._lifetime(), limit_s,
+                      queued_for=queued_for)
         with self._lock:
             self._runs[key] = run
-        self._record(session_key, {"role": "user", "content": message, "timestamp": _now_ms(),
-                                   "idempotencyKey": f"{key}:user", "__openclaw": {"id": str(uuid.uuid4())}})
+        entry: dict[str, Any] = {"role": "user", "content": message, "timestamp": _now_ms(),
+                                 "__openclaw": {"id": str(uuid.uuid4())}}
+        if self.history_keys:
+            entry["idempotencyKey"] = f"{queued_for or key}:user"
+        self._record(session_key, entry)
         return run
+
+    def _busy(self, session_key: str) -> bool:
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.session_key == session_key and r.status == "running"]
+            queued = bool(self._queued.get(session_key))
+        return queued or any(self._alive(r) for r in runs)
+
+    def _enqueue(self, cs: _Conn, req_id: str, key: str, session_key: str, message: str) -> None:
+        """A chat.send into a busy session: started, a final without a message, queued."""
+        with self._lock:
+            if not self.drop_queued:
+                self._queued.setdefault(session_key, []).append((key, message))
+        self._server.send_res(cs, req_id, True, {"runId": key, "status": "started"})
+        self._server.broadcast("chat", {"runId": key, "sessionKey": session_key, "seq": 1, "state": "final"})
+
+    def _next_followup(self, session_key: str) -> None:
+        """Start the follow-up turn of the oldest queued message of ``session_key``."""
+        with self._lock:
+            queue = self._queued.get(session_key)
+            if not queue:
+                return
+            queued_for, message = queue.pop(0)
+            run_id = str(uuid.uuid4())
+            self.followups.append((queued_for, run_id))
+        run = self._new_run("chat", run_id, session_key, message, None, queued_for=queued_for)
+        self._server.spawn("run", self._run, run)
 
     def _chat_send(self, cs: _Conn, req_id: str, p: dict[str, Any]) -> None:
         key, session_key, message = p.get("idempotencyKey"), p.get("sessionKey"), p.get("message")
@@ -195,6 +270,9 @@ class DevRuns:
             return
         timeout_ms = p.get("timeoutMs")
         limit = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
+        if self.queue and self._busy(self._canonical(session_key)):
+            self._enqueue(cs, req_id, key, self._canonical(session_key), message)
+            return
         run = self._new_run("chat", key, self._canonical(session_key), message, limit)
         self._server.send_res(cs, req_id, True, {"runId": key, "status": "started"})
         self._server.spawn("run", self._run, run)
@@ -292,12 +370,60 @@ class DevRuns:
             self._invalid(cs, req_id, "invalid chat.history params: sessionKey is required")
             return
         limit = p.get("limit")
+        canonical = self._canonical(session_key)
+        cursor = p.get("cursor")
+        if cursor is not None and not self.cursors:
+            self._invalid(cs, req_id, "invalid chat.history params: at root: unexpected property 'cursor'")
+            return
+        if cursor is not None:
+            self._history_delta(cs, req_id, canonical, cursor)
+            return
         with self._lock:
-            messages = list(self._history.get(self._canonical(session_key), []))
+            self.history_reads["tail"] += 1
+            messages = list(self._history.get(canonical, []))
+            queued = list(self._queued.get(canonical, []))
+            active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
+                         for r in self._runs.values())
         if isinstance(limit, int) and limit > 0:
             messages = messages[-limit:]
-        self._server.send_res(cs, req_id, True, {"sessionKey": self._canonical(session_key), "messages": messages,
-                                              "hasMore": False, "totalMessages": len(messages)})
+        pending = [{"id": f"pending:{rid}", "state": "queued", "message": {"role": "user", "content": text}}
+                   for rid, text in queued]
+        body: dict[str, Any] = {"sessionKey": canonical, "messages": messages, "hasMore": False,
+                                "totalMessages": len(messages), "sessionInfo": {"hasActiveRun": active},
+                                "pendingInputs": {"items": pending, "total": len(pending)}}
+        if self.release_2026_7:
+            del body["pendingInputs"]
+        if self.cursors:
+            body["deltaCursor"] = f"{canonical}#{self._total(canonical)}"
+        with self._lock:
+            flying = [r for r in self._runs.values()
+                      if r.session_key == canonical and r.status == "running" and self._alive(r)]
+        if flying:  # the text streamed so far (2026.9's resync after a reconnect)
+            body["inFlightRun"] = {"runId": flying[0].run_id, "text": flying[0].text,
+                                   "startedAt": flying[0].started_ms}
+        self._server.send_res(cs, req_id, True, body)
+
+    def _total(self, session_key: str) -> int:
+        with self._lock:
+            return len(self._history.get(session_key, []))
+
+    def _history_delta(self, cs: _Conn, req_id: str, canonical: str, cursor: Any) -> None:
+        """A cursor read: the messages after the cursor, or ``reset`` for a stale one."""
+        session, _, count = cursor.rpartition("#") if isinstance(cursor, str) else ("", "", "")
+        with self._lock:
+            history = self._history.get(canonical, [])
+            ok = session == canonical and count.isdigit() and int(count) <= len(history)
+            new = list(history[int(count):]) if ok else []
+            active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
+                         for r in self._runs.values())
+            self.history_reads["delta" if ok else "reset"] += 1
+            total = len(history)
+        if not ok:
+            self._server.send_res(cs, req_id, True, {"kind": "reset"})
+            return
+        self._server.send_res(cs, req_id, True, {"kind": "delta", "messages": new,
+                                                 "deltaCursor": f"{canonical}#{total}",
+                                              "sessionInfo": {"hasActiveRun": active}})
 
     def _record(self, session_key: str, message: dict[str, Any]) -> None:
         with self._lock:
@@ -314,6 +440,8 @@ class DevRuns:
 
     def _agent_ev(self, run: _DevRun, stream: str, data: dict[str, Any]) -> None:
         run.seq += 1
+        if stream == "lifecycle" and run.queued_for is not None and not self.release_2026_7:
+            data = {**data, "completionSource": "reply-dispatch"}
         self._server.broadcast("agent", {"runId": run.run_id, "stream": stream, "data": data,
                                      "sessionKey": run.session_key, "agentId": "main", "seq": run.seq,
                                      "ts": _now_ms(), "isHeartbeat": False})
@@ -378,7 +506,7 @@ class DevRuns:
         for i, word in enumerate(words):
             if script.fail is not None and i >= script.fail_after:
                 return self._stop(run, "error")
-            if script.pause_after is not None and i == script.pause_after:
+            if (script.pause_after is not None and i == script.pause_after) or i in script.pauses:
                 why = self._pause(run, None, deadline)
                 if why is not None:
                     return self._stop(run, why)
@@ -408,8 +536,8 @@ class DevRuns:
         if pending:
             self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
         run.status = "ok"
-        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop",
-                                       "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
+        meta = {"id": str(uuid.uuid4())} if self.release_2026_7 else {"runId": run.run_id, "id": str(uuid.uuid4())}
+        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop", "__openclaw": meta})
         self._chat_ev(run, "final", stopReason="stop", message=self._message(run.text))
         return "ok"
 
@@ -451,6 +579,8 @@ class DevRuns:
             run.status = "lost"
         run.ended.set()
         self._notify()
+        if outcome != "lost":
+            self._next_followup(run.session_key)
         target = run.answer_to
         if target is not None and outcome != "lost":
             cs, req_id = target

@@ -52,10 +52,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ECHO", "HANG", "Behaviour", "ModelRequest", "ModelServer", "fail", "slow", "user_text"]
+from gwclient.testing._openclaw_install import openclaw_version
+
+__all__ = ["ECHO", "HANG", "UTILITY_MODEL_SINCE", "Behaviour", "ModelRequest", "ModelServer", "fail", "slow",
+           "user_text"]
+
+#: The oldest release known to accept ``agents.defaults.utilityModel`` (2026.5.12 refuses
+#: it; 2026.7.1 and later accept it).
+UTILITY_MODEL_SINCE = "2026.7.1"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2026.7.1"`` -> ``(2026, 7, 1)`` (a pre-release suffix is ignored)."""
+    return tuple(int(part) for part in version.split("-", 1)[0].split(".")[:3] if part.isdigit())
 
 _INTERNAL_MARK = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 _TIMESTAMP = re.compile(r"^\[[^\]\n]{6,60}\]\s*")
+# 2026.5.12 puts the sender before a chat.send message's timestamp:
+# "Sender (untrusted metadata):\n```json\n{...}\n```\n\n[Tue 2026-12-01 20:09 UTC] hi".
+_SENDER = re.compile(r"\ASender \(untrusted metadata\):\n```json\n.*?\n```\s*", re.S)
 _WORD = re.compile(r"\s*\S+")
 _RUNTIME = re.compile(r"\n\nRuntime: agent=.*\Z", re.S)
 
@@ -120,7 +135,7 @@ def user_text(body: dict[str, Any]) -> str:
     if not isinstance(items, list):
         items = body.get("input")
     if isinstance(items, str):
-        return _TIMESTAMP.sub("", items, count=1).strip()
+        return _TIMESTAMP.sub("", _SENDER.sub("", items, count=1), count=1).strip()
     texts: list[str] = []
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("role") == "user":
@@ -129,7 +144,7 @@ def user_text(body: dict[str, Any]) -> str:
                 texts.append(text)
     if not texts:
         return ""
-    return _RUNTIME.sub("", _TIMESTAMP.sub("", texts[-1], count=1)).strip()
+    return _RUNTIME.sub("", _TIMESTAMP.sub("", _SENDER.sub("", texts[-1], count=1), count=1)).strip()
 
 
 def _words(text: str) -> list[str]:
@@ -271,6 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
             if i == 0:
                 delta["role"] = "assistant"
             self._sse(chunk(delta))
+            model._word()
         self._sse(chunk({}, "stop"))
         self._sse({"id": rid, "object": "chat.completion.chunk", "created": created,
                    "model": model.model_id, "choices": [],
@@ -300,6 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._sse({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
                        "content_index": 0, "delta": word}, "response.output_text.delta")
+            self.server.model._word()
         part = {"type": "output_text", "text": reply, "annotations": []}
         self._sse({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
                    "content_index": 0, "text": reply}, "response.output_text.done")
@@ -339,6 +356,7 @@ class ModelServer:
         self._requests: list[ModelRequest] = []
         self._active = 0
         self._hanging = 0
+        self._words = 0
         self._release_gen = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -476,6 +494,17 @@ class ModelServer:
                 self._active += 1
             self._lock.notify_all()
 
+    def _word(self) -> None:
+        with self._lock:
+            self._words += 1
+            self._lock.notify_all()
+
+    @property
+    def words(self) -> int:
+        """Reply words streamed so far (every request, both APIs)."""
+        with self._lock:
+            return self._words
+
     def _finished(self) -> None:
         with self._lock:
             self._active -= 1
@@ -525,11 +554,18 @@ class ModelServer:
 
     # -- gateway config ------------------------------------------------------------------
 
-    def gateway_config(self, *, provider: str = "fake", timeout_seconds: int = 30) -> dict[str, Any]:
+    def gateway_config(self, *, provider: str = "fake", timeout_seconds: int = 30,
+                       version: str | None = None) -> dict[str, Any]:
         """The ``openclaw.json`` snippet (pass it as ``RealGateway(config=...)``) that makes
         this server the gateway's only model: ``<provider>/<model_id>`` over chat
         completions, and ``<provider>resp/<model_id>`` over the Responses API (pick it per
-        turn with the ``agent`` param ``model="<provider>resp/<model_id>"``)."""
+        turn with the ``agent`` param ``model="<provider>resp/<model_id>"``).
+
+        The snippet is one that openclaw ``version`` accepts (default: the release the
+        real-gateway helper runs, ``$GWCLIENT_OPENCLAW_VERSION`` or the pinned one): the
+        ``agents.defaults.utilityModel: ""`` that turns utility-model calls off is written
+        only from :data:`UTILITY_MODEL_SINCE` on (2026.5.12 refuses the key, so its gateway
+        would not start)."""
 
         def entry(api: str, name: str) -> dict[str, Any]:
             return {
@@ -540,8 +576,11 @@ class ModelServer:
                             "contextWindow": 128000, "maxTokens": 4096}],
             }
 
+        defaults: dict[str, Any] = {"model": {"primary": f"{provider}/{self.model_id}"}}
+        if _release(version or openclaw_version()) >= _release(UTILITY_MODEL_SINCE):
+            defaults["utilityModel"] = ""
         return {
-            "agents": {"defaults": {"model": {"primary": f"{provider}/{self.model_id}"}, "utilityModel": ""}},
+            "agents": {"defaults": defaults},
             "models": {"mode": "replace", "providers": {
                 provider: entry("openai-completions", "Fake Model"),
                 f"{provider}resp": entry("openai-responses", "Fake Model (responses)"),

@@ -4,7 +4,8 @@
 connection to ``127.0.0.1:target_port`` with two pump threads.  :meth:`TcpRelay.freeze`
 makes every current connection stop moving bytes in both directions while its sockets
 stay open (what a ``SIGSTOP``-ed gateway looks like from the client: the kernel still
-holds the connection, nothing answers, not even pongs).  New connections made after the
+holds the connection, nothing answers, not even pongs); :meth:`TcpRelay.drop` cuts them
+(a network drop mid-stream).  New connections made after the
 freeze are forwarded normally, so a client that replaces its dead socket recovers.
 """
 
@@ -23,6 +24,7 @@ class _Pair:
     client: socket.socket
     upstream: socket.socket
     frozen: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)  # dropped or closing
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -52,6 +54,26 @@ class TcpRelay:
             pair.frozen.set()
         return len(pairs)
 
+    def drop(self) -> int:
+        """Cut every current connection (both sockets shut down: the client sees its
+        socket close mid-stream, the gateway sees the client go); returns how many.  New
+        connections are forwarded normally, so the client reconnects through the relay."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            pair.released.set()
+            for sock in (pair.client, pair.upstream):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for pair in pairs:
+            for thread in pair.threads:
+                thread.join(5)
+            pair.client.close()
+            pair.upstream.close()
+        return len(pairs)
+
     def close(self) -> None:
         self._closing.set()
         try:
@@ -65,6 +87,7 @@ class TcpRelay:
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
+            pair.released.set()
             for sock in (pair.client, pair.upstream):
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -124,9 +147,9 @@ class TcpRelay:
                         pass
                 return
             if pair.frozen.is_set():
-                # Frozen: swallow and wait for close() (a stopped peer neither answers
-                # nor closes); the client's liveness watchdog must notice.
-                self._closing.wait()
+                # Frozen: swallow and wait for close() or drop() (a stopped peer neither
+                # answers nor closes); the client's liveness watchdog must notice.
+                pair.released.wait()
                 return
             try:
                 if self.trickle is not None and src is pair.upstream:

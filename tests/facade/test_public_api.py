@@ -49,6 +49,7 @@ CORE = [
     "RunError",
     "RunFailed",
     "RunInterrupted",
+    "RunReplyUnknown",
     "RunResult",
     "RunTimedOut",
     "ScopeUpgrade",
