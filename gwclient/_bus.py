@@ -10,6 +10,11 @@ timer and actor threads publish into it directly, and :meth:`Bus.publish` offers
 to every subscription of every slot bound to that channel under one lock.  Subscribing
 takes the same lock, so a new subscriber sees the latest snapshot (or state) first and
 then every later push in order.  Offers never block (bounded queues, drop-oldest).
+
+Subscriptions are held weakly; one dropped without ``close()`` hands its release to the
+bus's :class:`~gwclient._handover.Handovers`, which the bus runs outside its lock: when a
+user subscribes, flushes or closes, and every :data:`RELEASE_EVERY` seconds from each
+channel's timer (so an idle process releases too).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import pykka
 
 from ._channel import GatewayChannelActor, Stop
 from ._config import GatewayConfig
+from ._handover import Handovers, WeakSubscribers
 from ._link import Link
 from ._pushes import ConnectionState, Push, Snapshot, StateChange
 from ._subscription import Subscription
@@ -33,6 +39,9 @@ from ._transport import TransportFactory, open_transport
 __all__ = ["Bus", "Channel", "ConnectionActor"]
 
 log = logging.getLogger("gwclient.connection")
+
+#: Seconds between two runs of the bus's handed-over releases from a channel's timer.
+RELEASE_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,8 @@ class Bus:
         self.lock = threading.Lock()
         self._feeds: dict[int, _Feed] = {}
         self._slot_feed: dict[int, int] = {}
-        self._subs: dict[int, list[Subscription]] = {}
+        self._subs: dict[int, WeakSubscribers[Subscription]] = {}
+        self.handovers = Handovers()
         self._complained = False
         self._unflushed: list[Subscription] = []
 
@@ -93,14 +103,22 @@ class Bus:
 
     def flush(self) -> None:
         """Wake the consumers of pushes published with ``notify=False``."""
+        self.drain()
         with self.lock:
             subs, self._unflushed = self._unflushed, []
         for sub in dict.fromkeys(subs):  # each once, in order
             sub._flush()
 
+    def drain(self) -> None:
+        """Run the releases finalizers handed over (never call it holding the bus lock)."""
+        if self.handovers:
+            self.handovers.run()
+
     def subscribe(self, slot: int, sub: Subscription) -> None:
+        self.drain()
+        sub._hand_over(self.handovers.put)
         with self.lock:
-            self._subs.setdefault(slot, []).append(sub)
+            self._subs.setdefault(slot, WeakSubscribers()).append(sub)
             number = self._slot_feed.get(slot)
             feed = self._feeds.get(number) if number is not None else None
             if feed is None:
@@ -110,10 +128,13 @@ class Bus:
             elif feed.state != ConnectionState.IDLE:
                 sub._offer(StateChange(feed.state, "current state"))
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription | None) -> None:
+        """Remove ``sub``; ``None`` (a collected subscription's release) purges the dead."""
         with self.lock:
             for subs in self._subs.values():
-                if sub in subs:
+                if sub is None:
+                    subs.purge()
+                elif sub in subs:
                     subs.remove(sub)
 
     def status(self, slot: int) -> tuple[ConnectionState, Snapshot | None]:
@@ -148,7 +169,7 @@ class Bus:
 
     def end_slot(self, slot: int) -> None:
         with self.lock:
-            subs = self._subs.pop(slot, [])
+            subs = list(self._subs.pop(slot, ()))
         for sub in subs:
             sub._end()
 
@@ -230,12 +251,22 @@ class ConnectionActor(pykka.ThreadingActor):
             number = next(self._numbers)
             link = Link(config, self.bus.publisher(number), self._factory or open_transport, self.bus.flush)
             actor = GatewayChannelActor.start(link, retry_policy=config.retry)
+            self._release_from(link)
             channel = Channel(actor, link, number)
             self._channels[config] = channel
             self.bus.add_feed(channel)
         self.bus.bind(slot, channel.number)
         self._slots[slot] = config
         return channel
+
+    def _release_from(self, link: Link) -> None:
+        """Run the bus's handed-over releases from the channel's timer, every
+        :data:`RELEASE_EVERY` seconds, until the channel stops."""
+        def tick() -> None:
+            self.bus.drain()
+            link.timer.call_later(RELEASE_EVERY, tick)
+
+        link.timer.call_later(RELEASE_EVERY, tick)
 
     def _unbind(self, slot: int, why: str) -> list[pykka.ActorRef[GatewayChannelActor]]:
         config = self._slots.pop(slot, None)

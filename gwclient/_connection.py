@@ -299,7 +299,7 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         channel = self._channel(config)  # bind first so the bus knows which channel feeds this slot
         _, bus = current_runtime().connection_actor()
 
-        def closed(sub: Subscription) -> None:
+        def closed(sub: Subscription | None) -> None:  # None: collected without close()
             bus.unsubscribe(sub)
             if on_close is not None:
                 on_close()

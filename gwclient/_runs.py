@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -146,8 +145,9 @@ class Run:
         self._recheck = False        # ask agent.wait on the next turn of the pump
         self._settle_at: float | None = None
         self._lost = False           # events may be missing (overflow, gap, reconnect)
-        # A run dropped without wait()/close() must not leave its subscription on the bus.
-        weakref.finalize(self, sub.close)
+        # A run dropped without wait()/close() must not leave its subscription on the bus;
+        # its finalizer only hands close() to the bus (gwclient/_handover.py).
+        sub._close_with(self)
 
     # -- public ------------------------------------------------------------------------
 

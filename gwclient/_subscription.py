@@ -6,10 +6,17 @@ socket or other subscribers.  **Overflow policy** (:mod:`gwclient._queue`): when
 holds ``maxsize`` items or ``max_bytes`` bytes of event frames, the *oldest* items are
 dropped; the next :meth:`~Subscription.get` returns an :class:`Overflow` marker saying how
 many items and bytes were dropped, before the remaining items.
+
+**Dropped without close()**: the bus holds subscriptions weakly, so one the user drops is
+collected with its queue; its finalizer (which the collector may run on any thread, in the
+middle of any gwclient code, even under the bus lock) only hands the release (the bus
+entry, a session subscription's unsubscribe) to the bus, which does it outside its lock
+(:meth:`gwclient._bus.Bus.drain`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
@@ -40,7 +47,7 @@ class Subscription:
         maxsize: int = 1000,
         max_bytes: int | None = None,
         include_state: bool = True,
-        on_close: Callable[[Subscription], None] | None = None,
+        on_close: Callable[[Subscription | None], None] | None = None,
         accept: Callable[[Event], bool] | None = None,
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
@@ -56,6 +63,25 @@ class Subscription:
         self._accept = accept
         self._queue: BoundedQueue[Push] = BoundedQueue(maxsize, max_bytes, _overflow)
         self._closed_by_user = False
+        self._dropped: weakref.finalize[..., Subscription] | None = None
+        self._defer: Callable[[Callable[[], None]], None] | None = None
+
+    def _hand_over(self, defer: Callable[[Callable[[], None]], None]) -> None:
+        """Called by the owner (the bus) when it registers this subscription: if it is
+        collected without :meth:`close`, ``defer`` receives the release work
+        (``on_close(None)``).  The finalizer only appends; it takes no lock."""
+        on_close = self._on_close
+        if on_close is None or self._dropped is not None:
+            return
+        self._defer = defer
+        self._dropped = weakref.finalize(self, defer, lambda: on_close(None))
+        self._dropped.atexit = False
+
+    def _close_with(self, owner: object) -> None:
+        """``owner`` (a Run) holds this subscription: when ``owner`` is collected, hand
+        :meth:`close` over to the bus (the finalizer only appends; it takes no lock)."""
+        if self._defer is not None:
+            weakref.finalize(owner, self._defer, self.close).atexit = False
 
     # -- producer side (gwclient threads; never blocks) ---------------------------------
 
@@ -120,6 +146,8 @@ class Subscription:
         """Stop receiving; pending items are discarded and iteration ends."""
         first = not self._closed_by_user
         self._closed_by_user = True
+        if self._dropped is not None:
+            self._dropped.detach()  # released here, not again when collected
         self._queue.end(discard=True)
         if first and self._on_close is not None:
             self._on_close(self)
