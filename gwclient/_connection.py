@@ -429,3 +429,9 @@ def _exit_handler() -> None:
 import atexit  # noqa: E402  (registered last, once everything above exists)
 
 atexit.register(_exit_handler)
+# Python joins the non-daemon threads before atexit handlers run: one of them blocked in
+# ``sub.get()`` or ``request(timeout=None)`` would hang the exit forever.  This CPython
+# hook (the one concurrent.futures uses) runs when the main thread has finished, before
+# that join: the blocked callers get ClientClosed and the socket is closed cleanly.
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_exit_handler)

@@ -132,6 +132,7 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
         self._requests_by_method: dict[str, int] = {}
         self._connect_log: list[Any] = []
         self._invalid_frames = 0
+        self._client_closes: list[int | None] = []
         self.runs = DevRuns(self)  # agent/chat runs (_devgw_runs.py)
 
     def _handle_ws(self, lt: _Lifetime, item: _Tracked, ws: _DevServerConnection) -> None:
@@ -156,8 +157,9 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
                 return
             while True:
                 self._on_frame(cs, ws.recv())
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            with self._cond:
+                self._client_closes.append(exc.rcvd.code if exc.rcvd is not None else None)
         finally:
             cs.closed.set()
             with self._cond:
@@ -276,6 +278,13 @@ class DevGateway(_DevGatewayHandshake, _DevGatewayControls):
                 keys.discard(canonical)
             subscribed = canonical in keys
         return True, {"subscribed": subscribed, "key": canonical}
+
+    @property
+    def client_close_codes(self) -> list[int | None]:
+        """For every connection that ended: the close code the client sent (``None``: the
+        socket ended without a close frame from the client)."""
+        with self._cond:
+            return list(self._client_closes)
 
     def session_subscribers(self, key: str) -> int:
         """How many open connections are subscribed to ``key``'s messages."""
