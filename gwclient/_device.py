@@ -190,8 +190,11 @@ class DeviceIdentity:
             return None
         try:
             return cls._from_json(json.loads(raw.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError, TypeError) as exc:
-            reason = str(exc) if isinstance(exc, _IdentityFileError) else "not valid JSON"
+        except (ValueError, UnicodeDecodeError, TypeError, RecursionError) as exc:
+            # json's decoder recurses per nesting level: a file nested ~1000 deep raises
+            # RecursionError, which must not escape as a retried connection failure.
+            reason = (str(exc) if isinstance(exc, _IdentityFileError)
+                      else "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON")
             raise ConfigError(
                 f"corrupt device identity file {path}: {reason}; move it away to create a "
                 "new identity (the new device will have to be paired again)"
@@ -293,8 +296,11 @@ class DeviceTokenStore:
 
     Writes happen under a threading lock and an ``flock`` on ``state_dir/.lock`` (POSIX),
     read-modify-write, then an atomic ``os.replace`` of a 0600 temp file, so concurrent
-    writers in threads or processes do not lose each other's updates.  A corrupt file is
-    treated as empty (with a warning) and overwritten by the next save."""
+    writers in threads or processes do not lose each other's updates.  A corrupt file
+    (not JSON, nested too deeply, the wrong shape, unreadable) is treated as empty (with a
+    warning) and overwritten by the next save; ``load(..., strict=True)`` (what a
+    connection without a shared token uses: the stored token is its credential) raises
+    :class:`DeviceStoreError` naming the file instead."""
 
     def __init__(self, state_dir: Path | str) -> None:
         self._dir = Path(state_dir).expanduser()
@@ -310,9 +316,9 @@ class DeviceTokenStore:
         return f"DeviceTokenStore({str(self._path)!r})"
 
     # -- public API
-    def load(self, gateway_key: str, device_id: str, role: str) -> StoredDeviceToken | None:
+    def load(self, gateway_key: str, device_id: str, role: str, *, strict: bool = False) -> StoredDeviceToken | None:
         with self._locked(shared=True):
-            tokens = self._read()
+            tokens = self._read(strict=strict)
         entry = tokens.get(gateway_key, {}).get(device_id, {}).get(role)
         return self._entry_to_token(entry, role)
 
@@ -386,11 +392,20 @@ class DeviceTokenStore:
             finally:
                 os.close(fd)  # releases the flock
 
-    def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def _unusable(self, strict: bool, why: str) -> dict[str, dict[str, dict[str, Any]]]:
+        if strict:
+            raise DeviceStoreError(
+                f"device token file {self._path} {why}; move it away (the device then connects "
+                "without a stored token and must be paired again)"
+            )
+        log.warning("device token file %s %s; treating it as empty", self._path, why)
+        return {}
+
+    def _read(self, *, strict: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
         try:
             raw = read_nofollow(self._path, "device token file", DeviceStoreError)
         except DeviceStoreError:
-            if os.path.islink(self._path):
+            if os.path.islink(self._path) or strict:
                 raise  # a link is refused loudly, never read nor replaced
             log.warning("cannot read device token file %s; ignoring it", self._path)
             return {}
@@ -399,14 +414,12 @@ class DeviceTokenStore:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
-            log.warning("device token file %s is corrupt; treating it as empty", self._path)
-            return {}
+            return self._unusable(strict, "is corrupt (not valid JSON)")
+        except RecursionError:  # json's decoder recurses per nesting level
+            return self._unusable(strict, "is corrupt (nested too deeply)")
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, dict) or data.get("version") != _FILE_VERSION:
-            log.warning(
-                "device token file %s has an unexpected shape; treating it as empty", self._path
-            )
-            return {}
+            return self._unusable(strict, "has an unexpected shape")
         result: dict[str, dict[str, dict[str, Any]]] = {}
         for gateway, devices in tokens.items():
             if not isinstance(devices, dict):

@@ -406,5 +406,7 @@ def _load_credentials(config: GatewayConfig) -> Credentials:
     identity = DeviceIdentity.load_or_create(state_dir)
     stored = None
     if not (config.token or config.password):
-        stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
+        # strict: without a shared secret the stored token is the credential, so a broken
+        # file is a ConfigError naming it (paused), not an anonymous connect.
+        stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role, strict=True)
     return Credentials(identity, stored)
