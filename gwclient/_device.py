@@ -5,7 +5,7 @@ Files in the state directory (created 0700)::
     device.json         {"version":1, "deviceId", "publicKey", "privateKey", "createdAtMs"}
                         keys raw, unpadded base64url; the private key is the 32-byte seed
     device-tokens.json  device tokens issued in hello-ok, keyed by gateway/device/role
-    .lock               flock()ed while device-tokens.json is rewritten
+    .lock               flock()ed while device-tokens.json is rewritten (reads take no lock)
 
 Both JSON files are 0600 and replaced atomically, so readers never see partial data.
 Nothing here logs or formats a private key or a token.
@@ -371,6 +371,13 @@ class DeviceTokenStore:
                 return
             if shared and not self._path.exists():
                 yield  # nothing to read; don't create the directory just to look
+                return
+            if shared:
+                # A read takes no lock file: writers replace the file atomically, so a
+                # reader sees the old or the new one whole.  It writes nothing either, so a
+                # state dir on a read-only mount works with a stored device token.
+                check_state_dir(self._dir, DeviceStoreError)
+                yield
                 return
             ensure_private_dir(self._dir, DeviceStoreError)
             try:
