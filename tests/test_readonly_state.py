@@ -48,7 +48,7 @@ def test_a_read_only_state_dir_works_with_a_stored_device_token(gw: DevGateway) 
     connects = gw.handshakes_completed
 
     script = textwrap.dedent(CHILD.format(url=gw.url))
-    mount = f'mount --bind "$D" "$D" && mount -o remount,ro,bind "$D" "$D" && exec "$PY" -c "$SCRIPT"'
+    mount = 'mount --bind "$D" "$D" && mount -o remount,ro,bind "$D" "$D" && exec "$PY" -c "$SCRIPT"'
     env = {**os.environ, "D": str(state), "PY": sys.executable, "SCRIPT": script}
     out = subprocess.run(["unshare", "-rm", "sh", "-c", mount], env=env, capture_output=True, text=True,
                          timeout=30, check=False)
