@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._deadline import check_timeout
 from ._errors import (
     ClientClosed,
     GatewayError,
@@ -183,9 +184,10 @@ class Run:
         and :class:`GatewayTimeout` when ``timeout`` seconds passed first (the run goes on;
         wait again or :meth:`abort` it)."""
         check_caller("Run.wait()")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
         if not self._wait_until(lambda: self._outcome is not None, deadline):
-            raise GatewayTimeout(f"run {self.run_id} still going after {timeout:g} s")
+            raise GatewayTimeout(f"run {self.run_id} still going after {seconds:g} s")
         return self._raise_or_result()
 
     def updates(self, *, timeout: float | None = None) -> Iterator[RunUpdate]:
@@ -193,7 +195,10 @@ class Run:
         ends when the run ends, raising the run's error if it ended without a reply, or
         :class:`GatewayTimeout` if it is still going after ``timeout`` seconds."""
         check_caller("Run.updates()")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._updates_until(check_timeout(timeout))  # checked now, not at the first next()
+
+    def _updates_until(self, seconds: float | None) -> Iterator[RunUpdate]:
+        deadline = None if seconds is None else time.monotonic() + seconds
         index = 0
         while True:
             with self._cond:
@@ -206,7 +211,7 @@ class Run:
                 return
             if not self._wait_until(lambda i=index: len(self._updates) > i or self._outcome is not None,  # type: ignore[misc]
                                     deadline):
-                raise GatewayTimeout(f"run {self.run_id} still going after {timeout:g} s")
+                raise GatewayTimeout(f"run {self.run_id} still going after {seconds:g} s")
 
     def __iter__(self) -> Iterator[str]:
         for update in self.updates():
@@ -404,6 +409,14 @@ class Run:
             with self._cond:
                 if replace and full is not None:
                     self._text = full
+                elif full is not None and full.startswith(self._text):
+                    # The cumulative text places the delta: whatever was missed before it
+                    # (an overflow can drop the start of a reply) is streamed with it.
+                    delta, self._text = full[len(self._text):], full
+                elif self._lost:
+                    # Events were lost and nothing says where this delta goes: streaming it
+                    # would break "the deltas add up"; the final text makes up the rest.
+                    delta = ""
                 else:
                     self._text += delta
                 text_now = self._text

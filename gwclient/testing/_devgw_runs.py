@@ -54,7 +54,9 @@ class RunScript:
     * ``fail``: fail with this message after ``fail_after`` words (``error_kind`` e.g.
       ``"timeout"``; ``duplicate_error`` adds the second ``seq:1`` error of ``chat.send``);
     * ``hang``: no words until aborted, timed out or released;
-    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`.
+    * ``pause_after``: stop after that many words until :meth:`DevRuns.release`;
+    * ``cumulative=False``: ``chat`` deltas carry only ``deltaText``, not the cumulative
+      ``message`` (the protocol makes it optional).
     """
 
     reply: str | None = None
@@ -67,6 +69,7 @@ class RunScript:
     duplicate_error: bool = True
     hang: bool = False
     pause_after: int | None = None
+    cumulative: bool = True
 
 
 @dataclass(eq=False)
@@ -395,7 +398,8 @@ class DevRuns:
                 break  # the last chat delta follows lifecycle/end
             if script.merge and not last and i % 2 == 0:
                 continue  # merged into the next delta: the payload seq skips one
-            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+            self._chat_ev(run, "delta", deltaText=pending,
+                          **({"message": self._message(run.text)} if script.cumulative else {}))
             pending = ""
         if script.fail is not None:
             return self._stop(run, "error")
@@ -405,7 +409,8 @@ class DevRuns:
                                           "startedAt": run.started_ms, "endedAt": _now_ms()})
         run.seq += 1
         if pending:
-            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+            self._chat_ev(run, "delta", deltaText=pending,
+                          **({"message": self._message(run.text)} if script.cumulative else {}))
         run.status = "ok"
         self._record(run.session_key, {**self._message(run.text), "stopReason": "stop",
                                        "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
