@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gwclient import GatewayConfig, GatewayConnection, GatewayTimeout, RetryPolicy, UsageError
+from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, UsageError
 from gwclient.runs import TextDelta
 from gwclient.testing import DevGateway
 from gwclient.testing._devgw_runs import RunScript
