@@ -211,14 +211,14 @@ def policy_hello(**policy: int) -> HelloOk:
 
 
 def test_clamp_bounds_are_inclusive() -> None:
-    assert TICK_MS_RANGE == (10, 3_600_000) and MAX_PAYLOAD_RANGE == (1024, 1 << 30)
+    assert TICK_MS_RANGE == (1000, 3_600_000) and MAX_PAYLOAD_RANGE == (1024, 1 << 30)
     assert RESTART_HINT_MAX_MS == 3_600_000
-    lo = clamp_hello(policy_hello(tickIntervalMs=9, maxPayload=1023, maxBufferedBytes=1023)).policy
-    assert (lo.tick_interval_ms, lo.max_payload, lo.max_buffered_bytes) == (10, 1024, 1024)
+    lo = clamp_hello(policy_hello(tickIntervalMs=999, maxPayload=1023, maxBufferedBytes=1023)).policy
+    assert (lo.tick_interval_ms, lo.max_payload, lo.max_buffered_bytes) == (1000, 1024, 1024)
     hi = clamp_hello(policy_hello(tickIntervalMs=3_600_001, maxPayload=(1 << 30) + 1,
                                   maxBufferedBytes=(1 << 30) + 1)).policy
     assert (hi.tick_interval_ms, hi.max_payload, hi.max_buffered_bytes) == (3_600_000, 1 << 30, 1 << 30)
-    edge = policy_hello(tickIntervalMs=10, maxPayload=1024, maxBufferedBytes=1 << 30)
+    edge = policy_hello(tickIntervalMs=1000, maxPayload=1024, maxBufferedBytes=1 << 30)
     assert clamp_hello(edge) is edge
     top = policy_hello(tickIntervalMs=3_600_000, maxPayload=1 << 30, maxBufferedBytes=1024)
     assert clamp_hello(top) is top
@@ -231,7 +231,7 @@ def test_clamp_keeps_everything_but_the_policy() -> None:
     clamped = clamp_hello(original)
     assert clamped is not original
     assert clamped.policy.max_payload == original.policy.max_payload == 1 << 20
-    assert clamped.policy.max_buffered_bytes == 1024 and clamped.policy.tick_interval_ms == 10
+    assert clamped.policy.max_buffered_bytes == 1024 and clamped.policy.tick_interval_ms == 1000
     assert dataclasses.replace(clamped, policy=original.policy) == original
 
 
