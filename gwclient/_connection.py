@@ -278,9 +278,9 @@ class GatewayConnection(SessionsMixin, PairingMixin, RunsMixin):
         a new Snapshot after every reconnect.  ``events`` limits which event names are
         delivered (snapshots, gaps and state changes always are; state changes unless
         ``include_state=False``).  Subscribing starts connecting.  The queue holds
-        ``maxsize`` items (default ``config.max_queue``) and ``max_bytes`` bytes of event
-        frames (default ``config.max_queue_bytes``); see :mod:`gwclient._subscription` for
-        the drop-oldest overflow policy."""
+        ``maxsize`` items (default ``config.max_queue``) and ``max_bytes`` bytes of memory
+        held by the decoded events (default ``config.max_queue_bytes``); see
+        :mod:`gwclient._subscription` for the drop-oldest overflow policy."""
         _check_caller("subscribe")
         if isinstance(events, str):
             events = [e for e in events.split(",") if e]

@@ -51,6 +51,7 @@ from ._errors import (
     RequestError,
 )
 from ._frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
+from ._held import held_size
 from ._protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from ._pushes import ConnectionState, Event, Snapshot, StateChange
 
@@ -189,7 +190,7 @@ class Session:
             log.warning("ignoring a malformed frame from %s: %s", self.limits.label, exc)
             return []
         if isinstance(frame, EventFrame):
-            return self._on_event(frame, len(data))
+            return self._on_event(frame, held_size(data))  # memory held, not wire bytes
         if isinstance(frame, ResponseFrame):
             if self.phase == "hello" and frame.id == self._connect_id:
                 return self._on_hello(frame)

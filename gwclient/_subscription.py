@@ -3,9 +3,12 @@
 The bus offers pushes with :meth:`Subscription._offer` from gwclient threads (the reader,
 the timer, the channel actor); it never blocks, so a slow subscriber cannot stall the
 socket or other subscribers.  **Overflow policy** (:mod:`gwclient._queue`): when the queue
-holds ``maxsize`` items or ``max_bytes`` bytes of event frames, the *oldest* items are
-dropped; the next :meth:`~Subscription.get` returns an :class:`Overflow` marker saying how
-many items and bytes were dropped, before the remaining items.
+holds ``maxsize`` items or ``max_bytes`` bytes, the *oldest* items are dropped; the next
+:meth:`~Subscription.get` returns an :class:`Overflow` marker saying how many items and
+bytes were dropped, before the remaining items.  The bytes are the memory the decoded
+events hold, estimated from each frame (:func:`gwclient._held.held_size`: an upper
+estimate, 1-3x the real size for the shapes measured), not the frame's length: decoded
+JSON takes up to ~30 times its wire size.
 
 **Dropped without close()**: the bus holds subscriptions weakly, so one the user drops is
 collected with its queue; its finalizer (which the collector may run on any thread, in the

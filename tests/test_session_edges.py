@@ -50,6 +50,7 @@ from gwclient._effects import (
 from gwclient._encode import check_method, encode_request
 from gwclient._errors import ChannelRetired
 from gwclient._frames import ConnectChallenge, HelloOk
+from gwclient._held import held_size
 from gwclient._retry import RetryPolicy
 from gwclient._session import Session, describe
 
@@ -397,7 +398,7 @@ def test_events_before_the_challenge_are_kept_and_dropped_ones_are_counted(caplo
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
         effects = s.received(res(connect["id"], hello()), 0.0)
     delivered = [(e.push.seq, e.size) for e in effects if isinstance(e, Publish) and isinstance(e.push, Event)]
-    assert delivered == [(1, len(first)), (2, len(event("presence", 2)))]
+    assert delivered == [(1, held_size(first)), (2, held_size(event("presence", 2)))]
     assert "dropped 3 events sent before hello-ok (more than 2)" in caplog.messages
     assert s._early == []
 
@@ -549,7 +550,7 @@ def test_events_carry_their_size_and_state_version() -> None:
     text = json.dumps({"type": "event", "event": "presence", "payload": {"a": 1}, "seq": 1,
                        "stateVersion": {"presence": 3, "health": 4}})
     (pub,) = [e for e in s.received(text, 1.0) if isinstance(e, Publish)]
-    assert pub.size == len(text) and isinstance(pub.push, Event)
+    assert pub.size == held_size(text) and isinstance(pub.push, Event)  # what it holds decoded
     assert pub.push.payload == {"a": 1} and pub.push.seq == 1
     assert pub.push.state_version is not None and pub.push.state_version.health == 4
 
