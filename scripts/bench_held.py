@@ -21,6 +21,7 @@ import random
 import string
 import sys
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -28,10 +29,11 @@ import psutil
 from gwclient import GatewayConfig, GatewayConnection
 from gwclient.testing import DevGateway
 
+estimate_of: Callable[[str], int] | None
 try:
-    from gwclient._held import held_size
+    from gwclient._held import held_size as estimate_of
 except ImportError:  # an older gwclient: its bound counts the frame's length
-    held_size = None
+    estimate_of = None
 
 TOKEN = "bench-held-token"
 
@@ -76,7 +78,7 @@ def table() -> None:
     for name, payload in shapes().items():
         frame = json.dumps({"type": "event", "event": "x", "payload": payload, "seq": 1}, separators=(",", ":"))
         decoded = decoded_bytes(frame)
-        estimate = held_size(frame) if held_size is not None else len(frame)
+        estimate = estimate_of(frame) if estimate_of is not None else len(frame)
         print(f"{name:26} {len(frame):9d} {decoded:10d} {decoded / len(frame):8.2f} {estimate:11d} "
               f"{estimate / decoded:8.2f}")
 
@@ -87,7 +89,7 @@ def rss_mb() -> float:
 
 
 def never_reading(bound: int, wire_multiple: float) -> None:
-    payload = [{} for _ in range(20_000)]  # ~60 KB frames that decode to ~24x that
+    payload: list[dict[str, int]] = [{} for _ in range(20_000)]  # ~60 KB frames that decode to ~24x that
     frame_len = len(json.dumps({"type": "event", "event": "blob", "payload": payload, "seq": 1}))
     count = max(1, int(bound * wire_multiple / frame_len))
     with DevGateway(token=TOKEN) as gw:
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="send this many times the bound in frame bytes")
     args = parser.parse_args(argv)
     print(f"Python {sys.version.split()[0]}; "
-          + ("estimate: gwclient._held.held_size" if held_size is not None else "this gwclient counts frame bytes"))
+          + ("estimate: gwclient._held.held_size" if estimate_of is not None else "this gwclient counts frame bytes"))
     table()
     never_reading(int(args.bound_mib * 2**20), args.wire_multiple)
     return 0

@@ -50,7 +50,7 @@ def held_after(gw: DevGateway, conn: GatewayConnection, payload: Any, n: int) ->
 def test_object_heavy_events_are_bounded_by_what_they_hold(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=DEV_TOKEN, request_timeout=20))
     conn.request("echo", 0)
-    heavy = [{} for _ in range(3000)]  # ~9 KB on the wire, ~25x that decoded
+    heavy: list[dict[str, int]] = [{} for _ in range(3000)]  # ~9 KB on the wire, ~25x that decoded
     kept, overflows = held_after(gw, conn, heavy, 120)
     held = sum(deep_size(e.payload) for e in kept)
     assert held <= BOUND, f"{len(kept)} events hold {held} bytes, over the {BOUND} byte bound"
