@@ -12,9 +12,12 @@ takes the same lock, so a new subscriber sees the latest snapshot (or state) fir
 then every later push in order.  Offers never block (bounded queues, drop-oldest).
 
 Subscriptions are held weakly; one dropped without ``close()`` hands its release to the
-bus's :class:`~gwclient._handover.Handovers`, which the bus runs outside its lock: when a
-user subscribes, flushes or closes, and every :data:`RELEASE_EVERY` seconds from each
-channel's timer (so an idle process releases too).
+bus's :class:`~gwclient._handover.Handovers`, which the bus runs outside its lock, on a
+thread that may send (the release of a session subscription sends its unsubscribe): the
+next user thread that subscribes, and the reader when it flushes a burst of events (at
+least every tick, so an idle connected process releases too; a send there is bounded by
+the liveness watchdog).  Never the timer thread: a send blocked there would stop the
+watchdog that unblocks it.
 """
 
 from __future__ import annotations
@@ -39,9 +42,6 @@ from ._transport import TransportFactory, open_transport
 __all__ = ["Bus", "Channel", "ConnectionActor"]
 
 log = logging.getLogger("gwclient.connection")
-
-#: Seconds between two runs of the bus's handed-over releases from a channel's timer.
-RELEASE_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ class Bus:
                             log.exception("a subscription refused a push")
 
     def flush(self) -> None:
-        """Wake the consumers of pushes published with ``notify=False``."""
+        """Wake the consumers of pushes published with ``notify=False`` (the reader, after a
+        burst; it also runs what finalizers handed over)."""
         self.drain()
         with self.lock:
             subs, self._unflushed = self._unflushed, []
@@ -251,22 +252,12 @@ class ConnectionActor(pykka.ThreadingActor):
             number = next(self._numbers)
             link = Link(config, self.bus.publisher(number), self._factory or open_transport, self.bus.flush)
             actor = GatewayChannelActor.start(link, retry_policy=config.retry)
-            self._release_from(link)
             channel = Channel(actor, link, number)
             self._channels[config] = channel
             self.bus.add_feed(channel)
         self.bus.bind(slot, channel.number)
         self._slots[slot] = config
         return channel
-
-    def _release_from(self, link: Link) -> None:
-        """Run the bus's handed-over releases from the channel's timer, every
-        :data:`RELEASE_EVERY` seconds, until the channel stops."""
-        def tick() -> None:
-            self.bus.drain()
-            link.timer.call_later(RELEASE_EVERY, tick)
-
-        link.timer.call_later(RELEASE_EVERY, tick)
 
     def _unbind(self, slot: int, why: str) -> list[pykka.ActorRef[GatewayChannelActor]]:
         config = self._slots.pop(slot, None)

@@ -95,6 +95,7 @@ def test_subscriptions_dropped_without_close_leave_the_bus(gw: DevGateway) -> No
     kept.close()
 
 
+@pytest.mark.devgateway(tick_interval_ms=200)
 def test_dropped_session_subscriptions_unsubscribe_once_even_when_idle(gw: DevGateway) -> None:
     conn = connection(gw)
     subs: list[Any] = [conn.subscribe_session("work") for _ in range(3)]
@@ -104,7 +105,8 @@ def test_dropped_session_subscriptions_unsubscribe_once_even_when_idle(gw: DevGa
     conn.subscribe().close()  # runs whatever was handed over
     assert gw.requests_by_method.get("sessions.messages.unsubscribe", 0) == 0  # two still want it
     assert len(registered()) == 2
-    subs.clear()  # dropped, never closed; nobody calls gwclient again: the timer releases them
+    subs.clear()  # dropped, never closed; nobody calls gwclient again: the reader releases
+    # them after the next tick
     assert gw.wait_for(lambda g: g.requests_by_method.get("sessions.messages.unsubscribe", 0) == 1, timeout=10)
     assert gw.session_subscribers("work") == 0
     assert registered() == []
