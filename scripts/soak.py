@@ -212,11 +212,17 @@ def careless(conn: GatewayConnection, stop: threading.Event, counters: Counters,
 
 
 def bus_subscriptions() -> int:
+    """Subscriptions registered on the bus; -1 if its lock stayed taken for 5 s (a frozen
+    reader: what a finalizer run under the bus lock used to do)."""
     bus = current_runtime().bus
     if bus is None:
         return 0
-    with bus.lock:
+    if not bus.lock.acquire(timeout=5):
+        return -1
+    try:
         return sum(len(subs) for subs in bus._subs.values())
+    finally:
+        bus.lock.release()
 
 
 def dropper(gw: RealGateway | DevChild, stop: threading.Event, every: float, log: list[str], t0: float) -> None:
