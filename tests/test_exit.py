@@ -62,5 +62,6 @@ def test_exit_with_non_daemon_threads_blocked_in_gwclient_does_not_hang(gw: DevG
                 child.wait(10)
     assert child.returncode == (3 if end else 0), err
     assert sorted(out.splitlines()) == ["get: ClientClosed", "request: ClientClosed"], err
+    # A clean close frame, not a dropped socket.
+    assert gw.wait_for(lambda g: g.client_close_codes == [1000], timeout=5), gw.client_close_codes
     assert gw.wait_for(lambda g: g.open_sockets == 0, timeout=5)
-    assert gw.client_close_codes == [1000]  # a clean close frame, not a dropped socket
