@@ -378,9 +378,9 @@ class GatewayConnection:
         a new Snapshot after every reconnect.  ``events`` limits which event names are
         delivered (snapshots, gaps and state changes always are; state changes unless
         ``include_state=False``).  Subscribing starts connecting.  The queue holds
-        ``maxsize`` items (default ``config.max_queue``) and ``max_bytes`` bytes of event
-        frames (default ``config.max_queue_bytes``); see :mod:`gwclient._engine.subscription` for
-        the drop-oldest overflow policy."""
+        ``maxsize`` items (default ``config.max_queue``) and ``max_bytes`` bytes of memory
+        held by the decoded events (default ``config.max_queue_bytes``); see
+        :mod:`gwclient._engine.subscription` for the drop-oldest overflow policy."""
         _check_caller("subscribe")
         if isinstance(events, str):
             events = [e for e in events.split(",") if e]
@@ -631,3 +631,9 @@ def _exit_handler() -> None:
 
 
 atexit.register(_exit_handler)
+# Python joins the non-daemon threads before atexit handlers run: one of them blocked in
+# ``sub.get()`` or ``request(timeout=None)`` would hang the exit forever.  This CPython
+# hook (the one concurrent.futures uses) runs when the main thread has finished, before
+# that join: the blocked callers get ClientClosed and the socket is closed cleanly.
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_exit_handler)

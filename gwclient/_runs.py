@@ -300,9 +300,10 @@ class Run:
         and :class:`GatewayTimeout` when ``timeout`` seconds passed first (the run goes on;
         wait again or :meth:`abort` it)."""
         check_caller("Run.wait()")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
         if not self._wait_until(lambda: self._outcome is not None, deadline):
-            raise GatewayTimeout(f"run {self.run_id} still going after {timeout:g} s")
+            raise GatewayTimeout(f"run {self.run_id} still going after {seconds:g} s")
         return self._raise_or_result()
 
     def updates(self, *, timeout: float | None = None) -> Iterator[RunUpdate]:
@@ -310,7 +311,10 @@ class Run:
         ends when the run ends, raising the run's error if it ended without a reply, or
         :class:`GatewayTimeout` if it is still going after ``timeout`` seconds."""
         check_caller("Run.updates()")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._updates_until(check_timeout(timeout))  # checked now, not at the first next()
+
+    def _updates_until(self, seconds: float | None) -> Iterator[RunUpdate]:
+        deadline = None if seconds is None else time.monotonic() + seconds
         index = 0
         while True:
             with self._cond:
@@ -323,7 +327,7 @@ class Run:
                 return
             if not self._wait_until(lambda i=index: len(self._updates) > i or self._outcome is not None,  # type: ignore[misc]
                                     deadline):
-                raise GatewayTimeout(f"run {self.run_id} still going after {timeout:g} s")
+                raise GatewayTimeout(f"run {self.run_id} still going after {seconds:g} s")
 
     def __iter__(self) -> Iterator[str]:
         for update in self.updates():
@@ -539,6 +543,10 @@ class Run:
                     delta, self._text = full[len(self._text):], full
                 elif full is not None and self._text.startswith(full):
                     delta = ""  # already adopted (chat.history's inFlightRun)
+                elif full is None and self._lost:
+                    # Events were lost and nothing says where this delta goes: streaming it
+                    # would break "the deltas add up"; the final text makes up the rest.
+                    delta = ""
                 else:
                     self._text += delta
                 text_now = self._text

@@ -119,7 +119,8 @@ class GatewayConfig:
     #: before the socket is declared dead and replaced; ``None`` = twice the gateway's tick
     #: interval.  When shorter than the tick interval, gwclient pings to provoke pongs.
     liveness_timeout: float | None = None
-    #: Byte bound of a subscription queue (besides ``max_queue`` items); ``None`` = unbounded.
+    #: Byte bound of a subscription queue, in memory held by its decoded events (besides
+    #: ``max_queue`` items); ``None`` = unbounded.
     max_queue_bytes: int | None = 64 * 1024 * 1024
     #: Largest inbound frame accepted before hello-ok (after it: the gateway's
     #: ``policy.maxPayload``); a larger frame closes the socket (1009) unread.

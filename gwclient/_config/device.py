@@ -5,7 +5,7 @@ Files in the state directory (created 0700)::
     device.json         {"version":1, "deviceId", "publicKey", "privateKey", "createdAtMs"}
                         keys raw, unpadded base64url; the private key is the 32-byte seed
     device-tokens.json  device tokens issued in hello-ok, keyed by gateway/device/role
-    .lock               flock()ed while device-tokens.json is rewritten
+    .lock               flock()ed while device-tokens.json is rewritten (reads take no lock)
 
 Both JSON files are 0600 and replaced atomically, so readers never see partial data.
 Nothing here logs or formats a private key or a token.
@@ -190,8 +190,11 @@ class DeviceIdentity:
             return None
         try:
             return cls._from_json(json.loads(raw.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError, TypeError) as exc:
-            reason = str(exc) if isinstance(exc, _IdentityFileError) else "not valid JSON"
+        except (ValueError, UnicodeDecodeError, TypeError, RecursionError) as exc:
+            # json's decoder recurses per nesting level: a file nested ~1000 deep raises
+            # RecursionError, which must not escape as a retried connection failure.
+            reason = (str(exc) if isinstance(exc, _IdentityFileError)
+                      else "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON")
             raise ConfigError(
                 f"corrupt device identity file {path}: {reason}; move it away to create a "
                 "new identity (the new device will have to be paired again)"
@@ -288,13 +291,21 @@ class StoredDeviceToken:
         object.__setattr__(self, "scopes", tuple(self.scopes))
 
 
+#: (file, fault) pairs already warned about (a broken token file is read on every connect).
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
 class DeviceTokenStore:
     """Device tokens in ``state_dir/device-tokens.json``, keyed by (gateway, device, role).
 
     Writes happen under a threading lock and an ``flock`` on ``state_dir/.lock`` (POSIX),
     read-modify-write, then an atomic ``os.replace`` of a 0600 temp file, so concurrent
-    writers in threads or processes do not lose each other's updates.  A corrupt file is
-    treated as empty (with a warning) and overwritten by the next save."""
+    writers in threads or processes do not lose each other's updates.  A corrupt file
+    (not JSON, nested too deeply, the wrong shape, unreadable) is treated as empty (with a
+    warning) and overwritten by the next save; ``load(..., strict=True)`` (what a
+    connection without a shared token uses: the stored token is its credential) raises
+    :class:`DeviceStoreError` naming the file instead."""
 
     def __init__(self, state_dir: Path | str) -> None:
         self._dir = Path(state_dir).expanduser()
@@ -310,9 +321,9 @@ class DeviceTokenStore:
         return f"DeviceTokenStore({str(self._path)!r})"
 
     # -- public API
-    def load(self, gateway_key: str, device_id: str, role: str) -> StoredDeviceToken | None:
+    def load(self, gateway_key: str, device_id: str, role: str, *, strict: bool = False) -> StoredDeviceToken | None:
         with self._locked(shared=True):
-            tokens = self._read()
+            tokens = self._read(strict=strict)
         entry = tokens.get(gateway_key, {}).get(device_id, {}).get(role)
         return self._entry_to_token(entry, role)
 
@@ -366,6 +377,13 @@ class DeviceTokenStore:
             if shared and not self._path.exists():
                 yield  # nothing to read; don't create the directory just to look
                 return
+            if shared:
+                # A read takes no lock file: writers replace the file atomically, so a
+                # reader sees the old or the new one whole.  It writes nothing either, so a
+                # state dir on a read-only mount works with a stored device token.
+                check_state_dir(self._dir, DeviceStoreError)
+                yield
+                return
             ensure_private_dir(self._dir, DeviceStoreError)
             try:
                 # O_NOFOLLOW: a (dangling) symlink named .lock must not create or lock
@@ -386,11 +404,25 @@ class DeviceTokenStore:
             finally:
                 os.close(fd)  # releases the flock
 
-    def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def _unusable(self, strict: bool, why: str) -> dict[str, dict[str, dict[str, Any]]]:
+        if strict:
+            raise DeviceStoreError(
+                f"device token file {self._path} {why}; move it away (the device then connects "
+                "without a stored token and must be paired again)"
+            )
+        key = (str(self._path), why)
+        with _warned_lock:
+            first = key not in _warned
+            _warned.add(key)
+        if first:  # once per file and fault: a shared token reconnects with it ignored
+            log.warning("device token file %s %s; treating it as empty", self._path, why)
+        return {}
+
+    def _read(self, *, strict: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
         try:
             raw = read_nofollow(self._path, "device token file", DeviceStoreError)
         except DeviceStoreError:
-            if os.path.islink(self._path):
+            if os.path.islink(self._path) or strict:
                 raise  # a link is refused loudly, never read nor replaced
             log.warning("cannot read device token file %s; ignoring it", self._path)
             return {}
@@ -399,14 +431,12 @@ class DeviceTokenStore:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
-            log.warning("device token file %s is corrupt; treating it as empty", self._path)
-            return {}
+            return self._unusable(strict, "is corrupt (not valid JSON)")
+        except RecursionError:  # json's decoder recurses per nesting level
+            return self._unusable(strict, "is corrupt (nested too deeply)")
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, dict) or data.get("version") != _FILE_VERSION:
-            log.warning(
-                "device token file %s has an unexpected shape; treating it as empty", self._path
-            )
-            return {}
+            return self._unusable(strict, "has an unexpected shape")
         result: dict[str, dict[str, dict[str, Any]]] = {}
         for gateway, devices in tokens.items():
             if not isinstance(devices, dict):

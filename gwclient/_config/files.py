@@ -22,13 +22,24 @@ log = logging.getLogger("gwclient.device")
 
 
 def ensure_private_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
-    """Create ``path`` (and parents) if needed; a directory we create gets mode 0700.
-    An existing one must pass :func:`check_state_dir`."""
+    """Create ``path`` (and parents) if needed; every directory we create, parents
+    included (``~/.local``, ``~/.local/state``), gets mode 0700 whatever the umask (the XDG
+    rule; ``os.makedirs`` would give the parents 0777 under umask 000).  An existing one
+    must pass :func:`check_state_dir`."""
     if path.is_dir():
         check_state_dir(path, error)
         return
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        missing = []
+        parent = path
+        while not os.path.lexists(parent) and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.mkdir(directory, 0o700)  # the umask can only remove bits from 0700
+        if not missing:
+            os.makedirs(path, mode=0o700, exist_ok=True)  # raises the right error
         os.chmod(path, 0o700)  # umask may have removed bits; never widen an existing dir
     except OSError as exc:
         raise error(
@@ -44,6 +55,7 @@ def check_state_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
     the directory cannot be swapped in between."""
     if sys.platform == "win32":
         return
+    _check_link(path, error)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -74,6 +86,32 @@ def check_state_dir(path: Path, error: type[ConfigError] = ConfigError) -> None:
         raise error(f"cannot secure gwclient state directory {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _check_link(path: Path, error: type[ConfigError]) -> None:
+    """A state dir that is a symbolic link is followed only if nobody but you (or root)
+    could have planted it: the link is yours (or root's) and so is the directory holding
+    it, which others cannot write to.  Under a world- or group-writable parent (``/tmp``,
+    sticky or not) anyone could have made the link first: refused."""
+    try:
+        link = os.lstat(path)
+    except OSError:
+        return  # missing (created later, as a real directory) or unreadable: open() says
+    if not stat.S_ISLNK(link.st_mode):
+        return
+    parent = path.parent
+    try:
+        holder = os.stat(parent)
+    except OSError as exc:
+        raise error(f"cannot check the directory {parent} of gwclient state directory {path}: "
+                    f"{exc.strerror or exc}") from None
+    mine = (os.geteuid(), 0)
+    if link.st_uid not in mine or holder.st_uid not in mine or stat.S_IMODE(holder.st_mode) & 0o022:
+        raise error(
+            f"gwclient state directory {path} is a symbolic link in {parent}, a directory others "
+            "can write to (or not yours); gwclient follows such a link only from a directory that "
+            "only you can write to: use the real directory (state_dir / GWCLIENT_STATE_DIR)"
+        )
 
 
 def read_nofollow(path: Path, what: str, error: type[ConfigError] = ConfigError) -> bytes | None:

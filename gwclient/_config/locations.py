@@ -1,6 +1,9 @@
 """Where things are, resolved like the official OpenClaw tools: gwclient's state dir,
 the OpenClaw home, state dir and config file, the client's version and platform name.
-Pure functions of the environment (no I/O beyond ``Path.home()``)."""
+Pure functions of the environment (no I/O beyond looking the home directory up).
+
+A blank ``HOME`` (``HOME=""``, or only spaces) means unset, as for the official tools: the
+home is then the user's entry in the password database, never ``/``."""
 
 from __future__ import annotations
 
@@ -50,11 +53,20 @@ def default_platform() -> str:
 
 
 def _home(env: Mapping[str, str] | None) -> Path:
-    if env is not None:
-        home = env.get("HOME", "").strip()
-        if home:
-            return Path(home)
-    return Path.home()
+    source: Mapping[str, str] = os.environ if env is None else env
+    home = source.get("HOME", "").strip()
+    if home:
+        return Path(home)
+    if sys.platform != "win32":
+        # Not Path.home(): with HOME="" it returns "/", so the state dir would be
+        # /.local/state/gwclient.  Unset HOME: the password database, like expanduser().
+        try:
+            import pwd
+
+            return Path(pwd.getpwuid(os.getuid()).pw_dir)
+        except (ImportError, KeyError):  # pragma: no cover - no passwd entry
+            pass
+    return Path.home()  # Windows: USERPROFILE
 
 
 def expand_user(value: str, env: Mapping[str, str] | None) -> Path:

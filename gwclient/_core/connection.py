@@ -68,6 +68,7 @@ from .effects import (
 )
 from .encode import encode_request
 from .frames import PROTOCOL_VERSION, ConnectChallenge, EventFrame, HelloOk, ResponseFrame, decode_frame
+from .held import held_size
 from .observers import SUBSCRIBE, UNSUBSCRIBE, SessionObservers, answer_event_payload, sticky_params
 from .protocol import PendingTable, SeqTracker, connect_error_from_close, error_from_shape, new_request_id
 from .pushes import ConnectionState, Event, Snapshot, StateChange
@@ -267,7 +268,7 @@ class ConnectionCore:
             log.warning("ignoring a malformed frame from %s: %s", self.limits.label, exc)
             return []
         if isinstance(frame, EventFrame):
-            return self._on_event(frame, len(data))
+            return self._on_event(frame, held_size(data))  # memory held, not wire bytes
         if isinstance(frame, ResponseFrame):
             if self.phase == "hello" and frame.id == self._connect_id:
                 return self._on_hello(frame)

@@ -140,8 +140,10 @@ class SessionLimits:
 
 
 #: Server values are clamped into these ranges (a value from the network never kills a
-#: thread: ``tickIntervalMs: 1e13`` used to overflow the timer).
-TICK_MS_RANGE = (10, 3_600_000)
+#: thread: ``tickIntervalMs: 1e13`` used to overflow the timer).  The tick floor is the
+#: official client's watchdog cadence, ``max(tickIntervalMs, 1000)`` (PROTOCOL.md 5.1): a
+#: claimed 1 ms tick made the liveness bound 20 ms and an idle client reconnect all the time.
+TICK_MS_RANGE = (1000, 3_600_000)
 MAX_PAYLOAD_RANGE = (1024, 1 << 30)
 RESTART_HINT_MAX_MS = 3_600_000
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclass_json
+from dataclasses_json import config as dj_config
 
 from .._errors import ProtocolError
 from .encode import encode_request
@@ -49,6 +50,10 @@ _camel = dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUD
 # cost ~11 us a frame (a fifth of the reader's time, BENCHMARKS.md).  Their from_dict still
 # ignores unknown keys (dataclasses-json's default), and decode_frame builds them directly.
 _hot = dataclass_json(letter_case=LetterCase.CAMEL)  # type: ignore[call-overload]
+
+
+def _redacted(value: object) -> object:
+    return "<redacted>" if value else value
 
 
 def compact(value: Any) -> Any:
@@ -330,7 +335,9 @@ class HelloAuth(DataClassJsonMixin):
     role: str = "operator"
     scopes: list[str] = field(default_factory=list)
     method: str | None = None
-    device_token: str | None = field(default=None, repr=False)
+    # A secret: never in a repr, and ``to_dict()``/``to_json()`` (of this or of HelloOk)
+    # say only that there was one, so a logged or printed hello-ok leaks nothing.
+    device_token: str | None = field(default=None, repr=False, metadata=dj_config(encoder=_redacted))
     issued_at_ms: int | None = None
     #: ``auth.deviceTokens``: more device tokens handed over with a bootstrap (setup code)
     #: connect, each ``{deviceToken, role, scopes, issuedAtMs}``.

@@ -92,8 +92,8 @@ class StateChange:
 @dataclass(frozen=True)
 class Overflow:
     """This subscriber's queue was full (``maxsize`` items or ``max_bytes`` bytes):
-    ``dropped`` oldest items, ``dropped_bytes`` bytes of event frames, were discarded to
-    make room (the overflow policy is *drop oldest, then tell*)."""
+    ``dropped`` oldest items, ``dropped_bytes`` bytes (their estimated decoded size), were
+    discarded to make room (the overflow policy is *drop oldest, then tell*)."""
 
     dropped: int
     dropped_bytes: int = 0

@@ -510,6 +510,10 @@ def _load_credentials(config: GatewayConfig) -> Credentials:
         return Credentials(None, None)
     state_dir = config.effective_state_dir
     identity = DeviceIdentity.load_or_create(state_dir)
-    # Loaded also with a shared token: the one retry after AUTH_TOKEN_MISMATCH needs it.
-    stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role)
+    # Loaded also with a shared token: the one retry after AUTH_TOKEN_MISMATCH needs it.  Strict
+    # without a shared secret: the stored token is the credential then, so a broken file is
+    # a ConfigError naming it (paused), not an anonymous connect; with one, a broken file
+    # is only ignored (a warning), the shared secret connects.
+    strict = not (config.token or config.password)
+    stored = DeviceTokenStore(state_dir).load(config.gateway_key, identity.device_id, config.role, strict=strict)
     return Credentials(identity, stored)

@@ -9,9 +9,12 @@ no call into gwclient), and the registry removes it on its next pass.
 The registry offers pushes with :meth:`Inlet.offer` from gwclient threads (the reader, the
 timer, the actors); it never blocks, so a slow subscriber cannot stall the socket or other
 subscribers.  **Overflow policy** (:mod:`gwclient._engine.queue`): when the queue holds
-``maxsize`` items or ``max_bytes`` bytes of event frames, the *oldest* items are dropped;
-the next :meth:`~Subscription.get` returns an :class:`Overflow` marker saying how many
-items and bytes were dropped, before the remaining items.
+``maxsize`` items or ``max_bytes`` bytes, the *oldest* items are dropped; the next
+:meth:`~Subscription.get` returns an :class:`Overflow` marker saying how many items and
+bytes were dropped, before the remaining items.  The bytes are the memory the decoded
+events hold, estimated from each frame (:func:`gwclient._core.held.held_size`: an upper
+estimate, 1-3x the real size for the shapes measured), not the frame's length: decoded
+JSON takes up to ~30 times its wire size.
 """
 
 from __future__ import annotations

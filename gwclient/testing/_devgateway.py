@@ -244,6 +244,12 @@ class DevGateway:
         return self._server.origin_headers_seen
 
     @property
+    def client_close_codes(self) -> list[int | None]:
+        """For every connection that ended: the close code the client sent (``None``: the
+        socket ended without a close frame from the client)."""
+        return self._server.client_close_codes
+
+    @property
     def upgrade_headers(self) -> list[list[tuple[str, str]]]:
         """The headers of every websocket upgrade request received, oldest first (they may
         hold secrets: edge-auth headers)."""

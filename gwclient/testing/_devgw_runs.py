@@ -62,7 +62,9 @@ class RunScript:
       ``"timeout"``; ``duplicate_error`` adds the second ``seq:1`` error of ``chat.send``);
     * ``hang``: no words until aborted, timed out or released;
     * ``pause_after``: stop after that many words until :meth:`DevRuns.release`;
-      ``pauses``: more such points (each needs its own release).
+      ``pauses``: more such points (each needs its own release);
+    * ``cumulative=False``: ``chat`` deltas carry only ``deltaText``, not the cumulative
+      ``message`` (the protocol makes it optional).
     """
 
     reply: str | None = None
@@ -76,6 +78,7 @@ class RunScript:
     hang: bool = False
     pause_after: int | None = None
     pauses: tuple[int, ...] = ()
+    cumulative: bool = True
 
 
 @dataclass(eq=False)
@@ -524,7 +527,8 @@ class DevRuns:
                 break  # the last chat delta follows lifecycle/end
             if script.merge and not last and i % 2 == 0:
                 continue  # merged into the next delta: the payload seq skips one
-            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+            self._chat_ev(run, "delta", deltaText=pending,
+                          **({"message": self._message(run.text)} if script.cumulative else {}))
             pending = ""
         if script.fail is not None:
             return self._stop(run, "error")
@@ -534,7 +538,8 @@ class DevRuns:
                                           "startedAt": run.started_ms, "endedAt": _now_ms()})
         run.seq += 1
         if pending:
-            self._chat_ev(run, "delta", deltaText=pending, message=self._message(run.text))
+            self._chat_ev(run, "delta", deltaText=pending,
+                          **({"message": self._message(run.text)} if script.cumulative else {}))
         run.status = "ok"
         meta = {"id": str(uuid.uuid4())} if self.release_2026_7 else {"runId": run.run_id, "id": str(uuid.uuid4())}
         self._record(run.session_key, {**self._message(run.text), "stopReason": "stop", "__openclaw": meta})

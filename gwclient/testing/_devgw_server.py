@@ -175,6 +175,7 @@ class GatewayServer:
         self._max_open_sockets = 0
         self._origin_headers_seen = 0
         self._upgrade_headers: list[list[tuple[str, str]]] = []
+        self._client_closes: list[int | None] = []
         self._pings_received = 0
         self._lifetimes = 0
         self._per_lifetime: list[int] = []
@@ -377,6 +378,13 @@ class GatewayServer:
         """Upgrade requests that carried an ``Origin`` header."""
         with self._cond:
             return self._origin_headers_seen
+
+    @property
+    def client_close_codes(self) -> list[int | None]:
+        """For every connection that ended: the close code the client sent (``None``: the
+        socket ended without a close frame from the client)."""
+        with self._cond:
+            return list(self._client_closes)
 
     @property
     def upgrade_headers(self) -> list[list[tuple[str, str]]]:
@@ -626,8 +634,9 @@ class GatewayServer:
                 ws.close(1012, "service restart")
                 return
             self._serve(cs)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            with self._cond:
+                self._client_closes.append(exc.rcvd.code if exc.rcvd is not None else None)
         finally:
             cs.closed.set()
             with self._cond:

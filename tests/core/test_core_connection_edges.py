@@ -52,6 +52,7 @@ from gwclient._core.effects import (
 )
 from gwclient._core.encode import check_method, encode_request
 from gwclient._core.frames import ConnectChallenge, HelloOk
+from gwclient._core.held import held_size
 from gwclient._core.retry import RetryPolicy
 from gwclient._engine.waiter import Deadline
 from gwclient._errors import ChannelRetired
@@ -214,14 +215,14 @@ def policy_hello(**policy: int) -> HelloOk:
 
 
 def test_clamp_bounds_are_inclusive() -> None:
-    assert TICK_MS_RANGE == (10, 3_600_000) and MAX_PAYLOAD_RANGE == (1024, 1 << 30)
+    assert TICK_MS_RANGE == (1000, 3_600_000) and MAX_PAYLOAD_RANGE == (1024, 1 << 30)
     assert RESTART_HINT_MAX_MS == 3_600_000
-    lo = clamp_hello(policy_hello(tickIntervalMs=9, maxPayload=1023, maxBufferedBytes=1023)).policy
-    assert (lo.tick_interval_ms, lo.max_payload, lo.max_buffered_bytes) == (10, 1024, 1024)
+    lo = clamp_hello(policy_hello(tickIntervalMs=999, maxPayload=1023, maxBufferedBytes=1023)).policy
+    assert (lo.tick_interval_ms, lo.max_payload, lo.max_buffered_bytes) == (1000, 1024, 1024)
     hi = clamp_hello(policy_hello(tickIntervalMs=3_600_001, maxPayload=(1 << 30) + 1,
                                   maxBufferedBytes=(1 << 30) + 1)).policy
     assert (hi.tick_interval_ms, hi.max_payload, hi.max_buffered_bytes) == (3_600_000, 1 << 30, 1 << 30)
-    edge = policy_hello(tickIntervalMs=10, maxPayload=1024, maxBufferedBytes=1 << 30)
+    edge = policy_hello(tickIntervalMs=1000, maxPayload=1024, maxBufferedBytes=1 << 30)
     assert clamp_hello(edge) is edge
     top = policy_hello(tickIntervalMs=3_600_000, maxPayload=1 << 30, maxBufferedBytes=1024)
     assert clamp_hello(top) is top
@@ -234,7 +235,7 @@ def test_clamp_keeps_everything_but_the_policy() -> None:
     clamped = clamp_hello(original)
     assert clamped is not original
     assert clamped.policy.max_payload == original.policy.max_payload == 1 << 20
-    assert clamped.policy.max_buffered_bytes == 1024 and clamped.policy.tick_interval_ms == 10
+    assert clamped.policy.max_buffered_bytes == 1024 and clamped.policy.tick_interval_ms == 1000
     assert dataclasses.replace(clamped, policy=original.policy) == original
 
 
@@ -404,7 +405,7 @@ def test_events_before_the_challenge_are_kept_and_dropped_ones_are_counted(caplo
     with caplog.at_level(logging.WARNING, logger="gwclient.session"):
         effects = s.received(res(connect["id"], hello()), 0.0)
     delivered = [(e.push.seq, e.size) for e in effects if isinstance(e, Publish) and isinstance(e.push, Event)]
-    assert delivered == [(1, len(first)), (2, len(event("presence", 2)))]
+    assert delivered == [(1, held_size(first)), (2, held_size(event("presence", 2)))]
     assert "dropped 3 events sent before hello-ok (more than 2)" in caplog.messages
     assert s._early == []
 
@@ -556,7 +557,7 @@ def test_events_carry_their_size_and_state_version() -> None:
     text = json.dumps({"type": "event", "event": "presence", "payload": {"a": 1}, "seq": 1,
                        "stateVersion": {"presence": 3, "health": 4}})
     (pub,) = [e for e in s.received(text, 1.0) if isinstance(e, Publish)]
-    assert pub.size == len(text) and isinstance(pub.push, Event)
+    assert pub.size == held_size(text) and isinstance(pub.push, Event)  # what it holds decoded
     assert pub.push.payload == {"a": 1} and pub.push.seq == 1
     assert pub.push.state_version is not None and pub.push.state_version.health == 4
 
