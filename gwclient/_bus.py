@@ -228,7 +228,12 @@ class ConnectionActor(pykka.ThreadingActor):
         channel = self._channels.get(config)
         if channel is None:
             number = next(self._numbers)
-            link = Link(config, self.bus.publisher(number), self._factory or open_transport, self.bus.flush)
+            factory = self._factory or open_transport
+            if config.share != "off":  # attach to the local share (gwclient/share/)
+                from .share._attach import share_factory
+
+                factory = share_factory(config, factory)
+            link = Link(config, self.bus.publisher(number), factory, self.bus.flush)
             actor = GatewayChannelActor.start(link, retry_policy=config.retry)
             channel = Channel(actor, link, number)
             self._channels[config] = channel

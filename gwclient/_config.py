@@ -98,6 +98,18 @@ _COLON_HEX = re.compile(r"(?:[0-9a-f]{2}:){31}[0-9a-f]{2}")
 
 # --------------------------------------------------------------------------- helpers
 
+SHARE_MODES = ("off", "auto", "required")
+
+
+def share_mode_from_env(env: Mapping[str, str] | None = None) -> str:
+    """``$GWCLIENT_SHARE`` (``off``/``auto``/``required``, any case), else ``off``."""
+    value = (os.environ if env is None else env).get("GWCLIENT_SHARE", "").strip().lower()
+    if not value:
+        return "off"
+    if value not in SHARE_MODES:
+        raise ConfigError(f"GWCLIENT_SHARE must be one of {', '.join(SHARE_MODES)}, got {value!r}")
+    return value
+
 
 def redact_url(url: str) -> str:
     """``url`` without userinfo, query or fragment (safe for messages and logs)."""
@@ -312,6 +324,10 @@ class GatewayConfig:
     #: ``socks5h://``); never used for loopback, refused with ``ws://``.  The environment's
     #: ``http_proxy``/``https_proxy``/``no_proxy`` are never applied (docs/configuration.md).
     proxy: str | None = None
+    #: The local share (docs/share.md): ``"off"`` (own socket), ``"auto"`` (attach to the
+    #: share, start it if needed, else a direct socket with one warning) or ``"required"``
+    #: (never a direct socket).  Default: ``$GWCLIENT_SHARE``, else ``"off"``.
+    share: str = field(default_factory=lambda: share_mode_from_env())
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -389,6 +405,8 @@ class GatewayConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}")
+        if self.share not in SHARE_MODES:
+            raise ConfigError(f"share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
         if self.state_dir is not None:
             if isinstance(self.state_dir, os.PathLike):
                 set_(self, "state_dir", os.fspath(self.state_dir))
@@ -485,6 +503,8 @@ class GatewayConfig:
             parts.append(f"ssh={self.ssh.target}:{self.ssh.port}->{self.ssh.remote_port}")
         if not self.device_identity:
             parts.append("device_identity=False")
+        if self.share != "off":
+            parts.append(f"share={self.share!r}")
         if self.proxy is not None:
             from ._proxy import redact_proxy  # here: _proxy imports this module
 
@@ -607,6 +627,8 @@ class GatewayConfig:
 
         if env is not None and "state_dir" not in overrides:
             values["state_dir"] = str(default_state_dir(env))
+        if env is not None and "share" not in overrides:
+            values["share"] = share_mode_from_env(env)
 
         values.update(overrides)
         return cls(**{k: v for k, v in values.items() if v is not None or k in overrides})

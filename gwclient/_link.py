@@ -188,10 +188,15 @@ class Link:
         config = self.config
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
                                    max_frame=config.max_frame_bytes, proxy=config.proxy)
+        transport: Transport | None = None
         try:
-            creds = _load_credentials(config)
             transport = self._factory(options, guard)
+            # Through the share the identity and its signature are the share's business.
+            creds = Credentials(None, None) if getattr(transport, "via_share", False) else _load_credentials(config)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
+            if transport is not None:
+                transport.abort()
+                transport.release()
             with self._lock:
                 effects = self.session.open_failed(exc) if gen == self._gen else []
             self._run(effects, None, gen)
@@ -255,8 +260,11 @@ class Link:
 
     def _connect_builder(self, creds: Credentials) -> Callable[[ConnectChallenge, str], bytes]:
         config = self.config
+        via_share = creds.identity is None and getattr(self._transport, "via_share", False)
 
         def build(challenge: ConnectChallenge, request_id: str) -> bytes:
+            if via_share:  # the share answers with its own connection's hello-ok
+                return encode_request(request_id, "connect", {"share": True})
             params = build_connect_params(config, challenge, creds)
             return encode_request(request_id, "connect", params.to_wire())
 

@@ -94,6 +94,9 @@ class PendingTable(Generic[W]):
         assert frame.error is not None  # decode_frame guarantees it
         return entry, error_from_shape(frame.error, method=entry.method)
 
+    def get(self, request_id: str) -> Pending[W] | None:
+        return self._items.get(request_id)
+
     def remove(self, request_id: str) -> Pending[W] | None:
         return self._items.pop(request_id, None)
 
