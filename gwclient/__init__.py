@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         RunFailed,
         RunInterrupted,
         RunTimedOut,
+        ShareUnavailable,
         TunnelError,
         UsageError,
     )
@@ -84,6 +85,7 @@ _EXPORTS: dict[str, str] = {
             "RunFailed",
             "RunInterrupted",
             "RunTimedOut",
+            "ShareUnavailable",
         ],
         "_errors",
     ),
@@ -131,6 +133,7 @@ __all__ = [
     "RunResult",
     "RunTimedOut",
     "SeqGap",
+    "ShareUnavailable",
     "Snapshot",
     "SshTunnelConfig",
     "StateChange",

@@ -327,7 +327,7 @@ class GatewayConfig:
     #: The local share (docs/share.md): ``"off"`` (own socket), ``"auto"`` (attach to the
     #: share, start it if needed, else a direct socket with one warning) or ``"required"``
     #: (never a direct socket).  Default: ``$GWCLIENT_SHARE``, else ``"off"``.
-    share: str = field(default_factory=lambda: share_mode_from_env())
+    share: str = field(default_factory=share_mode_from_env)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

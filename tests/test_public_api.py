@@ -49,6 +49,7 @@ CORE = [
     "RunResult",
     "RunTimedOut",
     "SeqGap",
+    "ShareUnavailable",
     "Snapshot",
     "StateChange",
     "Subscription",

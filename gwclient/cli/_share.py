@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -57,8 +56,8 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
     ``args.share`` is set to ``off`` after one note)."""
     if args.command not in _FAST:
         return None
-    from gwclient._config import GatewayConfig, share_mode_from_env
-    from gwclient._errors import ConfigError, GatewayError, PairingRequired
+    from gwclient import ConfigError, GatewayConfig, GatewayError, PairingRequired  # loads _config, _errors only
+    from gwclient.share import mode_from_env
 
     secrets: list[str] = [s for s in (args.token, args.password) if s]
 
@@ -68,7 +67,7 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
         print(text, file=stream, flush=True)
 
     try:
-        mode = args.share or share_mode_from_env()
+        mode = args.share or mode_from_env()
         if mode == "off":
             return None
         overrides: dict[str, Any] = {"share": mode}
@@ -85,7 +84,7 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
     if config.ssh is not None:
         return None  # SSH-tunnelled configs are not shared
     timeout = args.timeout if args.timeout is not None else config.request_timeout
-    from gwclient.share._client import OneShot, ShareRefused, open_share
+    from gwclient.share import ShareRefused, open_share
 
     try:
         share = open_share(start=True, timeout=min(timeout, 10.0))
@@ -98,7 +97,7 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
         args.share = "off"
         return None
     try:
-        return _run(args, config, share, timeout, out, say, err)
+        return _run(args, config, share, timeout=timeout, out=out, say=say)
     except UsageProblem as exc:
         say(err, f"{PROG}: error: {exc}")
         return EXIT_USAGE
@@ -108,7 +107,7 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
     except GatewayError as exc:
         say(err, f"{PROG}: error: {_describe(exc)}")
         return EXIT_FAILURE
-    except socket.timeout:
+    except TimeoutError:
         say(err, f"{PROG}: error: no answer through the share within {timeout:g} s")
         return EXIT_FAILURE
     except (OSError, EOFError, ConnectionError) as exc:
@@ -118,9 +117,9 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
         share.close()
 
 
-def _run(args: argparse.Namespace, config: Any, share: Any, timeout: float, out: TextIO,
-         say: Callable[[TextIO, str], None], err: TextIO) -> int:
-    from gwclient.share._client import OneShot
+def _run(args: argparse.Namespace, config: Any, share: Any, *, timeout: float, out: TextIO,
+         say: Callable[[TextIO, str], None]) -> int:
+    from gwclient.share import OneShot
 
     client = OneShot(share, config, timeout)
     if args.command == "call":
@@ -175,13 +174,13 @@ def _read_params(spec: str) -> Any:
 
 def cmd_share(session: Any) -> int:
     from gwclient import share as share_api
-    from gwclient.share._client import ShareNotRunning, ShareRefused
+    from gwclient.share import ShareNotRunning, ShareRefused
 
     action = session.args.action
     if action == "run":
         import logging
 
-        from gwclient.share._server import ShareServer
+        from gwclient.share import ShareServer
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

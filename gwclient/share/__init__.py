@@ -10,7 +10,10 @@ own socket.  This module is the programmatic face of ``gwclient share``:
 * :func:`start` — start one in the background unless one runs (returns its pid);
 * :func:`stop` — ask the running share to exit;
 * :class:`ShareServer` — the share itself (``gwclient share run``);
-* :func:`socket_path` — where its socket is.
+* :func:`socket_path` — where its socket is;
+* :func:`mode_from_env` — ``$GWCLIENT_SHARE`` as a mode;
+* :func:`open_share` and :class:`OneShot` — the cheap blocking attach the CLI uses for
+  one-shot requests (standard library only).
 
 Names load lazily: importing this package costs only the standard library.
 """
@@ -21,14 +24,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client import ShareNotRunning, ShareRefused
-    from ._control import start, status, stop
+    from ._client import OneShot, ShareNotRunning, ShareRefused, open_share
+    from ._control import mode_from_env, start, status, stop
     from ._server import ShareServer
     from ._wire import socket_path
 
-__all__ = ["ShareNotRunning", "ShareRefused", "ShareServer", "socket_path", "start", "status", "stop"]
+__all__ = ["OneShot", "ShareNotRunning", "ShareRefused", "ShareServer", "mode_from_env", "open_share",
+           "socket_path", "start", "status", "stop"]
 
 _EXPORTS = {
+    "OneShot": "_client",
+    "open_share": "_client",
+    "mode_from_env": "_control",
     "ShareNotRunning": "_client",
     "ShareRefused": "_client",
     "ShareServer": "_server",

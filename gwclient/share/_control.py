@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ._client import ShareNotRunning, open_share, start_share
 from ._wire import socket_path
 
-__all__ = ["start", "status", "stop"]
+__all__ = ["mode_from_env", "start", "status", "stop"]
+
+
+def mode_from_env(env: Mapping[str, str] | None = None) -> str:
+    """``$GWCLIENT_SHARE`` (``off``, ``auto`` or ``required``; default ``off``); raises
+    :class:`~gwclient.ConfigError` for anything else."""
+    from .._config import share_mode_from_env
+
+    return share_mode_from_env(env)
 
 
 def status(timeout: float = 5.0) -> dict[str, Any]:

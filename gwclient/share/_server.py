@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -86,6 +85,11 @@ def persist_from_env() -> float:
     return value
 
 
+def _max_events() -> int:
+    raw = os.environ.get("GWCLIENT_SHARE_MAX_EVENTS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_EVENTS
+
+
 def config_from_wire(raw: Any) -> GatewayConfig:
     """The attach message's config; always ``share="off"`` inside the share."""
     if not isinstance(raw, dict):
@@ -127,8 +131,8 @@ class _EventCache:
                               separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")[:-1]
             tail = b"}"
             if event.state_version is not None:
-                tail = (',"stateVersion":{"presence":%d,"health":%d}}'
-                        % (event.state_version.presence, event.state_version.health)).encode()
+                sv = event.state_version
+                tail = f',"stateVersion":{{"presence":{sv.presence:d},"health":{sv.health:d}}}}}'.encode()
             self.event, self.parts = event, (head, tail)
         return self.parts
 
@@ -139,8 +143,9 @@ _cache = _EventCache()
 class Outbox:
     """One attached process's stream from the share: the bus offers pushes to it like to a
     subscription (never blocking), answers are put by whoever settles them, and its writer
-    thread takes everything in order.  Answers are never dropped; events beyond the bound
-    are (the newest first, so order is kept) and become one gap in the stream's seq."""
+    thread takes everything in order.  Answers are never dropped; beyond the bound the
+    oldest queued events are (drop-oldest, as a subscription does), and each leaves a gap
+    in the stream's seq where it was."""
 
     def __init__(self, events: bool, on_close: Callable[[str], None], *, max_events: int = MAX_EVENTS,
                  max_bytes: int = MAX_EVENT_BYTES) -> None:
@@ -168,20 +173,11 @@ class Outbox:
             if isinstance(push, Event):
                 if not (self.live and self._events_wanted):
                     return False
-                if push.seq is None:
-                    item: Any = (push, None)
-                else:
-                    item = (push, _cache.parts_of(push))
-                if self._n_events >= self._max_events or self._n_bytes + size > self._max_bytes:
-                    self.dropped_total += 1
-                    if push.seq is not None:
-                        last = self._items[-1] if self._items else None
-                        if isinstance(last, _Gap):
-                            last.missed += 1
-                        else:
-                            self._items.append(_Gap(1))
-                    return False
-                self._items.append(item)
+                parts = None if push.seq is None else _cache.parts_of(push)
+                while self._n_events and (self._n_events >= self._max_events
+                                          or self._n_bytes + size > self._max_bytes):
+                    self._drop_oldest()
+                self._items.append((push, parts, size))
                 self._n_events += 1
                 self._n_bytes += size
             elif isinstance(push, SeqGap):
@@ -212,6 +208,27 @@ class Outbox:
                 return True
         self.close(close_reason)
         return False
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest queued event (answers stay); a numbered one leaves a gap in its
+        place, so the process's core reports ``SeqGap`` before the next event."""
+        items = self._items
+        index = next((i for i, item in enumerate(items) if isinstance(item, tuple)), -1)
+        if index < 0:  # pragma: no cover - only called with events queued
+            return
+        _, parts, size = items[index]
+        del items[index]
+        self._n_events -= 1
+        self._n_bytes -= size
+        self.dropped_total += 1
+        if parts is None:
+            return
+        if index < len(items) and isinstance(items[index], _Gap):
+            items[index].missed += 1
+        elif index > 0 and isinstance(items[index - 1], _Gap):
+            items[index - 1].missed += 1
+        else:
+            items.insert(index, _Gap(1))
 
     def _flush(self) -> None:
         with self._cond:
@@ -277,7 +294,12 @@ def _res(rid: str, ok: bool, payload: Any = None, error: Any = None) -> bytes:
 
 
 def error_shape(exc: BaseException) -> dict[str, Any]:
-    shape: dict[str, Any] = {"code": getattr(exc, "code", "") or "UNAVAILABLE", "message": str(exc)}
+    """The gateway's error shape back from the exception it became (the hint the
+    exception adds to its message is left to the attached process's own exception)."""
+    message = getattr(exc, "wire_message", None)
+    if not isinstance(message, str):
+        message = str(exc)
+    shape: dict[str, Any] = {"code": getattr(exc, "code", "") or "UNAVAILABLE", "message": message}
     details = getattr(exc, "details", None)
     if details:
         shape["details"] = details
@@ -397,11 +419,12 @@ class _Attached:
         self.n = next(_numbers)
         self.since = time.time()
         self.gateway: _Gateway | None = None
-        self.outbox = Outbox(True, self._closed)
+        self.outbox = Outbox(True, self._closed, max_events=server.max_events)
         self.stickies: list[tuple[object, str, Any]] = []
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self.writer: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
 
     def _closed(self, reason: str) -> None:
         log.debug("closing the stream of pid %s: %s", self.pid, reason)
@@ -538,6 +561,7 @@ class _Attached:
 
     def _write(self) -> None:
         seq = 0
+        logged, logged_at = 0, -1e9
         sock = self.sock
         try:
             while True:
@@ -550,11 +574,14 @@ class _Attached:
                         buf += item
                     elif isinstance(item, _Gap):
                         seq += item.missed
-                        if self.outbox.dropped_total:
-                            log.warning("pid %s reads too slowly: %d events dropped so far (it sees a seq gap)",
-                                        self.pid, self.outbox.dropped_total)
+                        dropped = self.outbox.dropped_total
+                        if dropped > logged and time.monotonic() - logged_at >= 5.0:
+                            log.warning("pid %s reads too slowly: %d events dropped for it so far (its "
+                                        "outbox holds %d; it sees a seq gap)", self.pid, dropped,
+                                        self.outbox._max_events)
+                            logged, logged_at = dropped, time.monotonic()
                     else:
-                        event, parts = item
+                        event, parts, _ = item
                         if parts is None:
                             data = json.dumps({"type": "event", "event": event.event, "payload": event.payload},
                                               separators=(",", ":"), ensure_ascii=False, default=str).encode()
@@ -569,6 +596,21 @@ class _Attached:
         finally:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _count_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # minus the listing's own
+    except OSError:  # pragma: no cover - not Linux
+        return None
+
+
+def _rss() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return None
 
 
 def _sticky_key(method: str, params: Any) -> object:
@@ -601,6 +643,7 @@ class ShareServer:
         self._wake_r, self._wake_w = os.pipe()
         self._idle_since = time.monotonic()
         self.attaches = 0
+        self.max_events = _max_events()
 
     # -- gateways ----------------------------------------------------------------------
 
@@ -613,6 +656,12 @@ class ShareServer:
             return entry
 
     def status(self) -> dict[str, Any]:
+        me = threading.current_thread()
+        with self._lock:
+            busy = {a.thread for a in self._attached.values()}
+            ending = [t for t in self._threads if t is not me and t not in busy]
+        for thread in ending:  # detached streams winding down: count what stays
+            thread.join(2.0)
         with self._lock:
             attached = [{"pid": a.pid, "since": a.since,
                          "gateway": a.gateway.config.redacted_url if a.gateway else None}
@@ -620,7 +669,8 @@ class ShareServer:
             gateways = [g.status() for g in self._gateways.values()]
         return {"pid": os.getpid(), "version": __version__, "wire": WIRE_VERSION, "socket": str(self.path),
                 "started": self.started, "uptime": time.time() - self.started, "persist": self.persist,
-                "attached": attached, "attaches": self.attaches, "gateways": gateways}
+                "attached": attached, "attaches": self.attaches, "gateways": gateways,
+                "threads": threading.active_count(), "fds": _count_fds(), "rss": _rss()}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -697,7 +747,8 @@ class ShareServer:
                     log.info("no process attached for %g s: exiting", self.persist)
                     return
                 timeout = left
-            readable, _, _ = select.select([listener, self._wake_r], [], [], timeout)
+            waitables: list[Any] = [listener, self._wake_r]
+            readable, _, _ = select.select(waitables, [], [], timeout)
             if self._wake_r in readable:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)
@@ -745,6 +796,7 @@ class ShareServer:
                 return
             sock.settimeout(None)
             attached = _Attached(self, sock, reader, pid)
+            attached.thread = threading.current_thread()
             threading.current_thread().name = f"share-in-{attached.n}"
             with self._lock:
                 self._attached[attached.n] = attached

@@ -81,7 +81,7 @@ class FrameReader:
         if avail < HEADER.size:
             return False
         _, length = HEADER.unpack_from(self._buf, self._pos)
-        return avail >= HEADER.size + length
+        return bool(avail >= HEADER.size + int(length))
 
     def _fill(self) -> None:
         if self._pos:
