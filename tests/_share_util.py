@@ -131,8 +131,10 @@ def read_json_line(stream: IO[str] | None) -> Any:
 
 
 #: A child that subscribes through the share and reports what it sees, one JSON per line.
-#: Commands on stdin: "req METHOD" (a request), "events N" (report the next N events),
-#: "until SNAPSHOTS" (report pushes until that many snapshots), "exit".
+#: Commands on stdin: "req METHOD [JSON]" (a request), "submit METHOD [JSON]" (says "sent",
+#: then the answer), "event NAME" (the next such event), "burst NAME LAST" (count events
+#: until payload i == LAST, with the gaps seen), "until N" (pushes until N more
+#: snapshots), "exit".
 CHILD = r'''
 import json, sys, os
 from gwclient import GatewayConfig, GatewayConnection, Snapshot, Event, SeqGap, StateChange, Overflow, GatewayError
@@ -158,9 +160,16 @@ while isinstance(first, StateChange):  # connecting...: the Snapshot is what a c
 out(ready=describe(first))
 for line in sys.stdin:
     cmd, _, arg = line.strip().partition(" ")
-    if cmd == "req":
+    if cmd in ("req", "submit"):
+        method, _, params = arg.partition(" ")
         try:
-            out(answer=conn.request(arg))
+            if cmd == "submit":  # say when the frame has left, then wait for the answer
+                fut = conn.submit(method, json.loads(params) if params else None, timeout=60)
+                out(sent=True)
+                answer = fut.result()
+            else:
+                answer = conn.request(method, json.loads(params) if params else None)
+            out(answer=answer)
         except GatewayError as exc:
             out(error=type(exc).__name__, message=str(exc))
     elif cmd == "burst":

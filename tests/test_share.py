@@ -394,3 +394,14 @@ def test_protocol_mismatch_surfaces_through_the_share(shared_conn: GatewayConnec
     with pytest.raises(ProtocolMismatch) as info:
         shared_conn.request("health")
     assert info.value.server_protocol == 3 and str(info.value).count("openclaw") <= 2
+
+
+def test_connections_shows_the_share_process_with_its_one_socket(se: ShareEnv, gw: DevGateway) -> None:
+    for _ in range(3):
+        assert se.cli("call", "health").returncode == 0
+    (share,) = se.share_processes()
+    done = se.cli("connections", "--port", str(gw.port), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(p["pid"], p["connections"]) for p in report["processes"]] == [(share.pid, 1)]
+    assert "share" in report["processes"][0]["cmdline"]
