@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,3 +406,17 @@ def test_connections_shows_the_share_process_with_its_one_socket(se: ShareEnv, g
     report = json.loads(done.stdout)
     assert [(p["pid"], p["connections"]) for p in report["processes"]] == [(share.pid, 1)]
     assert "share" in report["processes"][0]["cmdline"]
+
+
+def test_a_cli_call_through_the_share_imports_no_engine(se: ShareEnv, gw: DevGateway) -> None:
+    assert se.cli("call", "health").returncode == 0  # the share runs now
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "gwclient", "call", "health", "--json"],
+                          env=se.env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {m for m in loaded if m.split(".")[0] in ("websocket", "cryptography", "pykka", "dataclasses_json")
+             or m in ("gwclient._connection", "gwclient._transport", "gwclient._device", "gwclient._frames")}
+    assert "gwclient.share._client" in loaded and heavy == set()
+    direct = subprocess.run([sys.executable, "-X", "importtime", "-m", "gwclient", "--share", "off", "call", "health"],
+                            env=se.env, capture_output=True, text=True, timeout=60, check=False)
+    assert "pykka" in direct.stderr and "websocket" in direct.stderr  # what the share path saves

@@ -26,6 +26,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import select
@@ -746,7 +747,7 @@ class ShareServer:
                 if left <= 0:
                     log.info("no process attached for %g s: exiting", self.persist)
                     return
-                timeout = left
+                timeout = left if math.isfinite(left) else None  # persist=inf: never idle out
             waitables: list[Any] = [listener, self._wake_r]
             readable, _, _ = select.select(waitables, [], [], timeout)
             if self._wake_r in readable:

@@ -183,7 +183,7 @@ def peer_uid(sock: socket.socket) -> int | None:
         return int(getpeereid(sock.fileno())[0])
     local_peercred = getattr(socket, "LOCAL_PEERCRED", None)
     if local_peercred is not None:  # pragma: no cover - macOS: struct xucred
-        raw = sock.getsockopt(0, local_peercred, struct.calcsize("2I"))
+        raw = sock.getsockopt(0, local_peercred, 76)  # SOL_LOCAL, sizeof(struct xucred)
         _version, uid = struct.unpack_from("2I", raw)
         return int(uid)
     return None  # pragma: no cover
