@@ -181,7 +181,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gwsb-", dir="/tmp"))
     (tmp / "run").mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp / "run"), "GWCLIENT_STATE_DIR": str(tmp / "state"),
-           "GWCLIENT_SHARE_PERSIST": "600", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+           "GWCLIENT_SHARE_PERSIST": "600",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for name in ("XDG_RUNTIME_DIR", "GWCLIENT_STATE_DIR"):
         os.environ[name] = env[name]
     try:

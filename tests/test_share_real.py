@@ -44,9 +44,9 @@ def gateway_peers(gw: RealGateway) -> set[int]:
 
 def owners(gw: RealGateway) -> dict[int, Any]:
     """Who holds each client end to the gateway port (for failure messages)."""
-    return {c.laddr.port: (c.pid, psutil.Process(c.pid).cmdline() if c.pid else None)
+    return {c.laddr.port: (c.pid, psutil.Process(c.pid).cmdline() if c.pid else None)  # type: ignore[union-attr]
             for c in psutil.net_connections(kind="inet")
-            if c.raddr and c.raddr.port == gw.port and c.status == psutil.CONN_ESTABLISHED}
+            if c.laddr and c.raddr and c.raddr.port == gw.port and c.status == psutil.CONN_ESTABLISHED}
 
 
 def share_ports(se: ShareEnv, gw: RealGateway) -> set[int]:
