@@ -147,6 +147,8 @@ def part_burst(events: int, attached: int, env: dict[str, str]) -> dict[str, Any
                      for i in range(count)]
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            share_pid = share_api.status().get("pid") if mode != "off" else None
+            share_cpu = _cpu(share_pid) if share_pid else 0.0
             for p in [*procs[1:], procs[0]]:
                 assert p.stdin is not None
                 if p is procs[0]:
@@ -160,11 +162,12 @@ def part_burst(events: int, attached: int, env: dict[str, str]) -> dict[str, Any
                 report["rate"] = events / (report["last"] - t0)
                 reports.append(report)
                 p.wait(60)
+            if share_pid:
+                reports[0]["share_cpu"] = _cpu(share_pid) - share_cpu
             return reports
 
         direct = run(1, "off")
         shared = run(attached, "auto")
-        os.environ.update({"XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"], "GWCLIENT_STATE_DIR": env["GWCLIENT_STATE_DIR"]})
         share_api.stop()
         return {"gateway": gateway.kind, "direct": direct, "shared": shared}
     finally:
@@ -207,7 +210,11 @@ def main() -> int:
         print(f"\n{args.events}-event burst ({burst['gateway']}): one direct subscriber {direct_rate:,.0f} ev/s; "
               f"{args.attached} attached: min {min(rates):,.0f}, median {statistics.median(rates):,.0f} ev/s; "
               f"min/direct {min(rates) / direct_rate:.2f}x (target >= 0.5x); "
-              f"missed (seq gaps) {[r['missed'] for r in burst['shared']]}")
+              f"missed (seq gaps) {[r['missed'] for r in burst['shared']]}; aggregate "
+              f"{sum(rates) / direct_rate:.2f}x the direct rate; the share's CPU for the burst "
+              f"{burst['shared'][0].get('share_cpu', 0.0):.2f} s "
+              f"({1e6 * burst['shared'][0].get('share_cpu', 0.0) / (args.events * args.attached):.1f} us "
+              "per event and process)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
