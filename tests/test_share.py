@@ -139,7 +139,7 @@ def test_a_slow_attached_subscriber_loses_events_visibly_and_never_slows_a_fast_
                 assert read_json_line(proc.stdout)["ready"]["kind"] == "snapshot"
             slow.send_signal(signal.SIGSTOP)  # reads nothing: its socket and its outbox fill up
             try:
-                chunk, chunks = 1000, 20
+                chunk, chunks = 250, 80  # a chunk fits the fast one's outbox: it never drops
                 for k in range(chunks):
                     for i in range(k * chunk, (k + 1) * chunk):
                         gw.broadcast("burst", {"i": i})
@@ -420,3 +420,19 @@ def test_a_cli_call_through_the_share_imports_no_engine(se: ShareEnv, gw: DevGat
     direct = subprocess.run([sys.executable, "-X", "importtime", "-m", "gwclient", "--share", "off", "call", "health"],
                             env=se.env, capture_output=True, text=True, timeout=60, check=False)
     assert "pykka" in direct.stderr and "websocket" in direct.stderr  # what the share path saves
+
+
+def test_the_socket_of_a_config_nobody_uses_any_more_is_closed_after_the_linger(se: ShareEnv, gw: DevGateway) -> None:
+    env = dict(se.env, GWCLIENT_SHARE_PERSIST="1")
+    proc = se.python(CHILD, env=env)  # config A stays attached
+    assert read_json_line(proc.stdout)["ready"]["kind"] == "snapshot"
+    other = GatewayConfig(url=gw.url, token=DEV_TOKEN, request_timeout=11.0)  # config B: its own socket
+    client = OneShot(open_share(start=False, timeout=10), other, 10)
+    assert client.request("health")["ok"] is True
+    assert gw.open_sockets == 2
+    client.close()
+    assert gw.wait_for(lambda g: g.open_sockets == 1, 30)  # B's closed; A's stays
+    assert _talk(proc, "req health")["answer"]["ok"] is True
+    assert gw.sockets_accepted == 2
+    _finish(proc)
+    assert "closing its socket" in se.log_text()

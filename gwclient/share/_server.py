@@ -397,6 +397,8 @@ class _Gateway:
     conn: GatewayConnection
     requests: int = 0
     numbers_seen: set[int] = field(default_factory=set)
+    users: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
 
     def status(self) -> dict[str, Any]:
         snapshot = self.conn.last_snapshot
@@ -444,6 +446,12 @@ class _Attached:
             return
         self.outbox._events_wanted = attach.get("events", True) is not False
         gateway = self.server.gateway(config)
+        try:
+            self._serve(gateway, config)
+        finally:
+            self.server.release(gateway)
+
+    def _serve(self, gateway: _Gateway, config: GatewayConfig) -> None:
         self.gateway = gateway
         conn = gateway.conn
         channel = conn._channel(config)
@@ -649,12 +657,39 @@ class ShareServer:
     # -- gateways ----------------------------------------------------------------------
 
     def gateway(self, config: GatewayConfig) -> _Gateway:
+        """The entry for ``config``, counted as used until :meth:`release`."""
         with self._lock:
             entry = self._gateways.get(config)
             if entry is None:
                 entry = _Gateway(config, GatewayConnection.shared(config))
                 self._gateways[config] = entry
+            entry.users += 1
             return entry
+
+    def release(self, entry: _Gateway) -> None:
+        with self._lock:
+            entry.users -= 1
+            if not entry.users:
+                entry.idle_since = time.monotonic()
+
+    def _retire_idle_gateways(self) -> float | None:
+        """Close the gateway sockets of configs nobody attached with for ``persist``
+        seconds (an old token, another gateway) while others stay in use; the seconds
+        until the next one is due, if any."""
+        now = time.monotonic()
+        due: float | None = None
+        with self._lock:  # held while closing: an attach never gets a facade being shut down
+            for config, entry in list(self._gateways.items()):
+                if entry.users:
+                    continue
+                left = self.persist - (now - entry.idle_since)
+                if left <= 0:
+                    del self._gateways[config]
+                    log.info("no process used %s for %g s: closing its socket", config.redacted_url, self.persist)
+                    entry.conn.shutdown(timeout=2.0)
+                elif math.isfinite(left):
+                    due = left if due is None else min(due, left)
+        return due
 
     def status(self) -> dict[str, Any]:
         me = threading.current_thread()
@@ -748,6 +783,8 @@ class ShareServer:
                     log.info("no process attached for %g s: exiting", self.persist)
                     return
                 timeout = left if math.isfinite(left) else None  # persist=inf: never idle out
+            else:
+                timeout = self._retire_idle_gateways()
             waitables: list[Any] = [listener, self._wake_r]
             readable, _, _ = select.select(waitables, [], [], timeout)
             if self._wake_r in readable:
