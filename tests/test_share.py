@@ -124,7 +124,9 @@ def test_a_gateway_restart_gives_each_attached_process_one_reconnect_and_a_fresh
         assert _talk(proc, "req health")["answer"]["ok"] is True
     assert gw.sockets_accepted_per_lifetime == [1, 1]
     assert gw.max_open_sockets == 1
-    assert share_api.status()["gateways"][0]["reconnects"] == 1
+    status = share_api.status()
+    assert status["gateways"][0]["reconnects"] == 1
+    assert sorted(entry["pid"] for entry in status["attached"]) == sorted([a.pid, b.pid])
     for proc in (a, b):
         _finish(proc)
 
