@@ -363,6 +363,8 @@ def shared_conn(se: ShareEnv, gw: DevGateway) -> Iterator[GatewayConnection]:
 def test_requests_two_stage_runs_and_session_subscriptions_work_through_the_share(
         shared_conn: GatewayConnection, gw: DevGateway) -> None:
     assert shared_conn.request("health")["ok"] is True
+    odd = {"name": "report-\udcff.txt", "text": "naïve ☃"}  # a lone surrogate and non-ASCII
+    assert shared_conn.request("echo", odd) == odd
     run = shared_conn.agent("hi agent", session_key="agent:main:ag")
     assert run.run_id and run.wait(20).text == "ECHO: hi agent"
     chat = shared_conn.chat("agent:main:c", "hello chat")

@@ -41,6 +41,7 @@ from typing import Any
 from .. import __version__
 from .._config import GatewayConfig, SshTunnelConfig
 from .._connection import GatewayConnection
+from .._encode import encode_request
 from .._errors import ClientClosed, ConfigError, ConnectError, Disconnected, GatewayError
 from .._protocol import TWO_STAGE_METHODS, new_request_id
 from .._pushes import ConnectionState, Event, Push, SeqGap, Snapshot, StateChange
@@ -128,8 +129,7 @@ class _EventCache:
 
     def parts_of(self, event: Event) -> tuple[bytes, bytes]:
         if event is not self.event:
-            head = json.dumps({"type": "event", "event": event.event, "payload": event.payload},
-                              separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")[:-1]
+            head = _dumps({"type": "event", "event": event.event, "payload": event.payload})[:-1]
             tail = b"}"
             if event.state_version is not None:
                 sv = event.state_version
@@ -285,13 +285,21 @@ class Outbox:
 # ----------------------------------------------------------------------------- relaying
 
 
+def _dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; lone surrogates (from ``\\udXXX`` escapes) stay escapes."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), default=str).encode("ascii")
+
+
 def _res(rid: str, ok: bool, payload: Any = None, error: Any = None) -> bytes:
     body: dict[str, Any] = {"type": "res", "id": rid, "ok": ok}
     if ok:
         body["payload"] = payload
     else:
         body["error"] = error
-    return frame(json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8"))
+    return frame(_dumps(body))
 
 
 def error_shape(exc: BaseException) -> dict[str, Any]:
@@ -502,10 +510,11 @@ class _Attached:
             self._sticky(link, rid, method, params)
             return
         gid = new_request_id()
-        body: dict[str, Any] = {"type": "req", "id": gid, "method": method}
-        if params is not None:
-            body["params"] = params
-        out = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            out = encode_request(gid, method, params)  # the process's own encoding rules
+        except GatewayError as exc:
+            self.outbox.put(_res(rid, False, error={"code": "INVALID_REQUEST", "message": str(exc)}))
+            return
         relay = _Relay(self, rid, gid, method in TWO_STAGE_METHODS)
         with self._lock:
             self._pending.add(gid)
@@ -592,8 +601,7 @@ class _Attached:
                     else:
                         event, parts, _ = item
                         if parts is None:
-                            data = json.dumps({"type": "event", "event": event.event, "payload": event.payload},
-                                              separators=(",", ":"), ensure_ascii=False, default=str).encode()
+                            data = _dumps({"type": "event", "event": event.event, "payload": event.payload})
                         else:
                             seq += 1
                             data = parts[0] + b',"seq":%d' % seq + parts[1]
