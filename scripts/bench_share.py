@@ -93,33 +93,69 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def part_cli(runs: int, env: dict[str, str]) -> dict[str, Any]:
+class _Target:
+    """Where part 1 runs: the real gateway, or (``--fast-gateway``) scripts/fastgw.mjs."""
+
+    def __init__(self, fast: bool, env: dict[str, str]) -> None:
+        self.fast = fast
+        self._real: RealGateway | None = None
+        if fast:
+            from gwclient.testing._realgateway import find_openclaw
+
+            self._gw = start_gateway("bench-share-token")
+            inst = find_openclaw()
+            assert inst is not None, "openclaw not installed: scripts/install-openclaw"
+            self.url, self.token, self.pid = self._gw.url, self._gw.token, self._gw.proc.pid
+            self.kind = self._gw.kind
+            home = Path(env["GWCLIENT_STATE_DIR"]).parent / "official-home"
+            home.mkdir(exist_ok=True)
+            self.official_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+            self.official_env.update(HOME=str(home), NO_COLOR="1",
+                                     PATH=os.pathsep.join([str(inst.node_bin_dir), os.environ.get("PATH", "")]))
+            self.official_cwd = str(home)
+        else:
+            self._real = gw = RealGateway()
+            gw.start()
+            assert gw.pid is not None and gw.install is not None
+            inst = gw.install
+            self.url, self.token, self.pid = gw.url, gw.token, gw.pid
+            self.kind = f"real gateway, openclaw {gw.version}"
+            self.official_env, self.official_cwd = gw.env(), str(gw.home)
+        self.official = [str(inst.node), str(inst.openclaw_entry), "gateway", "call", "health",
+                         "--url", self.url, "--token", self.token]
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+        else:
+            self._gw.stop()
+
+
+def part_cli(runs: int, env: dict[str, str], fast: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with RealGateway() as gw:
-        assert gw.pid is not None and gw.install is not None
-        genv = {**env, "OPENCLAW_GATEWAY_URL": gw.url, "OPENCLAW_GATEWAY_TOKEN": gw.token}
+    target = _Target(fast, env)
+    try:
+        out["kind"] = target.kind
+        genv = {**env, "OPENCLAW_GATEWAY_URL": target.url, "OPENCLAW_GATEWAY_TOKEN": target.token}
         call = [sys.executable, "-m", "gwclient", "call", "health"]
         direct_env = {**genv, "GWCLIENT_SHARE": "off"}
         share_env = {**genv, "GWCLIENT_SHARE": "auto"}
         _timed(call, direct_env, 2)  # pairs the device (silent local pairing), warms caches
         _timed(call, share_env, 2)  # starts the share
-        pid = gw.pid
-        official = [str(gw.install.node), str(gw.install.openclaw_entry), "gateway", "call", "health",
-                    "--url", gw.url, "--token", gw.token]
+        _timed(target.official, target.official_env, 1, target.official_cwd)
         results = {}
         for name, argv, e, cwd in (("pass", [sys.executable, "-c", "pass"], direct_env, None),
                                    ("direct", call, direct_env, None),
                                    ("share", call, share_env, None),
-                                   ("official", official, gw.env(), str(gw.home))):
-            cpu0 = _cpu(pid)
+                                   ("official", target.official, target.official_env, target.official_cwd)):
+            cpu0 = _cpu(target.pid)
             times = _timed(argv, e, runs, cwd)
-            results[name] = (statistics.median(times), (_cpu(pid) - cpu0) / runs)
+            results[name] = (statistics.median(times), (_cpu(target.pid) - cpu0) / runs)
         out["cli"] = results
         # In one process: the same request through the share and over a direct socket.
         lat = {}
         for name, mode in (("direct", "off"), ("share", "auto")):
-            conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=gw.token, share=mode,
-                                                          state_dir=env["GWCLIENT_STATE_DIR"]))
+            conn = GatewayConnection.shared(GatewayConfig(url=target.url, token=target.token, share=mode))
             conn.request("health")
             samples = []
             for _ in range(300):
@@ -130,6 +166,8 @@ def part_cli(runs: int, env: dict[str, str]) -> dict[str, Any]:
             conn.shutdown()
         out["latency"] = lat
         share_api.stop()
+    finally:
+        target.close()
     return out
 
 
@@ -180,6 +218,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--attached", type=int, default=8)
     parser.add_argument("--skip-cli", action="store_true", help="only the event burst (no real gateway)")
+    parser.add_argument("--fast-gateway", action="store_true",
+                        help="part 1 against scripts/fastgw.mjs instead of the real gateway")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gwsb-", dir="/tmp"))
     (tmp / "run").mkdir(mode=0o700)
@@ -190,9 +230,10 @@ def main() -> int:
         os.environ[name] = env[name]
     try:
         if not args.skip_cli:
-            cli = part_cli(args.runs, env)
+            cli = part_cli(args.runs, env, args.fast_gateway)
             res = cli["cli"]
-            print(f"\n`call health` per invocation (median of {args.runs}) and the real gateway's CPU per invocation")
+            print(f"\n`call health` per invocation (median of {args.runs}) and the gateway's CPU per invocation "
+                  f"({cli['kind']})")
             print(f"  python -c pass          {_ms(res['pass'][0]):>10}")
             for name in ("direct", "share", "official"):
                 wall, cpu = res[name]
