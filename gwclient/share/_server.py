@@ -66,6 +66,8 @@ log = logging.getLogger("gwclient.share")
 
 #: Seconds the share lingers after the last process detached (GWCLIENT_SHARE_PERSIST).
 DEFAULT_PERSIST = 300.0
+#: Seconds a new share waits for its first process, whatever the persist time.
+START_GRACE = 10.0
 #: Bound of one attached process's outbox: events and bytes of event frames.
 MAX_EVENTS = 8192
 MAX_EVENT_BYTES = 32 * 1024 * 1024
@@ -163,6 +165,10 @@ class Outbox:
         self.closed: str | None = None
         self.dropped_total = 0
         self._on_close = on_close
+        #: The stream, for answers written at once when nothing is queued (one thread hop
+        #: fewer per request); ``write_lock`` orders those writes with the writer's.
+        self.sock: socket.socket | None = None
+        self.write_lock = threading.Lock()
 
     # -- the bus (share's gateway reader / actor / timer threads): never blocks ----------
 
@@ -241,11 +247,25 @@ class Outbox:
     # -- attached side ---------------------------------------------------------------------
 
     def put(self, data: bytes) -> None:
-        """An answer (already framed); never dropped."""
+        """An answer (already framed); never dropped.  With nothing queued and the writer
+        idle it is written right here if the socket takes it without blocking; else (or
+        the rest of it) it goes to the writer, in order."""
         with self._cond:
-            if self.closed is None:
-                self._items.append(data)
-                self._cond.notify_all()
+            if self.closed is not None:
+                return
+            sock = self.sock
+            if sock is not None and not self._items and self.write_lock.acquire(blocking=False):
+                try:
+                    sent = sock.send(data, socket.MSG_DONTWAIT)
+                except OSError:  # full (BlockingIOError) or broken: the writer deals with it
+                    sent = 0
+                finally:
+                    self.write_lock.release()
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._items.append(data)
+            self._cond.notify_all()
 
     def go_live(self, data: bytes) -> None:
         """The hello-ok answer: events flow from here on."""
@@ -268,13 +288,15 @@ class Outbox:
             return self._cond.wait_for(lambda: predicate(self.state) or self.closed is not None, timeout)
 
     def take(self) -> list[Any] | None:
-        """Everything queued (waits for something); ``None`` once closed (answers queued
-        before the close are still returned first)."""
+        """Everything queued (waits for something), with ``write_lock`` held (the caller
+        releases it once written); ``None`` once closed (answers queued before the close
+        are still returned first)."""
         with self._cond:
             while not self._items and self.closed is None:
                 self._cond.wait()
             if not self._items:
                 return None
+            self.write_lock.acquire()  # free: put() holds it only under _cond
             items = list(self._items)
             self._items.clear()
             self._n_events = 0
@@ -436,6 +458,9 @@ class _Attached:
         self._lock = threading.Lock()
         self.writer: threading.Thread | None = None
         self.thread: threading.Thread | None = None
+        self._seq = 0
+        self._logged = 0
+        self._logged_at = -1e9
 
     def _closed(self, reason: str) -> None:
         log.debug("closing the stream of pid %s: %s", self.pid, reason)
@@ -578,41 +603,48 @@ class _Attached:
     # -- share-out-<n> -------------------------------------------------------------------
 
     def _write(self) -> None:
-        seq = 0
-        logged, logged_at = 0, -1e9
         sock = self.sock
+        self.outbox.sock = sock  # answers may now be written at once by whoever settles them
         try:
             while True:
                 items = self.outbox.take()
                 if items is None:
                     break
-                buf = bytearray()
-                for item in items:
-                    if isinstance(item, bytes):
-                        buf += item
-                    elif isinstance(item, _Gap):
-                        seq += item.missed
-                        dropped = self.outbox.dropped_total
-                        if dropped > logged and time.monotonic() - logged_at >= 5.0:
-                            log.warning("pid %s reads too slowly: %d events dropped for it so far (its "
-                                        "outbox holds %d; it sees a seq gap)", self.pid, dropped,
-                                        self.outbox._max_events)
-                            logged, logged_at = dropped, time.monotonic()
-                    else:
-                        event, parts, _ = item
-                        if parts is None:
-                            data = _dumps({"type": "event", "event": event.event, "payload": event.payload})
-                        else:
-                            seq += 1
-                            data = parts[0] + b',"seq":%d' % seq + parts[1]
-                        buf += frame(data)
-                sock.sendall(buf)
-            sock.sendall(control({"op": "close", "reason": self.outbox.closed or "closed"}))
+                try:
+                    sock.sendall(self._encode(items))
+                finally:
+                    self.outbox.write_lock.release()
+            with self.outbox.write_lock:
+                sock.sendall(control({"op": "close", "reason": self.outbox.closed or "closed"}))
         except OSError:
             pass
         finally:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _encode(self, items: list[Any]) -> bytearray:
+        """Frame a batch: answers as they are, events numbered per stream (a gap marker
+        moves the number on, so the process sees a ``SeqGap``)."""
+        buf = bytearray()
+        for item in items:
+            if isinstance(item, bytes):
+                buf += item
+            elif isinstance(item, _Gap):
+                self._seq += item.missed
+                dropped = self.outbox.dropped_total
+                if dropped > self._logged and time.monotonic() - self._logged_at >= 5.0:
+                    log.warning("pid %s reads too slowly: %d events dropped for it so far (its outbox "
+                                "holds %d; it sees a seq gap)", self.pid, dropped, self.outbox._max_events)
+                    self._logged, self._logged_at = dropped, time.monotonic()
+            else:
+                event, parts, _ = item
+                if parts is None:
+                    data = _dumps({"type": "event", "event": event.event, "payload": event.payload})
+                else:
+                    self._seq += 1
+                    data = parts[0] + b',"seq":%d' % self._seq + parts[1]
+                buf += frame(data)
+        return buf
 
 
 def _count_fds() -> int | None:
@@ -786,9 +818,12 @@ class ShareServer:
                 idle = not self._attached
             timeout = None
             if idle:
-                left = self.persist - (time.monotonic() - self._idle_since)
+                # Before the first process (the starter attaches right after the start),
+                # linger at least START_GRACE even with persist 0.
+                linger = self.persist if self.attaches else max(self.persist, START_GRACE)
+                left = linger - (time.monotonic() - self._idle_since)
                 if left <= 0:
-                    log.info("no process attached for %g s: exiting", self.persist)
+                    log.info("no process attached for %g s: exiting", linger)
                     return
                 timeout = left if math.isfinite(left) else None  # persist=inf: never idle out
             else:
