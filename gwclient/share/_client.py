@@ -40,6 +40,10 @@ __all__ = ["ShareConnection", "ShareNotRunning", "ShareRefused", "open_share", "
 #: Seconds a starter waits for a share it started to listen.
 START_TIMEOUT = 10.0
 
+#: Shares this process started (kept so they are reaped, not left as zombies or warned
+#: about, when a long-lived process starts several over its life).
+_started: list[subprocess.Popen[bytes]] = []
+
 
 class ShareNotRunning(OSError):
     """Nothing listens on the share's socket (and starting one was not asked for)."""
@@ -158,6 +162,7 @@ def _spawn(env: Mapping[str, str] | None, timeout: float) -> int:
             )
         finally:
             os.close(log_fd)
+        _started[:] = [p for p in _started if p.poll() is None] + [proc]
         os.close(write_end)
         write_end = -1
         deadline = time.monotonic() + timeout
