@@ -42,11 +42,20 @@ def gateway_peers(gw: RealGateway) -> set[int]:
             if c.laddr and c.laddr.port == gw.port and c.raddr and c.status == psutil.CONN_ESTABLISHED}
 
 
-def owners(gw: RealGateway) -> dict[int, Any]:
-    """Who holds each client end to the gateway port (for failure messages)."""
-    return {c.laddr.port: (c.pid, psutil.Process(c.pid).cmdline() if c.pid else None)  # type: ignore[union-attr]
-            for c in psutil.net_connections(kind="inet")
-            if c.laddr and c.raddr and c.raddr.port == gw.port and c.status == psutil.CONN_ESTABLISHED}
+def client_pids(gw: RealGateway) -> list[int | None]:
+    """The owner of every ESTABLISHED client end to the gateway port on this machine,
+    the gateway's own process tree left out (it may connect to itself)."""
+    assert gw.pid is not None
+    gateway = psutil.Process(gw.pid)
+    own = {gw.pid, *(p.pid for p in gateway.children(recursive=True))}
+    return sorted((c.pid for c in psutil.net_connections(kind="inet")
+                   if c.raddr and c.raddr.port == gw.port and c.status == psutil.CONN_ESTABLISHED
+                   and c.pid not in own), key=lambda pid: pid or 0)
+
+
+def the_share(se: ShareEnv) -> int:
+    (share,) = se.share_processes()
+    return share.pid
 
 
 def share_ports(se: ShareEnv, gw: RealGateway) -> set[int]:
@@ -77,9 +86,8 @@ def test_twenty_concurrent_cli_calls_make_one_share_and_one_gateway_socket(se: S
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert json.loads(out)["ok"] is True
-    assert len(se.share_processes()) == 1
-    ports = share_ports(se, gateway)
-    assert len(ports) == 1 and gateway_peers(gateway) == ports  # counted by the OS
+    assert client_pids(gateway) == [the_share(se)]  # counted by the OS: one socket, the share's
+    assert len(share_ports(se, gateway)) == 1 and share_ports(se, gateway) <= gateway_peers(gateway)
     status = share_api.status()
     assert status["attaches"] == 20
     assert status["gateways"][0]["connection"] == 1 and status["gateways"][0]["reconnects"] == 0
@@ -98,7 +106,7 @@ def test_two_attached_processes_both_see_a_broadcast_after_their_snapshot(se: Sh
             if marker in json.dumps(seen["payload"]):
                 break
         assert seen["seq"] >= 1
-    assert gateway_peers(gateway) == share_ports(se, gateway), owners(gateway)
+    assert client_pids(gateway) == [the_share(se)]
     for proc in (a, b):
         _finish(proc)
 
@@ -119,7 +127,7 @@ def test_sigkill_of_the_share_mid_request_fails_it_and_the_process_carries_on(
     assert _talk(proc, "req health")["answer"]["ok"] is True  # a new share
     (new,) = se.share_processes()
     assert new.pid != old.pid
-    assert gateway_peers(gateway) == share_ports(se, gateway)
+    assert client_pids(gateway) == [new.pid]
     _finish(proc)
 
 
@@ -128,16 +136,15 @@ def test_a_gateway_restart_gives_each_attached_process_one_reconnect_and_one_soc
     a, b = se.python(CHILD), se.python(CHILD)
     for proc in (a, b):
         assert read_json_line(proc.stdout)["ready"] == {"kind": "snapshot", "number": 1}
-    before = gateway_peers(gateway)
-    assert len(before) == 1
+    assert client_pids(gateway) == [the_share(se)]
+    before = share_ports(se, gateway)
     gateway.restart()
     for proc in (a, b):
         pushes = _talk(proc, "until 1")["pushes"]
         assert [p for p in pushes if p["kind"] == "snapshot"] == [{"kind": "snapshot", "number": 2}]
         assert _talk(proc, "req health")["answer"]["ok"] is True
-    after = gateway_peers(gateway)
-    assert len(after) == 1 and after != before  # one socket, a new one
-    assert after == share_ports(se, gateway)
+    after = share_ports(se, gateway)
+    assert client_pids(gateway) == [the_share(se)] and len(after) == 1 and after != before  # one new socket
     assert share_api.status()["gateways"][0]["reconnects"] == 1
     for proc in (a, b):
         _finish(proc)
