@@ -332,12 +332,19 @@ def test_a_thousand_attach_detach_cycles_leave_threads_fds_and_memory_flat(se: S
         finally:
             client.close()
 
+    def settled() -> dict[str, Any]:
+        """The share's status once the last stream has detached (its threads joined)."""
+        for _ in range(100):  # each status() is a round trip to the share; no sleeping
+            if not share_api.status()["attached"]:
+                break
+        return share_api.status()
+
     for _ in range(50):
         cycle()
-    before = share_api.status()
+    before = settled()
     for _ in range(1000):
         cycle()
-    after = share_api.status()
+    after = settled()
     assert after["attached"] == [] and after["attaches"] == before["attaches"] + 1000
     assert after["threads"] == before["threads"]
     assert after["fds"] == before["fds"]

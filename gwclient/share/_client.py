@@ -40,9 +40,9 @@ __all__ = ["ShareConnection", "ShareNotRunning", "ShareRefused", "open_share", "
 #: Seconds a starter waits for a share it started to listen.
 START_TIMEOUT = 10.0
 
-#: Shares this process started (kept so they are reaped, not left as zombies or warned
-#: about, when a long-lived process starts several over its life).
-_started: list[subprocess.Popen[bytes]] = []
+#: Starts the share in a session of its own and exits at once, so the share is never a
+#: child of the process that asked for it (no zombie when it exits, nothing to reap).
+_DETACH = "import subprocess, sys; subprocess.Popen(sys.argv[2:], pass_fds=(int(sys.argv[1]),), start_new_session=True)"
 
 
 class ShareNotRunning(OSError):
@@ -155,28 +155,27 @@ def _spawn(env: Mapping[str, str] | None, timeout: float) -> int:
     try:
         log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gwclient", "share", "run", "--ready-fd", str(write_end)],
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
-                start_new_session=True, close_fds=True, env=child_env, cwd="/",
-            )
+            share = [sys.executable, "-m", "gwclient", "share", "run", "--ready-fd", str(write_end)]
+            subprocess.run([sys.executable, "-c", _DETACH, str(write_end), *share],
+                           stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
+                           close_fds=True, env=child_env, cwd="/", timeout=timeout, check=False)
         finally:
             os.close(log_fd)
-        _started[:] = [p for p in _started if p.poll() is None] + [proc]
         os.close(write_end)
         write_end = -1
         deadline = time.monotonic() + timeout
         got = b""
-        while not got:
+        while not got.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ShareRefused(f"the share did not start within {timeout:g} s (see {log_file})")
             readable, _, _ = select.select([read_end], [], [], left)
             if readable:
-                got = os.read(read_end, 16)
-                if not got:
+                chunk = os.read(read_end, 32)
+                if not chunk:
                     raise ShareRefused(f"the share exited while starting (see {log_file})")
-        return proc.pid
+                got += chunk
+        return int(got)
     finally:
         os.close(read_end)
         if write_end >= 0:

@@ -737,7 +737,7 @@ class ShareServer:
             busy = {a.thread for a in self._attached.values()}
             ending = [t for t in self._threads if t is not me and t not in busy]
         for thread in ending:  # detached streams winding down: count what stays
-            thread.join(2.0)
+            thread.join(10.0)
         with self._lock:
             attached = [{"pid": a.pid, "since": a.since,
                          "gateway": a.gateway.config.redacted_url if a.gateway else None}
@@ -803,7 +803,7 @@ class ShareServer:
                  os.getpid(), __version__, self.path, self.persist)
         if self._ready_fd is not None:
             with contextlib.suppress(OSError):
-                os.write(self._ready_fd, b"1")
+                os.write(self._ready_fd, b"%d\n" % os.getpid())
                 os.close(self._ready_fd)
         try:
             self._serve(listener)
