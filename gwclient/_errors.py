@@ -23,6 +23,7 @@ as ``__cause__``).  Subclasses are grouped by what the caller can do::
      |    +-- AuthRejected          wrong/missing credentials, rate limited...
      |    +-- PairingRequired       approve the device, then retry (request_id)
      |    +-- ProtocolMismatch      gateway does not speak protocol 4
+     |    +-- ShareUnavailable      share="required" and the local share cannot be used
      +-- RunError               (_runs) an agent/chat run did not end with a reply
           +-- RunFailed             the run failed on the gateway (kind, message)
           |    +-- RunTimedOut          ... because it ran out of time
@@ -62,6 +63,7 @@ __all__ = [
     "RunFailed",
     "RunInterrupted",
     "RunTimedOut",
+    "ShareUnavailable",
     "TunnelError",
     "UnsupportedMethod",
     "UsageError",
@@ -238,6 +240,11 @@ class ConnectError(_CodedError):
         #: True when reconnecting cannot help until something changes (credentials,
         #: pairing approval, upgrade): reconnecting is paused.
         self.pauses_reconnect = pauses_reconnect
+
+
+class ShareUnavailable(ConnectError):
+    """``share="required"`` (``GWCLIENT_SHARE=required``) and the local share could not be
+    attached to or started (the message says why); no direct socket was opened."""
 
 
 class AuthRejected(ConnectError):

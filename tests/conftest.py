@@ -60,7 +60,9 @@ def no_leaks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     mp = pytest.MonkeyPatch()
     mp.setenv("GWCLIENT_STATE_DIR", str(state))
     for name in ("OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD",
-                 "OPENCLAW_CONFIG_PATH", "OPENCLAW_STATE_DIR"):
+                 "OPENCLAW_CONFIG_PATH", "OPENCLAW_STATE_DIR",
+                 # The local share: off unless a test turns it on, never the user's socket.
+                 "GWCLIENT_SHARE", "GWCLIENT_SHARE_PERSIST", "GWCLIENT_SHARE_MAX_EVENTS", "XDG_RUNTIME_DIR"):
         mp.delenv(name, raising=False)
     mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     try:

@@ -41,6 +41,7 @@ from .values import (
     DEFAULT_SCOPES,
     DEFAULT_URL,
     ROLES,
+    SHARE_MODES,
     SshTunnelConfig,
     _check_headers,
     _check_text,
@@ -50,6 +51,7 @@ from .values import (
     env_value,
     normalize_tls_fingerprint,
     redact_url,
+    share_mode_from_env,
     ssh_local_end_error,
 )
 
@@ -67,6 +69,7 @@ __all__ = [
     "normalize_tls_fingerprint",
     "openclaw_config_path",
     "redact_url",
+    "share_mode_from_env",
     "ssh_local_end_error",
 ]
 
@@ -141,6 +144,10 @@ class GatewayConfig:
     #: shared token, password or stored device token is available; the gateway answers
     #: with a device token, stored for later connects.
     bootstrap_token: str | None = field(default=None, repr=False)
+    #: The local share (docs/share.md): ``"off"`` (own socket), ``"auto"`` (attach to the
+    #: share, start it if needed, else a direct socket with one warning) or ``"required"``
+    #: (never a direct socket).  Default: ``$GWCLIENT_SHARE``, else ``"off"``.
+    share: str = field(default_factory=share_mode_from_env)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -219,6 +226,8 @@ class GatewayConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}")
+        if self.share not in SHARE_MODES:
+            raise ConfigError(f"share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
         if self.state_dir is not None:
             if isinstance(self.state_dir, os.PathLike):
                 set_(self, "state_dir", os.fspath(self.state_dir))
@@ -314,6 +323,8 @@ class GatewayConfig:
             parts.append(f"ssh={self.ssh.target}:{self.ssh.port}->{self.ssh.remote_port}")
         if not self.device_identity:
             parts.append("device_identity=False")
+        if self.share != "off":
+            parts.append(f"share={self.share!r}")
         if self.proxy is not None:
 
             parts.append(f"proxy={redact_proxy(self.proxy)!r}")
@@ -440,6 +451,8 @@ class GatewayConfig:
 
         if env is not None and "state_dir" not in overrides:
             values["state_dir"] = str(default_state_dir(env))
+        if env is not None and "share" not in overrides:
+            values["share"] = share_mode_from_env(env)
 
         # --- edge auth (Cloudflare Access) for a remote wss:// gateway only
         if "headers" not in overrides and is_wss and not is_loopback_host(url_hostname(url) or ""):

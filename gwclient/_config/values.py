@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -24,10 +25,12 @@ __all__ = [
     "DEFAULT_SCOPES",
     "DEFAULT_URL",
     "ROLES",
+    "SHARE_MODES",
     "SshTunnelConfig",
     "env_value",
     "normalize_tls_fingerprint",
     "redact_url",
+    "share_mode_from_env",
     "ssh_local_end_error",
 ]
 
@@ -139,6 +142,19 @@ def _warn_plaintext_once(url: str) -> None:
         "plaintext ws:// to non-loopback %s: the token and chat data travel unencrypted; "
         "prefer wss:// or an SSH tunnel", safe,
     )
+
+
+SHARE_MODES = ("off", "auto", "required")
+
+
+def share_mode_from_env(env: Mapping[str, str] | None = None) -> str:
+    """``$GWCLIENT_SHARE`` (``off``/``auto``/``required``, any case), else ``off``."""
+    value = (os.environ if env is None else env).get("GWCLIENT_SHARE", "").strip().lower()
+    if not value:
+        return "off"
+    if value not in SHARE_MODES:
+        raise ConfigError(f"GWCLIENT_SHARE must be one of {', '.join(SHARE_MODES)}, got {value!r}")
+    return value
 
 
 def _check_text(name: str, value: object, *, optional: bool) -> None:

@@ -274,7 +274,7 @@ class ConnectionCore:
                 return self._on_hello(frame)
             done = self.pending.resolve(frame)
             if done is None:
-                return []
+                return self._interim(frame)
             entry, outcome = done
             self.stats.answered(outcome)
             if isinstance(entry.waiter, _StickyWaiter):
@@ -286,6 +286,15 @@ class ConnectionCore:
             return [Settle(entry.waiter, outcome)]
         log.debug("ignoring a request frame from the gateway (%s)", frame.method)
         return []
+
+    def _interim(self, frame: ResponseFrame) -> list[Effect]:
+        """The first answer of a two-stage request, for a waiter that asks for it (the
+        share relays both answers to the process that sent the request)."""
+        entry = self.pending.get(frame.id)
+        interim = getattr(entry.waiter, "interim", None) if entry is not None else None
+        if interim is None or entry is None or entry.accepted is not frame.payload:
+            return []
+        return [Settle(interim, frame.payload)]
 
     def _on_event(self, frame: EventFrame, size: int) -> list[Effect]:
         if self.phase == "connected":

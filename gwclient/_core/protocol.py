@@ -99,6 +99,9 @@ class PendingTable(Generic[W]):
             error.after_accept = True  # the gateway had accepted it: never retried
         return entry, error
 
+    def get(self, request_id: str) -> Pending[W] | None:
+        return self._items.get(request_id)
+
     def remove(self, request_id: str) -> Pending[W] | None:
         return self._items.pop(request_id, None)
 
@@ -141,7 +144,14 @@ _AUTH_CODES = frozenset({"DEVICE_IDENTITY_REQUIRED", "AUTHENTICATED_PROFILE_UNAV
 
 
 def error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = False) -> GatewayError:
-    """Map a gateway error shape to the exception class that says what the caller can do."""
+    """Map a gateway error shape to the exception class that says what the caller can do.
+    The gateway's own message stays in ``wire_message`` (the share relays it as it came)."""
+    error = _error_from_shape(shape, method=method, connect=connect)
+    error.wire_message = shape.message  # type: ignore[attr-defined]
+    return error
+
+
+def _error_from_shape(shape: ErrorShape, *, method: str = "", connect: bool = False) -> GatewayError:
     details = shape.details or {}
     raw_code = details.get("code")
     detail_code: str = raw_code if isinstance(raw_code, str) else ""

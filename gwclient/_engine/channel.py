@@ -273,11 +273,16 @@ class Channel:
         config = self.config
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
                                    max_frame=config.max_frame_bytes, proxy=config.proxy, headers=config.headers)
+        transport: Transport | None = None
+        started = time.monotonic()
         try:
-            creds = _load_credentials(config)
-            started = time.monotonic()
             transport = self._factory(options, guard)
+            # Through the share the identity and its signature are the share's business.
+            creds = Credentials(None, None) if getattr(transport, "via_share", False) else _load_credentials(config)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
+            if transport is not None:
+                transport.abort()
+                transport.release()
             with self._lock:
                 effects = self._core.open_failed(exc) if gen == self._gen else []
             self._run(effects, None, gen)
@@ -344,8 +349,11 @@ class Channel:
 
     def _connect_builder(self, creds: Credentials) -> Callable[[ConnectChallenge, str], bytes]:
         config = self.config
+        via_share = creds.identity is None and getattr(self._transport, "via_share", False)
 
         def build(challenge: ConnectChallenge, request_id: str) -> bytes:
+            if via_share:  # the share answers with its own connection's hello-ok
+                return encode_request(request_id, "connect", {"share": True})
             params = build_connect_params(config, challenge, creds, scopes_override=self.granted_scopes,
                                           device_token_retry=self._token_retry.take())
             return encode_request(request_id, "connect", params.to_wire())

@@ -55,6 +55,7 @@ from .._core.effects import OpenSocket
 from .._core.pushes import ConnectionState, Push, Snapshot, StateChange
 from .._core.stats import ConnectionStats
 from .._errors import GatewayError
+from ..share._attach import share_factory
 from .actor import GatewayChannelActor, RunAttempt, Stop, tell
 from .channel import Channel, ChannelHooks
 from .subscription import Inlet, Subscription
@@ -80,7 +81,10 @@ class Feed(ChannelHooks):
         self.config = config
         self.transport = transport
         self.number = number
-        self.channel = Channel(config, self, transport or open_transport)
+        factory = transport or open_transport
+        if config.share != "off":  # attach to the local share (docs/share.md)
+            factory = share_factory(config, factory)
+        self.channel = Channel(config, self, factory)
         self.ref: pykka.ActorRef[GatewayChannelActor] = GatewayChannelActor.start(self.channel)
         self.slots: set[int] = set()
         self.snapshot: Snapshot | None = None
@@ -189,6 +193,19 @@ class Registry:
                     act = feed.channel.add_sticky(inlet.sticky)
         if act is not None:
             act()
+
+    def attach(self, slot_number: int, inlet: Inlet) -> None:
+        """Register a producer that is not a :class:`Subscription` (the local share's
+        stream to an attached process): no finalizer, no sticky; :meth:`unsubscribe` ends
+        it.  It gets the feed's snapshot (or state) first, like a subscription."""
+        with self.lock:
+            slot = self._slots.get(slot_number)
+            if slot is None:
+                inlet.end()
+                return
+            slot.inlets.append(inlet)
+            if slot.feed is not None:
+                self._offer_status(slot.feed, inlet)
 
     def unsubscribe(self, inlet: Inlet) -> None:
         """A subscription closed (or was collected): forget it, and release its sticky on the

@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "pair": ("_pair", "cmd_pair"),
     "chat": ("_runs", "cmd_run"),
     "agent": ("_runs", "cmd_run"),
+    "share": ("_share", "cmd_share"),
 }
 
 
@@ -67,6 +68,11 @@ def _run(argv: Sequence[str] | None) -> int:
     # parsed: also while the client is still being imported or the config read.
     stopped = EXIT_OK if args.command == "watch" else EXIT_INTERRUPTED
     try:
+        from ._share import fast_command  # through the share: without loading the engine
+
+        fast = fast_command(args, sys.stdout, sys.stderr)
+        if fast is not None:
+            return fast
         # The client is imported here, inside main()'s KeyboardInterrupt guard.
         from ._session import Session, report_error
 

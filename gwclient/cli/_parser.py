@@ -90,6 +90,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        help="machine-readable output: compact JSON, one object per line")
     group.add_argument("-v", "--verbose", action="store_true", default=default(False),
                        help="DEBUG logging on stderr and tracebacks on errors")
+    from ._share import add_share_option
+
+    add_share_option(group, default(None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", "run the demo: an embedded dev gateway, three consumers, one socket "
                     "(human-readable report only; no --json)")
     add_run_commands(command)
+    from ._share import add_share_command
+
+    add_share_command(command)
     return parser
 
 

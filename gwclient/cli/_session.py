@@ -95,6 +95,8 @@ class Session:
                 overrides[name] = value
         if self.args.allow_insecure:
             overrides["allow_insecure_remote"] = True
+        if getattr(self.args, "share", None):
+            overrides["share"] = self.args.share
         config = GatewayConfig.from_environment(config_path=self.args.config, **overrides)
         self.scrub.add_secret(config.token)
         self.scrub.add_secret(config.password)

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from test_core_connection import build, challenge, connected, event, hello, pushes, refuse, res, sent, settles
+from _coreutil import build, challenge, connected, event, hello, pushes, refuse, res, sent, settles
 
 from gwclient import (
     ClientClosed,

@@ -8,9 +8,9 @@ import json
 from concurrent.futures import Future
 from typing import Any
 
+from _coreutil import build, challenge, connected, res, sent
 from hypothesis import given
 from hypothesis import strategies as st
-from test_core_connection import build, challenge, connected, res, sent
 
 from gwclient import Event, SeqGap
 from gwclient._core.connection import ConnectionCore

@@ -54,6 +54,7 @@ CORE = [
     "RunTimedOut",
     "ScopeUpgrade",
     "SeqGap",
+    "ShareUnavailable",
     "Snapshot",
     "StateChange",
     "Subscription",
