@@ -274,11 +274,16 @@ class Channel:
         options = TransportOptions(config.url, config.connect_timeout, config.tls_fingerprint,
                                    max_frame=config.max_frame_bytes, proxy=config.proxy, headers=config.headers)
         transport: Transport | None = None
-        started = time.monotonic()
         try:
+            # The state files first (a broken one is a paused ConfigError before any socket
+            # opens); through the share the identity and its signature are the share's
+            # business, so with the share on they are read only for a direct socket.
+            creds = _load_credentials(config) if config.share == "off" else None
+            started = time.monotonic()
             transport = self._factory(options, guard)
-            # Through the share the identity and its signature are the share's business.
-            creds = Credentials(None, None) if getattr(transport, "via_share", False) else _load_credentials(config)
+            if creds is None:
+                creds = Credentials(None, None) if getattr(transport, "via_share", False) \
+                    else _load_credentials(config)
         except BaseException as exc:  # network, TLS, upgrade, identity errors: all reported
             if transport is not None:
                 transport.abort()
