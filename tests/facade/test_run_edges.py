@@ -51,8 +51,8 @@ def test_run_wait_and_updates_refuse_bad_timeouts(gw: DevGateway, bad: Any) -> N
     assert run.wait(10).text.startswith("ECHO")
 
 
-@pytest.mark.parametrize("huge", [1e12, 10**400, math.inf], ids=["1e12", "10**400", "inf"])
-def test_run_wait_and_updates_take_huge_timeouts_as_long_waits(gw: DevGateway, huge: Any) -> None:
+def test_run_wait_and_updates_take_huge_timeouts_as_long_waits(gw: DevGateway) -> None:
+    huge = 10**400  # beyond the float range: clamped, like every gwclient timeout
     run = connection(gw).chat("agent:main:edges", "HANG")
     assert gw.wait_for(lambda g: g.runs.paused == 1, timeout=10)
     gw.runs.release()
