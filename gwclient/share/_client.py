@@ -8,12 +8,9 @@ device identity's cryptography, pykka or dataclasses-json.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -126,6 +123,8 @@ def start_share(env: Mapping[str, str] | None = None, *, timeout: float = START_
     """Start a share in the background unless one answers; returns its pid (``None`` if
     another starter's share answered).  Concurrent starters serialise on a lock file, so
     twenty at once start exactly one."""
+    import fcntl  # here: only a starter needs it
+
     path = socket_path(env)
     secure_dir(path.parent, create=True)
     fd = os.open(lock_path(env), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -145,7 +144,9 @@ def start_share(env: Mapping[str, str] | None = None, *, timeout: float = START_
 
 def _spawn(env: Mapping[str, str] | None, timeout: float) -> int:
     """``gwclient share run`` detached (own session, stdio to the log file); returns once
-    it listens (it writes to the ready pipe after ``listen()``)."""
+    it listens (it writes its pid to the ready pipe after ``listen()``)."""
+    import select
+    import subprocess
     child_env = dict(os.environ if env is None else env)
     package_root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [child_env.get("PYTHONPATH", "")])])
@@ -214,10 +215,15 @@ class OneShot:
         self._timeout = timeout
         self._counter = 0
         share.sock.settimeout(timeout)
-        share.send_control({"op": "attach", "pid": os.getpid(), "version": __version__,
-                            "config": config_to_wire(config), "events": False})
+        # The attach and the connect in one write: the share reads them in order (its
+        # challenge carries nothing a share-attached process signs).
+        self._counter = 1
+        connect = {"type": "req", "id": "1:oneshot", "method": "connect", "params": {"share": True}}
+        share.sock.sendall(control({"op": "attach", "pid": os.getpid(), "version": __version__,
+                                    "config": config_to_wire(config), "events": False})
+                           + frame(json.dumps(connect).encode()))
         self._expect_challenge()
-        self.hello = self._call("connect", {})
+        self.hello = self._answer("1:oneshot", "connect")
 
     def _expect_challenge(self) -> None:
         kind, data = self._read()
@@ -242,6 +248,9 @@ class OneShot:
         if params is not None:
             body["params"] = params
         self._share.sock.sendall(frame(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()))
+        return self._answer(rid, method)
+
+    def _answer(self, rid: str, method: str) -> Any:
         while True:
             _, data = self._read()
             message = json.loads(data)

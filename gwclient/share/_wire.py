@@ -14,7 +14,8 @@ object with an ``op``):
   "reason"}`` just before it closes the stream (the reason reaches the process's log).
 
 The socket directory is ``$XDG_RUNTIME_DIR/gwclient`` if that variable names an absolute
-directory, else the gwclient state directory; it must be a real directory (not a
+directory (without it: ``/run/user/<uid>/gwclient`` if that exists), else the gwclient
+state directory; it must be a real directory (not a
 symlink), owned by the user and closed to others (mode 0700, fixed if it is ours and
 only wider, refused if it belongs to someone else or is a shared sticky directory).
 """
@@ -128,8 +129,13 @@ def _state_dir(env: Mapping[str, str]) -> Path:
 
 
 def share_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_RUNTIME_DIR/gwclient``; without the variable (cron jobs do not get it) the
+    directory systemd gives the user, ``/run/user/<uid>/gwclient``, if it exists, so a
+    share run as a user service and a cron job find each other; else the state dir."""
     source: Mapping[str, str] = os.environ if env is None else env
     runtime = source.get("XDG_RUNTIME_DIR", "").strip()
+    if not runtime and os.path.isdir(f"/run/user/{os.geteuid()}"):
+        runtime = f"/run/user/{os.geteuid()}"
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
         return Path(runtime) / "gwclient"
     return _state_dir(source)

@@ -98,8 +98,9 @@ def test_two_attached_processes_both_see_a_broadcast_after_their_snapshot(se: Sh
     for proc in (a, b):
         assert read_json_line(proc.stdout)["ready"]["kind"] == "snapshot"
     marker = f"share-{uuid.uuid4().hex[:8]}"
-    beacon = se.cli("call", "system-event", "--params", json.dumps({"text": marker}))
-    assert beacon.returncode == 0, beacon.stderr
+    # From one of them: the same effective config, so the same gateway socket (a process
+    # with another config, e.g. another request_timeout, gets a socket of its own).
+    assert _talk(a, "req system-event " + json.dumps({"text": marker}))["answer"] == {"ok": True}
     for proc in (a, b):
         while True:  # presence events of other clients may come first
             seen = _talk(proc, "event presence")["event"]
