@@ -321,8 +321,6 @@ class Session:
         data = encode_request(request_id, method, params)
         self.pending.add(request_id, method, None)
         if key is not None:
-            if len(self._sticky_answers) > 1000:  # answers lost with their sockets
-                self._sticky_answers.clear()
             self._sticky_answers[request_id] = params
         return [Send(data)]
 
@@ -381,6 +379,7 @@ class Session:
     def _lost(self, what: str, code: int | None, reason: str) -> list[Effect]:
         self.phase = "idle"
         out: list[Effect] = [Timer("liveness", None), Timer("ping", None)]
+        self._sticky_answers.clear()  # their answers died with the socket
         for entry in self.pending.drain():
             if entry.waiter is not None:
                 out.append(Settle(entry.waiter, Disconnected(
@@ -426,4 +425,3 @@ class Session:
 
 def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
-
