@@ -183,6 +183,7 @@ class Run:
         self._history: HistoryCursor | None = None  # chat.history reads with cursors
         self._message: str | None = None  # the message sent (set by _start_run): ties it where no keys do
         self._quiet = 0              # settle periods without a turn (queue_unknown)
+        self._lifecycle_error: str | None = None  # the last lifecycle error, until a new start
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
 
@@ -498,6 +499,10 @@ class Run:
         elif stream == "lifecycle":
             phase = _str(data.get("phase")) or ""
             self._started_turn = self._started_turn or phase == "start"
+            if phase == "start":  # a (re)try: an earlier error is not the outcome
+                self._lifecycle_error, self._settle_at = None, None
+            elif phase == "error":
+                self._lifecycle_error = _str(data.get("error")) or "the run failed"
             error = data.get("error")
             self._emit(LifecycleUpdate(rid, phase, _str(data.get("provider")), _str(data.get("model")),
                                        _str(data.get("stopReason")), _str(error),
@@ -676,6 +681,14 @@ class Run:
             log.debug("run %s: agent.wait failed: %s", self.run_id, err)
             answer = None
         status = answer.get("status") if isinstance(answer, dict) else None
+        if status == "ok" and self._lifecycle_error is not None and isinstance(answer, dict) \
+                and not _dict(answer.get("terminalReply")):
+            # 2026.5.12 answers "ok" for a turn whose lifecycle ended in an error (no chat
+            # error event, no terminal reply): the error is the outcome
+            error = self._lifecycle_error
+            self._finish(RunFailed(f"run {self.run_id} failed: {error}", kind="error", reason=error,
+                                   **self._ids()))
+            return
         if status == "ok":
             reply = _dict(answer.get("terminalReply")) if isinstance(answer, dict) else {}
             text = _str(reply.get("text"))
