@@ -182,7 +182,7 @@ class Run:
         self._candidate_events: list[tuple[str, dict[str, Any]]] = []
         self._history: HistoryCursor | None = None  # chat.history reads with cursors
         self._message: str | None = None  # the message sent (set by _start_run): ties it where no keys do
-        self._quiet = 0              # settle periods without a turn (queue_unknown)
+        self._quiet_since: float | None = None  # idle or queue unknown since (no turn started)
         self._lifecycle_error: str | None = None  # the last lifecycle error, until a new start
         # A run dropped without wait()/close() must not leave its subscription on the bus.
         weakref.finalize(self, sub.close)
@@ -592,19 +592,22 @@ class Run:
     def _check_queued_later(self, history: Any) -> None:
         """:meth:`_check_queued`; when the session looks idle (nothing running, nothing
         pending) or the gateway does not report its queue, look again after
-        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it stays so
-        with no turn starting: after 2 such periods (idle), or :data:`QUIET_CHECKS`
-        (queue not reported).  A single idle look is not enough: between two turns the
+        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it has stayed
+        so, with no turn starting, for 2 such periods (idle) or :data:`QUIET_CHECKS`
+        (queue not reported), in real time.  A single idle look is not enough: between two turns the
         gateway has dequeued a message before its turn shows as active."""
         if self._check_queued(history) or self._candidate is not None:
-            self._quiet = 0
+            self._quiet_since = None
             return
         idle, unknown = session_idle(history), queue_unknown(history)
         if not idle and not unknown:
-            self._quiet = 0
+            self._quiet_since = None
             return
-        self._quiet += 1
-        if self._quiet > (2 if idle else QUIET_CHECKS):
+        # Real time, not looks: a run reading its backlog looks many times in a row.
+        now = time.monotonic()
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if now - self._quiet_since >= (2 if idle else QUIET_CHECKS) * SETTLE_SECONDS:
             why = ("the session went idle without an answer the client could tie to it" if idle else
                    "no turn answering it came, and the gateway does not say whether it is still queued")
             self._finish(RunReplyUnknown(f"run {self.run_id}: its message was queued and {why}", **self._ids()))
@@ -620,7 +623,7 @@ class Run:
             return
         starts = event == "agent" and is_turn_start(payload)
         if starts:
-            self._quiet = 0
+            self._quiet_since = None
         if self._candidate is not None and rid != self._candidate and starts:
             self._decide(final=True)  # the previous candidate is over: settle it first
         if self._candidate is None:
