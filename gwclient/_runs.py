@@ -37,7 +37,7 @@ always add up to the final text.
 
 A ``chat.send`` queued behind a running turn gets a ``final`` without a message at once;
 the run then follows the follow-up turn that answers it, tied through the transcript
-(:mod:`gwclient._run_follow`, reading ``chat.history`` by cursor, :mod:`gwclient._history`),
+(:mod:`gwclient._core.run_follow`, reading ``chat.history`` by cursor, :mod:`gwclient._core.history`),
 or ends with :class:`RunReplyUnknown` where nothing ties them.
 """
 
@@ -197,7 +197,8 @@ class Run:
         self._candidate_events: list[tuple[str, dict[str, Any]]] = []
         self._history: HistoryCursor | None = None  # chat.history reads with cursors
         self._message: str | None = None  # the message sent (set by _start): ties it where no keys do
-        self._quiet = 0              # settle periods without a turn (queue_unknown)
+        self._quiet_since: float | None = None  # idle or queue unknown since (no turn started)
+        self._lifecycle_error: str | None = None  # the last lifecycle error, until a new start
         # A run dropped without wait()/close() drops its subscription with it; the
         # subscription's own finalizer hands it back to the registry (no finalizer here
         # may call into gwclient: it can run on any thread, under any lock).
@@ -586,6 +587,10 @@ class Run:
         elif stream == "lifecycle":
             phase = _str(data.get("phase")) or ""
             self._started_turn = self._started_turn or phase == "start"
+            if phase == "start":  # a (re)try: an earlier error is not the outcome
+                self._lifecycle_error, self._settle_at = None, None
+            elif phase == "error":
+                self._lifecycle_error = _str(data.get("error")) or "the run failed"
             error = data.get("error")
             self._emit(LifecycleUpdate(rid, phase, _str(data.get("provider")), _str(data.get("model")),
                                        _str(data.get("stopReason")), _str(error),
@@ -675,19 +680,22 @@ class Run:
     def _check_queued_later(self, history: Any) -> None:
         """:meth:`_check_queued`; when the session looks idle (nothing running, nothing
         pending) or the gateway does not report its queue, look again after
-        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it stays so
-        with no turn starting: after 2 such periods (idle), or :data:`QUIET_CHECKS`
-        (queue not reported).  A single idle look is not enough: between two turns the
+        :data:`SETTLE_SECONDS`, and give up (:class:`RunReplyUnknown`) when it has stayed
+        so, with no turn starting, for 2 such periods (idle) or :data:`QUIET_CHECKS`
+        (queue not reported), in real time.  A single idle look is not enough: between two turns the
         gateway has dequeued a message before its turn shows as active."""
         if self._check_queued(history) or self._candidate is not None:
-            self._quiet = 0
+            self._quiet_since = None
             return
         idle, unknown = session_idle(history), queue_unknown(history)
         if not idle and not unknown:
-            self._quiet = 0
+            self._quiet_since = None
             return
-        self._quiet += 1
-        if self._quiet > (2 if idle else QUIET_CHECKS):
+        # Real time, not looks: a run reading its backlog looks many times in a row.
+        now = time.monotonic()
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if now - self._quiet_since >= (2 if idle else QUIET_CHECKS) * SETTLE_SECONDS:
             why = ("the session went idle without an answer the client could tie to it" if idle else
                    "no turn answering it came, and the gateway does not say whether it is still queued")
             self._finish(RunReplyUnknown(f"run {self.run_id}: its message was queued and {why}", **self._ids()))
@@ -703,7 +711,7 @@ class Run:
             return
         starts = event == "agent" and is_turn_start(payload)
         if starts:
-            self._quiet = 0
+            self._quiet_since = None
         if self._candidate is not None and rid != self._candidate and starts:
             self._decide(final=True)  # the previous candidate is over: settle it first
         if self._candidate is None:
@@ -764,6 +772,14 @@ class Run:
             log.debug("run %s: agent.wait failed: %s", self.run_id, err)
             answer = None
         status = answer.get("status") if isinstance(answer, dict) else None
+        if status == "ok" and self._lifecycle_error is not None and isinstance(answer, dict) \
+                and not _dict(answer.get("terminalReply")):
+            # 2026.5.12 answers "ok" for a turn whose lifecycle ended in an error (no chat
+            # error event, no terminal reply): the error is the outcome
+            error = self._lifecycle_error
+            self._finish(RunFailed(f"run {self.run_id} failed: {error}", kind="error", reason=error,
+                                   **self._ids()))
+            return
         if status == "ok":
             reply = _dict(answer.get("terminalReply")) if isinstance(answer, dict) else {}
             text = _str(reply.get("text"))

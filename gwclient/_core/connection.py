@@ -122,7 +122,6 @@ class ConnectionCore:
         self._observers = SessionObservers()
         self.seq = SeqTracker()
         self.hello: HelloOk | None = None
-        self._sticky_answers: dict[str, Any] = {}  # request id -> params of a sticky request
         self.paused: GatewayError | None = None
         self.ever_connected = False
         self.connections = 0
@@ -592,4 +591,3 @@ def _observed(key: object) -> bool:
 
 def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
-

@@ -156,7 +156,13 @@ def _own_index(messages: list[dict[str, Any]], run_id: str, text: str | None = N
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user" and _key(messages[i]) == wanted:
             return i
-    return None
+    if text is None or not text.strip():
+        return None
+    # A message steered into a running turn may be stored without its key: the one
+    # keyless user entry with our text, if exactly one.
+    found = [i for i, m in enumerate(messages)
+             if m.get("role") == "user" and _key(m) is None and _text(m).strip().endswith(text.strip())]
+    return found[0] if len(found) == 1 else None
 
 
 def _answer_after(messages: list[dict[str, Any]], index: int) -> dict[str, Any] | None:

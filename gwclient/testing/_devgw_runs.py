@@ -132,6 +132,9 @@ class DevRuns:
         """Queue like 2026.7.1: follow-up turns without ``completionSource``, assistant
         entries of ``chat.history`` without ``__openclaw.runId``, no ``pendingInputs``, and a
         hello without ``bootId`` (nor ``uptimeMs``)."""
+        self.release_2026_5 = False
+        """Fail like 2026.5.12: a failing turn sends ``lifecycle`` ``error`` but no ``chat``
+        error, and ``agent.wait`` then answers ``ok`` without a ``terminalReply``."""
         self.drop_queued = False
         """Queued messages are never run (a gateway that loses them)."""
         self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
@@ -363,6 +366,8 @@ class DevRuns:
             body.update(status="error", error="aborted", stopReason="rpc")
         elif run.status == "timeout":
             body.update(status="timeout")
+        elif self.release_2026_5:
+            body.update(status="ok")  # 2026.5.12: "ok", and no terminalReply
         else:
             body.update(status="error", error=run.error)
         self._server.send_res(cs, req_id, True, body)
@@ -569,8 +574,9 @@ class DevRuns:
         fields: dict[str, Any] = {"errorMessage": message}
         if kind:
             fields["errorKind"] = kind
-        self._chat_ev(run, "error", **fields)
-        if run.kind == "chat" and run.script.duplicate_error:
+        if not self.release_2026_5:
+            self._chat_ev(run, "error", **fields)
+        if run.kind == "chat" and run.script.duplicate_error and not self.release_2026_5:
             self._server.broadcast("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": 1,
                                         "state": "error", "errorMessage": f"⚠️ Agent failed before reply: {message}"})
         self._record(run.session_key, {**self._message("The agent run failed before producing a reply."),

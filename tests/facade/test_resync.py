@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunInterrupted
+import gwclient._runs
+from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunFailed, RunInterrupted
 from gwclient.runs import TextDelta
 from gwclient.testing import DevGateway
 from gwclient.testing._devgw_runs import RunScript
@@ -93,3 +94,16 @@ def test_without_a_boot_id_a_restart_still_interrupts_the_run(gw: DevGateway) ->
     with pytest.raises(RunInterrupted) as info:
         run.wait(15)
     assert "may have restarted" in str(info.value)
+
+
+def test_a_lifecycle_error_without_a_chat_error_fails_the_run(gw: DevGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2026.5.12: a failing model gives lifecycle errors, no chat error, and agent.wait
+    answers "ok" without a terminal reply; the run fails with the lifecycle's error."""
+    monkeypatch.setattr(gwclient._runs, "SETTLE_SECONDS", 0.05)
+    gw.runs.release_2026_5 = True
+    gw.runs.when("BOOM", RunScript(fail="500 fake model failure (500)", fail_after=1))
+    conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, connect_timeout=5.0, request_timeout=10.0))
+    run = conn.chat("agent:main:boom", "BOOM now")
+    with pytest.raises(RunFailed) as info:
+        run.wait(10)
+    assert info.value.reason == "500 fake model failure (500)"

@@ -98,7 +98,11 @@ def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gateway: 
     messages = ["second message", "third message", "fourth message"]
     # (a time limit each: a run that nothing answers must end, not hang the test)
     queued = [conn.chat(key, message, timeout=60) for message in messages]
-    assert first.wait(90).text.startswith("ECHO:")
+    try:
+        assert first.wait(90).text.startswith("ECHO:")
+    except RunFailed:  # 2026.7.1: steering a queued message into it can fail the turn
+        if gateway.version_info >= QUEUE_STREAMED_SINCE:
+            raise
     for run, message in zip(queued, messages, strict=True):
         if gateway.version_info < QUEUE_STREAMED_SINCE:
             # 2026.5.12 keeps no keys (RunReplyUnknown); 2026.7.1 ties the reply but its

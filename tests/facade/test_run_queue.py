@@ -200,6 +200,10 @@ def test_match_turn_reads_the_transcript() -> None:
     assert match_turn(keyless, "q", "f1", "hi") == OTHER
     assert match_turn({"messages": [user(None, "x"), user(None, "x")]}, "q", "f1", "x") == UNKNOWN
     assert answer_in_history(keyless, "q", "mine") == ("f1", "r", False)
+    # a steered message stored without its key, among keyed ones
+    steered = {"messages": [user("a", "hi"), {**user(None, "[ts] mine")}, assistant("a", "ECHO: mine")]}
+    assert answer_in_history(steered, "q", "mine") == ("a", "ECHO: mine", False)
+    assert answer_in_history(steered, "q", None) is None
     # the key may sit in __openclaw only
     entry = {"role": "user", "content": "m", "__openclaw": {"idempotencyKey": "q:user"}}
     assert match_turn({"messages": [*done, entry]}, "q", "f1") == MINE

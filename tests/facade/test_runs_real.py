@@ -190,8 +190,8 @@ def test_two_concurrent_runs_on_one_socket_keep_their_events_apart(conn: Gateway
 def test_failing_model_raises_run_failed_quickly(conn: GatewayConnection, gateway: RealGateway) -> None:
     run = conn.chat(session(), "FAIL500 please")
     try:
-        # ~1 s with retries off; 85 s with the gateway's default retries (2026.5.12, which
-        # does not read the settings.json that turns them off)
+        # ~1 s with retries off; 85 s with the gateway's default retries (more time on
+        # 2026.5.12, whose handling of a failing model is not settled: see the README)
         result = run.wait(20 if gateway.version_info >= (2026, 7, 1) else 100)
     except RunFailed as exc:
         err = exc
