@@ -18,6 +18,7 @@ from dataclasses_json import DataClassJsonMixin, LetterCase, Undefined, dataclas
 
 from ._encode import encode_request
 from ._errors import ProtocolError
+from ._nesting import too_deep
 
 __all__ = [
     "AuthParams",
@@ -128,6 +129,8 @@ Frame = Union[RequestFrame, ResponseFrame, EventFrame]  # noqa: UP007 (a runtime
 
 def decode_frame(data: str | bytes) -> Frame:
     """Decode one websocket text frame into a typed frame or raise :class:`ProtocolError`."""
+    if too_deep(data):  # the same limit on every Python (3.13's decoder goes deeper)
+        raise ProtocolError("frame is nested too deeply")
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
