@@ -47,8 +47,9 @@ def test_the_printed_approve_command_approves_the_device(tmp_path: Path, monkeyp
         assert command in line
         shell_env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "GWCLIENT_CACHE": os.environ["GWCLIENT_CACHE"]}
         approved = subprocess.run(["bash", "-c", line], env=shell_env, capture_output=True, text=True,
-                                  timeout=120, check=False)
+                                  timeout=120, check=False, stdin=subprocess.DEVNULL, cwd=gw.home)
         assert approved.returncode == 0, gw.redact(approved.stdout + approved.stderr)
+        assert info.value.request_id in approved.stdout, gw.redact(approved.stdout + approved.stderr)
         conn.reconnect()
         hello = conn.connect(timeout=30)
         assert hello.auth is not None and hello.auth.device_token

@@ -110,7 +110,7 @@ def approve_command_line(gw: RealGateway, request_id: str) -> str:
     from gwclient._approve import openclaw_command
 
     return (f"HOME={shlex.quote(str(gw.home))} OPENCLAW_STATE_DIR={shlex.quote(str(gw.state_dir))} "
-            f"{openclaw_command('devices', 'approve', request_id)} --url {shlex.quote(gw.url)} "
+            f"{openclaw_command('devices', 'approve', request_id)} --json --url {shlex.quote(gw.url)} "
             f"--token {shlex.quote(gw.token)}")
 
 
