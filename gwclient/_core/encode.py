@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from .._errors import UsageError
+from .nesting import too_deep
 
 __all__ = ["check_method", "encode_request"]
 
@@ -56,6 +57,8 @@ def encode_request(request_id: str, method: str, params: Any, traceparent: str |
         raise UsageError(f"params for {method} are nested too deeply to send") from None
     except (TypeError, ValueError) as exc:
         raise UsageError(f"params for {method} are not JSON: {exc}") from None
+    if too_deep(text):  # the same limit on every Python (3.12+ encode deeper)
+        raise UsageError(f"params for {method} are nested too deeply to send")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -19,6 +19,7 @@ from dataclasses_json import config as dj_config
 
 from .._errors import ProtocolError
 from .encode import encode_request
+from .nesting import too_deep
 
 __all__ = [
     "AuthParams",
@@ -133,6 +134,8 @@ Frame = Union[RequestFrame, ResponseFrame, EventFrame]  # noqa: UP007 (a runtime
 
 def decode_frame(data: str | bytes) -> Frame:
     """Decode one websocket text frame into a typed frame or raise :class:`ProtocolError`."""
+    if too_deep(data):  # the same limit on every Python (3.13's decoder goes deeper)
+        raise ProtocolError("frame is nested too deeply")
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

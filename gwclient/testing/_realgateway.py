@@ -47,6 +47,8 @@ import logging
 import os
 import re
 import secrets
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -579,7 +581,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"token: {gw.token}  ({token_note})\n"
             f"log:   {gw.log_path}\n\n"
             f"export OPENCLAW_GATEWAY_URL={gw.url} OPENCLAW_GATEWAY_TOKEN={gw.token}\n\n"
-            + (_PAIRING_NOTE if args.require_pairing else "")
+            + (_pairing_note(gw) if args.require_pairing else "")
             + "Ctrl-C stops it.",
             flush=True,
         )
@@ -598,11 +600,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
-_PAIRING_NOTE = (
-    "pairing: every new device needs approval (gateway.nodes.pairing.autoApproveLocal: false).\n"
-    "  In a shell with the export line above: `gwclient pair` prints the request id and the\n"
-    "  approve command, e.g. `scripts/openclaw devices approve <requestId>`.\n\n"
-)
+_CHECKOUT_OPENCLAW = Path(__file__).resolve().parents[2] / "scripts" / "openclaw"
+
+
+def _openclaw_program() -> str:
+    """``openclaw`` on PATH, else this checkout's ``scripts/openclaw``, else ``openclaw``."""
+    if shutil.which("openclaw"):
+        return "openclaw"
+    if _CHECKOUT_OPENCLAW.is_file() and os.access(_CHECKOUT_OPENCLAW, os.X_OK):
+        return shlex.quote(str(_CHECKOUT_OPENCLAW))
+    return "openclaw"
+
+
+def approve_command_line(gw: RealGateway, request_id: str) -> str:
+    """The shell command that approves ``request_id`` on this gateway: the openclaw CLI of
+    the gateway host (``scripts/openclaw`` when no ``openclaw`` is on PATH), run in the
+    gateway's own home and state dir (where the host's CLI identity lives) with the URL and
+    token (``--url`` makes the CLI ignore its config's credentials)."""
+    return (f"HOME={shlex.quote(str(gw.home))} OPENCLAW_STATE_DIR={shlex.quote(str(gw.state_dir))} "
+            f"{_openclaw_program()} devices approve {shlex.quote(request_id)} --json --url {shlex.quote(gw.url)} "
+            f"--token {shlex.quote(gw.token)}")
+
+
+def _pairing_note(gw: RealGateway) -> str:
+    line = approve_command_line(gw, "<requestId>").replace("'<requestId>'", "<requestId>")
+    return (
+        "pairing: every new device needs approval (gateway.nodes.pairing.autoApproveLocal: false).\n"
+        "  In a shell with the export line above, `gwclient pair` prints the request id; approve it\n"
+        "  as this gateway's host would, in any shell:\n"
+        f"  {line}\n\n"
+    )
 
 
 def _port_arg(text: str) -> int:

@@ -69,7 +69,14 @@ def test_fresh_install_changes_nothing_on_the_machine_and_the_sshd_serves(tmp_pa
     apt_conf = tmp_path / "apt.conf"
     apt_conf.write_text(f'Dir::State::Lists "{empty_lists}";\n', encoding="utf-8")
     env = {**os.environ, "GWCLIENT_CACHE": str(cache), "APT_CONFIG": str(apt_conf), "HOME": str(tmp_path)}
-    command = ["bash", str(REPO / "scripts" / "install-sshd")]
+    # The installer (a script and one standard-library module) copied where an unprivileged
+    # user can read it: a checkout may be private to its owner.
+    copy = tmp_path / "checkout"
+    (copy / "scripts").mkdir(parents=True)
+    (copy / "gwclient" / "testing").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "install-sshd", copy / "scripts" / "install-sshd")
+    shutil.copy(REPO / "gwclient" / "testing" / "_sshd_install.py", copy / "gwclient" / "testing")
+    command = ["bash", str(copy / "scripts" / "install-sshd")]
     if os.geteuid() == 0:  # as root the test proves it needs no root: run it as nobody
         nobody = pwd.getpwnam("nobody")
         for item in [tmp_path, *tmp_path.rglob("*")]:
