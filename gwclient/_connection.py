@@ -255,7 +255,7 @@ class GatewayConnection:
         ``wait_for_ready=False`` (default ``config.wait_for_ready``) fails at once with
         :class:`GatewayUnavailable` while the connection is not up instead of waiting.
         A busy refusal (``UNAVAILABLE``, ``retryable: true``, before the gateway accepted
-        the request) is retried within ``timeout`` (:mod:`gwclient._busy`).
+        the request) is retried within ``timeout`` (:mod:`gwclient._engine.busy`).
 
         Raises :class:`UsageError` (bad method, params or timeout: nothing was sent),
         :class:`GatewayTimeout`, :class:`Disconnected` (socket dropped while pending; never

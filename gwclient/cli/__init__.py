@@ -27,7 +27,7 @@ printed: they are scrubbed from every message, log line and traceback.
 Layout: :mod:`._main` (entry point, Ctrl-C, dispatch) and :mod:`._parser` import only the
 standard library, so ``--help``, ``--version`` and usage errors never load the client;
 a command's module (:mod:`._commands`, :mod:`._watch`, :mod:`._pair`) is imported once
-its command is known.  :mod:`._session` holds one run's state (streams, secrets,
+its command is known.  :mod:`._invocation` holds one run's state (streams, secrets,
 config, the connection), :mod:`._render` the human-readable summaries.
 """
 

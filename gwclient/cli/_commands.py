@@ -12,8 +12,8 @@ from gwclient import DEFAULT
 
 from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
 from ._install_hint import install_hint
+from ._invocation import Invocation, connection
 from ._render import compact, connection_lines, health_lines, pretty, status_lines
-from ._session import Session, connection
 
 __all__ = ["cmd_call", "cmd_connections", "cmd_demo", "cmd_health", "cmd_status", "read_params"]
 
@@ -60,14 +60,14 @@ def require_extra(what: str, extra: str, *modules: str) -> None:
         raise UsageProblem(f"{what} needs {which} not installed: {install_hint(extra)}")
 
 
-def _request(session: Session, method: str, params: Any, *, expect_final: bool | None = None) -> Any:
+def _request(session: Invocation, method: str, params: Any, *, expect_final: bool | None = None) -> Any:
     config = session.config()
     timeout = session.args.timeout if session.args.timeout is not None else DEFAULT
     with connection(config) as conn:
         return conn.request(method, params, timeout=timeout, expect_final=expect_final)
 
 
-def cmd_call(session: Session) -> int:
+def cmd_call(session: Invocation) -> int:
     params = read_params(session.args.params)
     result = _request(session, session.args.method, params,
                       expect_final=True if session.args.expect_final else None)
@@ -75,7 +75,7 @@ def cmd_call(session: Session) -> int:
     return EXIT_OK
 
 
-def cmd_health(session: Session) -> int:
+def cmd_health(session: Invocation) -> int:
     result = _request(session, "health", None)
     if session.json:
         session.print_json(result)
@@ -86,7 +86,7 @@ def cmd_health(session: Session) -> int:
     return EXIT_OK if healthy else EXIT_FAILURE
 
 
-def cmd_status(session: Session) -> int:
+def cmd_status(session: Invocation) -> int:
     result = _request(session, "status", None)
     if session.json:
         session.print_json(result)
@@ -96,7 +96,7 @@ def cmd_status(session: Session) -> int:
     return EXIT_OK
 
 
-def cmd_connections(session: Session) -> int:
+def cmd_connections(session: Invocation) -> int:
     require_extra("gwclient connections", "cli", "psutil")
     from ._netstat import gateway_connections  # psutil: only this command needs it
 
@@ -112,7 +112,7 @@ def cmd_connections(session: Session) -> int:
     return EXIT_DUPLICATES if report.duplicates else EXIT_OK
 
 
-def cmd_demo(session: Session) -> int:
+def cmd_demo(session: Invocation) -> int:
     if session.args.password is not None or session.args.config is not None:
         raise UsageProblem("demo takes only --url and --token")
     if session.json:

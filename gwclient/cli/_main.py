@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from ._codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from ._invocation import Invocation
 
 __all__ = ["main"]
 
@@ -74,11 +74,11 @@ def _run(argv: Sequence[str] | None) -> int:
         if fast is not None:
             return fast
         # The client is imported here, inside main()'s KeyboardInterrupt guard.
-        from ._session import Session, report_error
+        from ._invocation import Invocation, report_error
 
         module = importlib.import_module(f"{__package__}.{module_name}")
-        command: Callable[[Session], int] = getattr(module, function_name)
-        session = Session(args, sys.stdout, sys.stderr)
+        command: Callable[[Invocation], int] = getattr(module, function_name)
+        session = Invocation(args, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         _interrupted(sys.stderr, "stopped" if stopped == EXIT_OK else "interrupted")
         return stopped

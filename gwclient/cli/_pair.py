@@ -11,8 +11,8 @@ from gwclient import DEFAULT, GatewayConfig, GatewayTimeout, HelloOk, PairingReq
 from gwclient.device import DeviceIdentity
 
 from ._codes import EXIT_OK, EXIT_PAIRING, PROG
+from ._invocation import Invocation, connection
 from ._pair_scopes import approved_scopes_config, upgrade_scopes
-from ._session import Session, connection
 from ._spinner import Spinner, isatty
 
 __all__ = ["cmd_pair"]
@@ -64,7 +64,7 @@ def _pairing_record(config: GatewayConfig, identity: DeviceIdentity) -> dict[str
             "gateway": config.redacted_url}
 
 
-def _show_paired(session: Session, record: dict[str, Any], hello: HelloOk) -> None:
+def _show_paired(session: Invocation, record: dict[str, Any], hello: HelloOk) -> None:
     auth = hello.auth
     record.update(state="paired", paired=True, role=auth.role if auth else None,
                   scopes=list(auth.scopes) if auth else [], authMethod=auth.method if auth else None)
@@ -76,7 +76,7 @@ def _show_paired(session: Session, record: dict[str, Any], hello: HelloOk) -> No
                   f"auth {record['authMethod'] or '?'})")
 
 
-def _show_pairing_required(session: Session, record: dict[str, Any], error: PairingRequired) -> None:
+def _show_pairing_required(session: Invocation, record: dict[str, Any], error: PairingRequired) -> None:
     record.update(state="pairing-required", paired=False, requestId=error.request_id,
                   approveCommand=error.approve_command)
     if session.json:
@@ -92,7 +92,7 @@ def _show_pairing_required(session: Session, record: dict[str, Any], error: Pair
                       "`openclaw devices list`)")
 
 
-def cmd_pair(session: Session) -> int:
+def cmd_pair(session: Invocation) -> int:
     config = session.config()
     identity = DeviceIdentity.load_or_create(config.effective_state_dir)
     record = _pairing_record(config, identity)

@@ -13,7 +13,7 @@ from gwclient import GatewayConfig, GatewayConnection, HelloOk, ScopeUpgrade
 from gwclient.device import DeviceIdentity, DeviceTokenStore
 
 from ._codes import EXIT_OK, EXIT_PAIRING
-from ._session import Session
+from ._invocation import Invocation
 from ._spinner import Spinner, isatty
 
 __all__ = ["approved_scopes_config", "upgrade_scopes"]
@@ -28,7 +28,7 @@ def approved_scopes_config(config: GatewayConfig, identity: DeviceIdentity) -> G
     return config.with_changes(scopes=tuple(stored.scopes))
 
 
-def _show(session: Session, record: dict[str, Any], outcome: ScopeUpgrade) -> None:
+def _show(session: Invocation, record: dict[str, Any], outcome: ScopeUpgrade) -> None:
     record.update(scopeUpgrade=outcome.status, requestId=outcome.request_id or None,
                   scopes=list(outcome.scopes),
                   approveCommand=outcome.approve_command if outcome.status == "pending" else None)
@@ -47,7 +47,7 @@ def _show(session: Session, record: dict[str, Any], outcome: ScopeUpgrade) -> No
                       "ask again to file a new request")
 
 
-def upgrade_scopes(session: Session, conn: GatewayConnection, record: dict[str, Any], hello: HelloOk,
+def upgrade_scopes(session: Invocation, conn: GatewayConnection, record: dict[str, Any], hello: HelloOk,
                    scopes_arg: str) -> int:
     wanted = [s.strip() for s in scopes_arg.split(",") if s.strip()]
     auth = hello.auth

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from gwclient import GatewayConnection, GatewayError, Run, RunError
 from gwclient.runs import TextDelta
 
-from ._session import Session, connection
+from ._invocation import Invocation, connection
 from ._spinner import Spinner, isatty
 
 __all__ = ["EXIT_INTERRUPTED", "RUN_COMMANDS", "cmd_run", "run_command"]
@@ -113,7 +113,7 @@ def _abort(run: Run) -> bool:
         return False
 
 
-def cmd_run(session: Session) -> int:
+def cmd_run(session: Invocation) -> int:
     """``gwclient chat`` / ``gwclient agent``."""
     with connection(session.config()) as conn:
         return run_command(session.args, conn, session.out, session.err, session.scrub)

@@ -33,10 +33,10 @@ from gwclient import (
 )
 
 from ._codes import EXIT_OK
+from ._invocation import Invocation, connection
 from ._outage import StateFolding
 from ._reader_gone import ReaderGone
 from ._render import compact
-from ._session import Session, connection
 
 __all__ = ["WatchView", "cmd_watch"]
 
@@ -47,7 +47,7 @@ _QUIET_STATES = frozenset({ConnectionState.CONNECTING, ConnectionState.CONNECTED
 class WatchView:
     """Formats pushes for ``watch``: one JSON object per line, or one human line each."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Invocation) -> None:
         self.session = session
         self.snapshots = 0
         self.events = 0
@@ -132,7 +132,7 @@ class WatchView:
             self.session.print(f"{time.strftime('%H:%M:%S')} {human}")
 
 
-def cmd_watch(session: Session) -> int:
+def cmd_watch(session: Invocation) -> int:
     args = session.args
     config = session.config()
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
@@ -183,7 +183,7 @@ def cmd_watch(session: Session) -> int:
     return EXIT_OK
 
 
-def _stdout_fd(session: Session) -> int | None:
+def _stdout_fd(session: Invocation) -> int | None:
     try:
         return session.out.fileno()
     except (AttributeError, OSError, ValueError):

@@ -787,7 +787,7 @@ class SlowImport:
     # The client's modules take a while to import on a cold machine: make one take
     # long enough for the test to press Ctrl-C in the middle of it.
     def find_spec(self, name, path=None, target=None):
-        if name == "gwclient.cli._session":
+        if name == "gwclient.cli._invocation":
             print("importing", flush=True)
             threading.Event().wait(60)  # until the test's SIGINT interrupts the wait
         return None

@@ -54,12 +54,12 @@ def test_ctrl_c_while_a_watch_starts_up_exits_0(gw: DevGateway, command: list[st
 
 def test_ctrl_c_while_a_watch_reads_its_config_exits_0(gw: DevGateway, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from gwclient.cli import _session
+    from gwclient.cli import _invocation
 
     def interrupted(self: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_session.Session, "config", interrupted)
+    monkeypatch.setattr(_invocation.Invocation, "config", interrupted)
     assert main(["--url", gw.url, "--token", DEV_TOKEN, "watch"]) == 0
     assert capsys.readouterr().err == "gwclient: stopped\n"
     assert main(["--url", gw.url, "--token", DEV_TOKEN, "health"]) == 130  # other commands: 130

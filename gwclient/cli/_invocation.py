@@ -24,7 +24,7 @@ from gwclient import (
 
 from ._codes import EXIT_FAILURE, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem
 
-__all__ = ["Scrubber", "Session", "connection", "describe", "exit_code", "report_error"]
+__all__ = ["Invocation", "Scrubber", "connection", "describe", "exit_code", "report_error"]
 
 
 class Scrubber:
@@ -66,7 +66,7 @@ class _ScrubbingFormatter(logging.Formatter):
         return self._scrub(super().format(record))
 
 
-class Session:
+class Invocation:
     """One ``main()`` run: the parsed arguments, the streams and the secrets to hide."""
 
     def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
@@ -163,7 +163,7 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def report_error(session: Session, exc: Exception) -> int:
+def report_error(session: Invocation, exc: Exception) -> int:
     """Print ``exc`` as one line (plus the traceback with ``--verbose``); its exit code."""
     session.error(exc)
     return exit_code(exc)
