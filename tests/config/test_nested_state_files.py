@@ -61,6 +61,7 @@ def test_a_nested_token_file_with_a_shared_token_is_ignored_with_one_warning(
         for _ in range(20):
             conn.request("health")
         gw.drop_connections()  # a reconnect reads the file again
+        assert gw.wait_for(lambda g: g.handshakes_completed == 2, timeout=10)  # (not the dying socket)
         for _ in range(5):
             conn.request("health")
     assert gw.handshakes_completed == 2  # one connect, one reconnect: no storm
