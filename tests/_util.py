@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
 def _time_factor() -> float:
@@ -54,3 +55,40 @@ def python_with_sigint(*args: str) -> list[str]:
     and a child inherits that.  (A tiny Python resets it and execs the real command:
     ``preexec_fn`` is unsafe in a process with threads.)"""
     return [sys.executable, "-c", _SIGINT_DEFAULT, *args]
+
+
+class WrappedTransport:
+    """A transport that delegates every call to ``inner``: subclass it to spy on or break
+    one call (the transport seam, ``GatewayConnection.shared(transport=...)``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def send(self, data: bytes) -> None:
+        self._inner.send(data)
+
+    def recv(self) -> bytes | None:
+        data: bytes | None = self._inner.recv()
+        return data
+
+    def set_max_frame(self, limit: int) -> None:
+        self._inner.set_max_frame(limit)
+
+    @property
+    def last_activity(self) -> float:
+        return float(self._inner.last_activity)
+
+    def has_pending(self) -> bool:
+        return bool(self._inner.has_pending())
+
+    def ping_nowait(self) -> bool:
+        return bool(self._inner.ping_nowait())
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        self._inner.close_nowait(code, reason)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def release(self) -> None:
+        self._inner.release()

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _util import DEV_TOKEN
+from _util import DEV_TOKEN, WrappedTransport
 
 from gwclient import (
     ClientClosed,
@@ -194,48 +194,29 @@ class _Faults:
         return _FaultyTransport(open_transport(options, guard), self)
 
 
-class _FaultyTransport:
+class _FaultyTransport(WrappedTransport):
     def __init__(self, inner: Transport, faults: _Faults) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._faults = faults
 
     def send(self, data: bytes) -> None:
         if self._faults.send.is_set() and b'"method":"echo"' in data:
             self._faults.send.clear()
             raise RuntimeError("injected send fault")
-        self._inner.send(data)
+        super().send(data)
 
     def recv(self) -> bytes | None:
-        data = self._inner.recv()
+        data = super().recv()
         if self._faults.recv.is_set():
             self._faults.recv.clear()
             raise RuntimeError("injected reader fault")
         return data
 
-    def set_max_frame(self, limit: int) -> None:
-        self._inner.set_max_frame(limit)
-
-    @property
-    def last_activity(self) -> float:
-        return self._inner.last_activity
-
-    def has_pending(self) -> bool:
-        return self._inner.has_pending()
-
     def ping_nowait(self) -> bool:
         if self._faults.ping.is_set():
             self._faults.ping.clear()
             raise RuntimeError("injected timer fault")
-        return self._inner.ping_nowait()
-
-    def close_nowait(self, code: int, reason: str) -> None:
-        self._inner.close_nowait(code, reason)
-
-    def abort(self) -> None:
-        self._inner.abort()
-
-    def release(self) -> None:
-        self._inner.release()
+        return super().ping_nowait()
 
 
 @pytest.fixture

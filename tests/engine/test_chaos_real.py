@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from _util import WrappedTransport
 
 from gwclient import (
     Disconnected,
@@ -78,40 +79,15 @@ class _SentFrames:
         return _SpyTransport(open_transport(options, guard), self)
 
 
-class _SpyTransport:
+class _SpyTransport(WrappedTransport):
     def __init__(self, inner: Transport, spy: _SentFrames) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._spy = spy
 
     def send(self, data: bytes) -> None:
-        self._inner.send(data)
+        super().send(data)
         if self._spy.marker in data:
             self._spy.event.set()
-
-    def recv(self) -> bytes | None:
-        return self._inner.recv()
-
-    def set_max_frame(self, limit: int) -> None:
-        self._inner.set_max_frame(limit)
-
-    @property
-    def last_activity(self) -> float:
-        return self._inner.last_activity
-
-    def has_pending(self) -> bool:
-        return self._inner.has_pending()
-
-    def ping_nowait(self) -> bool:
-        return self._inner.ping_nowait()
-
-    def close_nowait(self, code: int, reason: str) -> None:
-        self._inner.close_nowait(code, reason)
-
-    def abort(self) -> None:
-        self._inner.abort()
-
-    def release(self) -> None:
-        self._inner.release()
 
 
 # ------------------------------------------------------------------ the real gateway
