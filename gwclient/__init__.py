@@ -26,6 +26,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._config.config import GatewayConfig, SshTunnelConfig
     from ._config.provider import ConfigProvider, EnvironmentConfigProvider
+    from ._config.setup_code import SetupCode, decode_setup_code
     from ._connection import DEFAULT, GatewayConnection
     from ._core.frames import HelloOk
     from ._core.pushes import ConnectionState, Event, Overflow, Push, SeqGap, Snapshot, StateChange
@@ -66,6 +67,8 @@ _EXPORTS: dict[str, str] = {
     "Subscription": "_engine.subscription",
     "GatewayConfig": "_config.config",
     "SshTunnelConfig": "_config.config",
+    "SetupCode": "_config.setup_code",
+    "decode_setup_code": "_config.setup_code",
     "DEFAULT": "_connection",
     "GatewayConnection": "_connection",
     **dict.fromkeys(
@@ -149,6 +152,7 @@ __all__ = [
     "RunTimedOut",
     "ScopeUpgrade",
     "SeqGap",
+    "SetupCode",
     "ShareUnavailable",
     "Snapshot",
     "SshTunnelConfig",
@@ -158,6 +162,7 @@ __all__ = [
     "UnsupportedMethod",
     "UsageError",
     "__version__",
+    "decode_setup_code",
 ]
 
 

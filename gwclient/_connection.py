@@ -37,7 +37,7 @@ from ._config.provider import ConfigProvider, EnvironmentConfigProvider
 from ._core.deadline import MAX_TIMEOUT, check_timeout
 from ._core.encode import check_method, encode_request
 from ._core.frames import HelloOk
-from ._core.protocol import TWO_STAGE_METHODS, new_request_id
+from ._core.protocol import TWO_STAGE_METHODS, new_request_id, refuses_traceparent, takes_traceparent
 from ._core.pushes import ConnectionState, Event, Snapshot
 from ._core.sessions import Sticky, session_messages, sessions_list
 from ._core.stats import ConnectionStats, idle_stats
@@ -60,6 +60,7 @@ from ._errors import (
     GatewayTimeout,
     GatewayUnavailable,
     PairingRequired,
+    RequestError,
     UsageError,
     check_caller,
 )
@@ -286,6 +287,15 @@ class GatewayConnection:
             if not is_busy(exc):
                 raise
             first = exc
+        except RequestError as exc:
+            if traceparent is None or not refuses_traceparent(exc):
+                raise
+            # Sent before the hello said which release this is, to one older than 2026.9:
+            # the frame was refused before anything ran; send it again without the trace.
+            log.debug("%s: the gateway takes no traceparent; sent again without", method)
+            left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+            return self._request(method, params, left, expect_final,
+                                 wait_for_ready=wait_for_ready, traceparent=None)
 
         def again(remaining: float | None) -> Any:
             fut, _, request_id, link_cancel = self._start(method, params, remaining, expect_final, "request",
@@ -334,7 +344,8 @@ class GatewayConnection:
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
-        if traceparent is not None and method != "connect":  # never on connect (the gateway ignores it)
+        if traceparent is not None and method != "connect" and self._takes_traceparent():
+            # never on connect (the gateway ignores it), nor to a release that refuses it
             data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
         else:
             data = encode_request(request_id, method, params)
@@ -348,6 +359,13 @@ class GatewayConnection:
         bound = self._bound
         cancel = bound[1].cancel if bound is not None else (lambda _rid: False)
         return fut, seconds, request_id, cancel
+
+    def _takes_traceparent(self) -> bool:
+        """False when the gateway connected now is a release that refuses ``traceparent``
+        on request frames (unknown before the first hello: then it is sent, and a refusal
+        of a blocking request is sent again without)."""
+        _state, snapshot = self._status()
+        return snapshot is None or takes_traceparent(snapshot.hello.server.version)
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
         """Connect now (if not already) and return the hello-ok.  Default timeout: twice
@@ -445,17 +463,23 @@ class GatewayConnection:
         return self._subscribe(spec.events, maxsize, DEFAULT, sticky=spec.sticky)
 
     def chat(self, session_key: str, message: str, *, timeout: float | None = None,
-             idempotency_key: str | None = None, **params: Any) -> Run:
+             idempotency_key: str | None = None, queue_mode: str | None = None, **params: Any) -> Run:
         """Start a chat turn (``chat.send``) in ``session_key`` and return its :class:`Run`
         as soon as the gateway has started it.
 
         ``timeout`` (seconds) is the run's time limit, sent as ``timeoutMs``; the
         :class:`Run` never waits more than that plus ``GRACE_SECONDS``.
         ``idempotency_key`` defaults to a fresh UUID (it becomes the run id; re-sending the
-        same key never starts a second run).  Other keyword arguments are passed to
-        ``chat.send`` as they are (gateway names: ``thinking``, ``attachments``...).
+        same key never starts a second run).  ``queue_mode`` (``"steer"``, ``"followup"``,
+        ``"collect"``, ``"interrupt"``) overrides the session's queue mode for this message
+        when the session is busy (openclaw 2026.9; an older gateway gets the message without
+        it, with a warning): ``"followup"`` gives the message a turn and a reply of its own
+        instead of steering it into the running turn (docs/runs.md, "Queued and steered
+        messages").  Other keyword arguments are passed to ``chat.send`` as they are
+        (gateway names: ``thinking``, ``attachments``...).
         Raises like ``request()`` if the run could not be started."""
-        run = Run.chat(self, session_key, message, timeout=timeout, idempotency_key=idempotency_key, **params)
+        run = Run.chat(self, session_key, message, timeout=timeout, idempotency_key=idempotency_key,
+                       queue_mode=queue_mode, **params)
         self._runs.add(run)  # drain() waits for it
         return run
 

@@ -38,7 +38,11 @@ always add up to the final text.
 A ``chat.send`` queued behind a running turn gets a ``final`` without a message at once;
 the run then follows the follow-up turn that answers it, tied through the transcript
 (:mod:`gwclient._core.run_follow`, reading ``chat.history`` by cursor, :mod:`gwclient._core.history`),
-or ends with :class:`RunReplyUnknown` where nothing ties them.
+or ends with :class:`RunReplyUnknown` where nothing ties them.  A message *steered* into
+the running turn (its transcript entry names ``steerTargetRunId``) is answered by that
+turn's next assistant message: the run streams that message's text (the ``agent``
+``assistant`` stream, by ``itemId``) and ends with it, read from the transcript
+(``RunResult.steered_into``, ``steered_with``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from ._core.run_follow import (
     MINE,
     OTHER,
     UNKNOWN,
+    SteeredReply,
     answer_in_history,
     booted_at,
     canonical_key,
@@ -69,6 +74,8 @@ from ._core.run_follow import (
     queue_unknown,
     same_process,
     session_idle,
+    steer_target,
+    steered_reply,
 )
 from ._core.runs import (
     AgentUpdate,
@@ -89,6 +96,7 @@ from ._errors import (
     ClientClosed,
     GatewayError,
     GatewayTimeout,
+    RequestError,
     RunAborted,
     RunError,
     RunFailed,
@@ -142,6 +150,8 @@ SETTLE_SECONDS = 3.0
 #: up after this many quiet settle periods with no turn in its session.
 QUIET_CHECKS = 4
 _POLL = 0.5  # longest single wait on the subscription, so settle timers are checked
+#: ``chat.send``'s ``queueMode`` values (2026.9; docs/concepts/queue-steering.md).
+QUEUE_MODES = ("steer", "followup", "collect", "interrupt")
 
 
 # ---------------------------------------------------------------------------------- Run
@@ -199,6 +209,14 @@ class Run:
         self._message: str | None = None  # the message sent (set by _start): ties it where no keys do
         self._quiet_since: float | None = None  # idle or queue unknown since (no turn started)
         self._lifecycle_error: str | None = None  # the last lifecycle error, until a new start
+        # A steered message (_run_follow): the running turn it was steered into answers it.
+        self.steered_into: str | None = None
+        """The runId of the running turn this run's message was steered into, once known."""
+        self._items: dict[str, list[str]] = {}  # runId -> assistant itemIds seen (our session)
+        self._steer_skip: frozenset[str] = frozenset()  # the target's items before our message
+        self._steer_texts: dict[str, str] = {}  # the target's items answering us: itemId -> text
+        self._steer_ended: dict[str, Any] | None = None  # the target's terminal chat payload
+        self._steer_looked = False  # looked at the transcript once more after the target ended
         # A run dropped without wait()/close() drops its subscription with it; the
         # subscription's own finalizer hands it back to the registry (no finalizer here
         # may call into gwclient: it can run on any thread, under any lock).
@@ -207,12 +225,16 @@ class Run:
 
     @classmethod
     def chat(cls, conn: _RunOwner, session_key: str, message: str, *, timeout: float | None = None,
-             idempotency_key: str | None = None, **params: Any) -> Run:
+             idempotency_key: str | None = None, queue_mode: str | None = None, **params: Any) -> Run:
         """Start a chat turn (``chat.send``) in ``session_key`` on ``conn`` and return its
         run as soon as the gateway has started it (see ``GatewayConnection.chat``)."""
         check_caller("GatewayConnection.chat()")
         if not isinstance(session_key, str) or not session_key:
             raise UsageError("session_key must be a non-empty string")
+        if queue_mode is not None:
+            if queue_mode not in QUEUE_MODES:
+                raise UsageError(f"queue_mode must be one of {', '.join(QUEUE_MODES)}, not {queue_mode!r}")
+            params["queueMode"] = queue_mode
         if params.get("attachments"):
             check_attachments(conn.connect().policy.attachments, params["attachments"])
         timeout = check_timeout(timeout)
@@ -248,7 +270,17 @@ class Run:
         sub = conn.subscribe(["agent", "chat"], include_state=True)
         try:
             # ``agent`` answers twice: the run starts at the first ("accepted") answer.
-            answer = conn.request(method, body, expect_final=False)
+            try:
+                answer = conn.request(method, body, expect_final=False)
+            except RequestError as err:
+                if not (err.code == "INVALID_REQUEST" and "queueMode" in body and "queueMode" in str(err)):
+                    raise
+                # A gateway older than 2026.9 takes no queueMode (closed params; refused
+                # before anything ran): send it without, the gateway's own queue mode applies.
+                log.warning("this gateway does not take a queue mode (openclaw 2026.9 does): %s sent without"
+                            " queueMode=%r", method, body["queueMode"])
+                body = {k: v for k, v in body.items() if k != "queueMode"}
+                answer = conn.request(method, body, expect_final=False)
         except BaseException:
             sub.close()
             raise
@@ -444,8 +476,17 @@ class Run:
             payload = push.payload
             if not isinstance(payload, dict):
                 return
-            if payload.get("runId") != self.run_id and (
-                    self.reply_run_id is None or payload.get("runId") != self.reply_run_id):
+            rid = payload.get("runId")
+            if rid != self.run_id and isinstance(rid, str):
+                if push.event == "agent" and payload.get("stream") == "assistant":
+                    self._note_item(rid, payload)
+                if self.steered_into is not None:
+                    if rid == self.steered_into:
+                        self._on_steer_event(push.event, payload)
+                    elif push.event == "chat" and is_queued_final(payload, started=False, text=""):
+                        self._on_later_drain(payload)
+                    return
+            if rid != self.run_id and (self.reply_run_id is None or rid != self.reply_run_id):
                 if self._queued and self.reply_run_id is None:
                     self._follow(push.event, payload)
                 return
@@ -657,9 +698,14 @@ class Run:
         turn that answers it (unless the transcript already has the answer, or nothing is
         left in the session that could give one)."""
         self._queued = True
+        history = self._read_history(tail=True)
+        target = steer_target(history, self.run_id, self._message)
+        if target is not None and target != self.run_id:
+            self._on_steered(target)
+            return
         log.debug("run %s: queued behind another turn in %s", self.run_id, self.session_key)
         self._emit(StatusUpdate(self.run_id, "queued"))
-        self._check_queued_later(self._read_history(tail=True))
+        self._check_queued_later(history)
 
     def _check_queued(self, history: Any) -> bool:
         """End a queued run whose answer is already in ``history``.  True when it ended."""
@@ -760,8 +806,141 @@ class Run:
                 # the answer entry may be written just after the turn's final: look again
                 self._settle_at = time.monotonic() + SETTLE_SECONDS
 
+    # -- a steered message (_run_follow) ----------------------------------------------------
+
+    def _note_item(self, rid: str, payload: dict[str, Any]) -> None:
+        """Remember the assistant messages (``itemId``) of the other turns in our session:
+        those of a turn before our message was steered into it are not our reply."""
+        if canonical_key(payload.get("sessionKey")) != canonical_key(self.session_key):
+            return
+        item = _str(_dict(payload.get("data")).get("itemId"))
+        if item is not None:
+            items = self._items.setdefault(rid, [])
+            if item not in items:
+                items.append(item)
+
+    def _on_steered(self, target: str) -> None:
+        """Our message was steered into the running turn ``target``: its next assistant
+        message (an ``itemId`` not seen before this point) answers it."""
+        self.steered_into = target
+        self._steer_skip = frozenset(self._items.get(target, ()))
+        log.debug("run %s: steered into the running turn %s", self.run_id, target)
+        self._emit(StatusUpdate(self.run_id, "steered"))
+
+    def _on_steer_event(self, event: str, payload: dict[str, Any]) -> None:
+        """An event of the turn our message was steered into."""
+        if event == "agent":
+            data = _dict(payload.get("data"))
+            stream = payload.get("stream")
+            if stream == "assistant":
+                item, text = _str(data.get("itemId")), _str(data.get("text"))
+                if item is None or text is None or item in self._steer_skip:
+                    return
+                self._steer_texts[item] = text
+                self._stream_to("\n\n".join(t for t in self._steer_texts.values() if t))
+            elif stream == "lifecycle" and data.get("phase") in ("end", "error") and self._settle_at is None:
+                self._settle_at = time.monotonic() + SETTLE_SECONDS  # in case its chat final is lost
+            return
+        if event == "chat" and payload.get("state") in ("final", "aborted", "error"):
+            self._steer_ended = payload
+            self._check_steered()
+
+    def _on_later_drain(self, payload: dict[str, Any]) -> None:
+        """Another message's queued final while we follow a steered reply: if it was
+        steered into our target after us, the transcript now ends our reply."""
+        if not self._steer_texts or canonical_key(payload.get("sessionKey")) != canonical_key(self.session_key):
+            return
+        assert self.steered_into is not None
+        reply = steered_reply(self._read_history(tail=True), self.run_id, self.steered_into, self._message)
+        if reply is not None and reply.complete:
+            self._end_steered(reply)
+
+    def _stream_to(self, full: str) -> None:
+        """Our reply so far is ``full``: emit what is new (a ``replace`` if it is not an
+        extension of what was streamed)."""
+        with self._cond:
+            replace = not full.startswith(self._text)
+            delta = full if replace else full[len(self._text):]
+            self._text = full
+        if delta or replace:
+            self._emit(TextDelta(self.run_id, delta, full, replace))
+
+    def _end_steered(self, reply: SteeredReply) -> None:
+        target = self.steered_into
+        if reply.failed:
+            self._finish(RunFailed(f"run {self.run_id} failed: the turn {target} it was steered into failed"
+                                   f" ({reply.text})", kind="error", reason=reply.text, **self._ids()))
+            return
+        self._stream_to(reply.text)
+        others = tuple(r for r in reply.batch if r != self.run_id)
+        usage = _dict(_dict(self._steer_ended).get("usage"))
+        self._finish(RunResult(self.run_id, self.session_key, reply.text, "ok",
+                               _str(_dict(self._steer_ended).get("stopReason")), dict(usage), {},
+                               steered_into=target, steered_with=others))
+
+    def _check_steered(self) -> None:
+        """The target turn ended: our reply is in the transcript, or it ended without
+        answering us (aborted, failed; or, ending normally, the gateway may still run our
+        message as a follow-up turn: back to waiting like a queued message)."""
+        target = self.steered_into
+        assert target is not None
+        history = self._read_history(tail=True)
+        reply = steered_reply(history, self.run_id, target, self._message)
+        if reply is not None:
+            self._end_steered(reply)
+            return
+        ended = _dict(self._steer_ended)
+        state = ended.get("state")
+        if state == "aborted":
+            self._finish(RunAborted(f"run {self.run_id}: the turn {target} it was steered into was aborted before"
+                                    " it answered", stop_reason=_str(ended.get("stopReason")) or "", **self._ids()))
+        elif state == "error":
+            reason = _str(ended.get("errorMessage")) or "the run failed"
+            self._finish(RunFailed(f"run {self.run_id}: the turn {target} it was steered into failed: {reason}",
+                                   kind=_str(ended.get("errorKind")) or "error", reason=reason, **self._ids()))
+        elif not self._steer_looked:
+            self._steer_looked = True  # the entry may be written just after the final
+            self._settle_at = time.monotonic() + SETTLE_SECONDS
+        else:
+            log.debug("run %s: the turn %s ended without answering it; waiting like a queued message",
+                      self.run_id, target)
+            self.steered_into = None
+            self._check_queued_later(history)
+
+    def _recover_steered(self, *, restarted: bool) -> None:
+        """Settle timer or reconnect while following a steered reply: has the target ended?
+        (After a restart it has: the gateway's runs die with its process.)"""
+        target = self.steered_into
+        assert target is not None
+        if restarted and self._steer_ended is None:
+            reply = steered_reply(self._read_history(tail=True), self.run_id, target, self._message)
+            if reply is not None:
+                self._end_steered(reply)
+            else:
+                self._finish(RunInterrupted(f"run {self.run_id}: the gateway restarted before the turn {target}"
+                                            " it was steered into answered it", **self._ids()))
+            return
+        if self._steer_ended is None:
+            try:
+                answer = self._conn.request("agent.wait", {"runId": target, "timeoutMs": 0}, timeout=10.0)
+            except GatewayError as err:
+                log.debug("run %s: agent.wait failed: %s", self.run_id, err)
+                return
+            status = answer.get("status") if isinstance(answer, dict) else None
+            if status == "timeout" and isinstance(answer, dict) and answer.get("endedAt") is None:
+                return  # still running: its events go on
+            self._steer_ended = {"state": {"ok": "final", "timeout": "error"}.get(str(status), "error"),
+                                 "errorMessage": _str(answer.get("error")) if isinstance(answer, dict) else None,
+                                 "stopReason": _str(answer.get("stopReason")) if isinstance(answer, dict) else None}
+            if status == "ok":
+                self._steer_ended["state"] = "final"
+        self._check_steered()
+
     def _recover(self, *, after_reconnect: bool, restarted: bool | None = False) -> None:
         """Ask the gateway how the run ended (``agent.wait``, then ``chat.history``)."""
+        if self.steered_into is not None:
+            self._recover_steered(restarted=after_reconnect and restarted is True)
+            return
         if self._queued and self.reply_run_id is None:
             self._check_queued_later(self._read_history(tail=True))  # still waiting for its turn
             return

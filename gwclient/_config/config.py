@@ -34,6 +34,7 @@ from .locations import (
 from .openclaw_file import FileSettings, read_config_file
 from .plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 from .proxy import parse_proxy, redact_proxy
+from .setup_code import decode_setup_code
 from .values import (
     CLIENT_IDS,
     CLIENT_MODES,
@@ -302,6 +303,22 @@ class GatewayConfig:
     @property
     def has_credentials(self) -> bool:
         return self.token is not None or self.password is not None
+
+    @classmethod
+    def from_setup_code(cls, code: str, **changes: Any) -> GatewayConfig:
+        """A config from a setup code (``oc-pair://<code>``, as ``openclaw qr`` or the
+        Control UI's pairing dialog print it): its gateway ``url``, its bootstrap token
+        (the first connect pairs this device and stores its device token: later connects
+        need no code), and its certificate pin for ``wss://``.  ``changes`` set further
+        fields (``state_dir``, ``scopes``...).  Raises :class:`ConfigError` for an
+        invalid or expired code (docs/configuration.md, "Setup codes")."""
+        setup = decode_setup_code(code)
+        values: dict[str, Any] = {"url": setup.url, "bootstrap_token": setup.bootstrap_token}
+        if setup.tls_fingerprint is not None and setup.url.startswith("wss://"):
+            values["tls_fingerprint"] = setup.tls_fingerprint
+        values.update(changes)
+        _reject_unknown_fields(values)
+        return cls(**values)
 
     def with_changes(self, **changes: Any) -> GatewayConfig:
         """A copy with some fields changed (validated again)."""

@@ -45,6 +45,33 @@ _prefix = uuid.uuid4().hex[:12]
 _counter = itertools.count(1)
 
 
+#: The first release whose request frames take a ``traceparent`` (older ones validate the
+#: frame with closed params and refuse it: "unexpected property 'traceparent'").
+TRACEPARENT_SINCE = (2026, 9, 0)
+
+
+def release_of(server_version: str) -> tuple[int, ...] | None:
+    """``hello-ok.server.version`` as a calendar release (``"2026.7.1"`` -> ``(2026, 7, 1)``);
+    None for anything else (``"dev"``, a build label)."""
+    parts = server_version.strip().split("-", 1)[0].split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+def takes_traceparent(server_version: str) -> bool:
+    """Does a gateway of this version take ``traceparent`` on request frames?  True when
+    the version is not a release number (a newer or a development build)."""
+    release = release_of(server_version)
+    return release is None or release >= TRACEPARENT_SINCE
+
+
+def refuses_traceparent(error: BaseException) -> bool:
+    """The gateway refused a request frame for its ``traceparent`` (a release older than
+    :data:`TRACEPARENT_SINCE`; refused before any method ran: safe to send again without)."""
+    return getattr(error, "code", None) == "INVALID_REQUEST" and "'traceparent'" in str(error)
+
+
 def new_request_id() -> str:
     """A unique, non-empty string id (numbers are rejected by the gateway's schema)."""
     return f"{next(_counter)}:{_prefix}"

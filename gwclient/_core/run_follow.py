@@ -23,10 +23,21 @@ and a follow-up turn that just started (or ended), is it the one answering our m
   milliseconds after the turn's ``lifecycle`` start): ask again later;
 * ``UNKNOWN``: the transcript keeps no idempotency keys at all: nothing can tell which turn
   is ours (the run then ends with :class:`~gwclient.RunReplyUnknown`).
+
+A message sent while a turn *streams* may instead be **steered** into that turn (queue mode
+``steer``, the default; ``docs/concepts/queue-steering.md``): its ``final`` without a message
+comes when the running turn drains it at a model boundary, its user entry is written just
+before that final with ``__openclaw.steerTargetRunId: <the running turn's runId>``, and the
+running turn's next assistant message answers it, under the running turn's runId.  The
+gateway's chat handler drains every waiting steer at once (``steeringMode: "all"``), so
+messages steered together are consecutive user entries with the same target, and the one
+reply after them answers all of them.  :func:`steer_target` tells whether our message was
+steered and into which turn; :func:`steered_reply` reads its reply from the transcript.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
@@ -36,6 +47,7 @@ __all__ = [
     "PENDING",
     "UNKNOWN",
     "Match",
+    "SteeredReply",
     "answer_in_history",
     "booted_at",
     "canonical_key",
@@ -46,6 +58,8 @@ __all__ = [
     "queue_unknown",
     "same_process",
     "session_idle",
+    "steer_target",
+    "steered_reply",
 ]
 
 Match = Literal["mine", "other", "pending", "unknown"]
@@ -239,3 +253,79 @@ def queue_unknown(history: Any) -> bool:
         return False
     info = history.get("sessionInfo")
     return not (isinstance(info, dict) and info.get("hasActiveRun") is True)
+
+
+# ------------------------------------------------------------------ steered messages
+
+
+def _steer_of(message: dict[str, Any]) -> str | None:
+    meta = message.get("__openclaw")
+    target = meta.get("steerTargetRunId") if isinstance(meta, dict) else None
+    return target if isinstance(target, str) and target else None
+
+
+def _key_run(message: dict[str, Any]) -> str | None:
+    """The runId in a user entry's ``"<runId>:user"`` key."""
+    key = _key(message)
+    return key[:-len(":user")] if key is not None and key.endswith(":user") else None
+
+
+def steer_target(history: Any, run_id: str, text: str | None = None) -> str | None:
+    """The runId of the running turn our message (``run_id``, text ``text``) was steered
+    into, from its user entry's ``steerTargetRunId``; None if it was not steered (or its
+    entry is not in the transcript yet)."""
+    messages = _messages(history)
+    index = _own_index(messages, run_id, text)
+    return None if index is None else _steer_of(messages[index])
+
+
+@dataclass(frozen=True)
+class SteeredReply:
+    """The reply to a steered message, read from the transcript."""
+
+    text: str
+    """The texts of the target turn's assistant entries after our batch, joined like the
+    gateway joins a turn's messages (``"\\n\\n"``)."""
+    failed: bool
+    """An assistant entry says the turn failed (``stopReason: "error"``)."""
+    batch: tuple[str, ...]
+    """The runIds of the messages steered in together with ours (ours included), in order:
+    the one reply answers all of them."""
+    complete: bool
+    """A later user entry follows the reply: it cannot grow any more."""
+
+
+def steered_reply(history: Any, run_id: str, target: str, text: str | None = None) -> SteeredReply | None:
+    """The reply of turn ``target`` to our steered message, if the transcript has one: the
+    assistant entries of ``target`` after the consecutive user entries steered into it
+    together with ours, up to the next user entry.  None when there is none (yet)."""
+    messages = _messages(history)
+    index = _own_index(messages, run_id, text)
+    if index is None or _steer_of(messages[index]) != target:
+        return None
+
+    def steered(i: int) -> bool:
+        return messages[i].get("role") == "user" and _steer_of(messages[i]) == target
+
+    start, end = index, index
+    while start > 0 and steered(start - 1):
+        start -= 1
+    while end + 1 < len(messages) and steered(end + 1):
+        end += 1
+    batch = tuple(rid for m in messages[start:end + 1] if (rid := _key_run(m)) is not None)
+    texts: list[str] = []
+    failed = complete = answered = False
+    for message in messages[end + 1:]:
+        role = message.get("role")
+        if role == "user":
+            complete = True
+            break
+        if role != "assistant" or _run_id(message) not in (target, None):
+            continue  # tool results; another turn's entry
+        answered = True
+        failed = failed or message.get("stopReason") == "error"
+        if piece := _text(message):
+            texts.append(piece)
+    if not answered:
+        return None
+    return SteeredReply("\n\n".join(texts), failed, batch or (run_id,), complete)

@@ -114,7 +114,12 @@ RunUpdate = Union[StatusUpdate, TextDelta, LifecycleUpdate, ToolUpdate, UsageUpd
 class RunResult(DataClassJsonMixin):
     """How a run ended successfully: the reply ``text``, ``status`` (``ok``), the gateway's
     ``stop_reason``, token ``usage`` (as reported), and ``recovered`` when the outcome was
-    learnt after a reconnect (``agent.wait``/``chat.history``) rather than streamed."""
+    learnt after a reconnect (``agent.wait``/``chat.history``) rather than streamed.
+
+    A message the gateway **steered** into a turn that was running (queue mode ``steer``)
+    is answered by that turn: ``steered_into`` is its runId, ``text`` the part of its reply
+    that answers this message, and ``steered_with`` the runIds of the other messages
+    steered in together with this one, which the same reply answers (docs/runs.md)."""
 
     run_id: str
     session_key: str
@@ -124,6 +129,8 @@ class RunResult(DataClassJsonMixin):
     usage: dict[str, Any] = field(default_factory=dict)
     message: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False
+    steered_into: str | None = None
+    steered_with: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------ helpers

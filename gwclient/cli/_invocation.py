@@ -20,6 +20,7 @@ from gwclient import (
     PairingRequired,
     RequestError,
     UsageError,
+    decode_setup_code,
 )
 
 from ._codes import EXIT_FAILURE, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem
@@ -74,7 +75,7 @@ class Invocation:
         self.out = out
         self.err = err
         self.scrub = Scrubber()
-        for value in (args.token, args.password):
+        for value in (args.token, args.password, getattr(args, "setup_code", None)):
             self.scrub.add_secret(value)
         self.scrub.add_url(args.url)
         self._config: GatewayConfig | None = None
@@ -93,6 +94,14 @@ class Invocation:
             value = getattr(self.args, name)
             if value is not None:
                 overrides[name] = value
+        code = getattr(self.args, "setup_code", None)
+        if code is not None:
+            setup = decode_setup_code(code)  # a ConfigError (exit 2) for a bad or expired code
+            self.scrub.add_secret(setup.bootstrap_token)
+            overrides.setdefault("url", setup.url)
+            overrides["bootstrap_token"] = setup.bootstrap_token
+            if setup.tls_fingerprint is not None and overrides["url"] == setup.url and setup.url.startswith("wss://"):
+                overrides["tls_fingerprint"] = setup.tls_fingerprint
         if self.args.allow_insecure:
             overrides["allow_insecure_remote"] = True
         if getattr(self.args, "share", None):

@@ -77,6 +77,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        help="gateway token (prefer OPENCLAW_GATEWAY_TOKEN: a command line is visible to ps)")
     group.add_argument("--password", default=default(None), metavar="PASSWORD",
                        help="gateway password (prefer OPENCLAW_GATEWAY_PASSWORD)")
+    group.add_argument("--setup-code", default=default(None), metavar="CODE",
+                       help="pair this device with a setup code (oc-pair://..., from openclaw qr or the "
+                            "Control UI): its URL and bootstrap token; later runs need neither")
     group.add_argument("--config", default=default(None), metavar="PATH",
                        help="OpenClaw config file to read instead of ~/.openclaw/openclaw.json "
                             "(must exist)")
@@ -156,6 +159,9 @@ def add_run_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     chat.add_argument("message", metavar="MESSAGE", help="the message")
     chat.add_argument("--session", default="main", metavar="KEY",
                       help="session key (default: main, the agent's main session)")
+    chat.add_argument("--queue-mode", default=None, choices=("steer", "followup", "collect", "interrupt"),
+                      help="while the session is busy: steer the message into the running turn, or run it"
+                           " as a turn of its own (followup) ... (default: the session's own; openclaw 2026.9)")
     agent = command("agent", "run an agent turn (agent) and stream the reply")
     agent.add_argument("message", metavar="MESSAGE", help="the message")
     agent.add_argument("--session", default=None, metavar="KEY", help="session key (default: the agent's own)")

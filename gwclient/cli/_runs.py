@@ -43,7 +43,7 @@ def _line(out: TextIO, obj: dict[str, Any]) -> None:
 def _start(args: argparse.Namespace, conn: GatewayConnection) -> Run:
     timeout = getattr(args, "timeout", None)
     if args.command == "chat":
-        return conn.chat(args.session, args.message, timeout=timeout)
+        return conn.chat(args.session, args.message, timeout=timeout, queue_mode=args.queue_mode)
     return conn.agent(args.message, session_key=args.session, agent_id=args.agent_id, timeout=timeout)
 
 

@@ -219,8 +219,8 @@ class Handshake:
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL_VERSION,
-            # (the runs' ``release_2026_7`` also drops bootId, like 2026.7.1's hello, and uptimeMs)
-            "server": {"version": "dev", "connId": cs.conn_id,
+            # (the runs' ``release_2026_7`` says version 2026.7.1 and drops bootId, like 2026.7.1's hello, and uptimeMs)
+            "server": {"version": "2026.7.1" if self._runs.release_2026_7 else "dev", "connId": cs.conn_id,
                        **({} if self._runs.release_2026_7
                           else {"bootId": f"{self._boot_id}-{self._server.lifetimes}"})},
             "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},

@@ -88,6 +88,8 @@ class Methods:
             self._recorder.note_invalid_frame()
             return
         problem = validate_request_frame(frame)
+        if not problem and self._runs.release_2026_7 and "traceparent" in frame:
+            problem = "at root: unexpected property 'traceparent'"  # closed frame params before 2026.9
         if problem:
             self._recorder.note_invalid_frame()
             if "id" in frame:

@@ -21,6 +21,17 @@ ends a follow-up turn under a **new** runId (``lifecycle`` events with
 that cannot tie them).  ``chat.history`` also reports ``sessionInfo.hasActiveRun`` and
 ``pendingInputs``.
 
+With :attr:`DevRuns.steer` on, a ``chat.send`` into a session whose chat run is streaming is
+*steered* into that run the way 2026.9.6 steers (queue mode ``steer``, drain mode ``all``):
+``{runId, status: "started"}`` at once; at the running turn's next model boundary (the end
+of its current assistant message) every waiting message is drained together: the finished
+assistant entry is written, then a user entry per message with
+``__openclaw.steerTargetRunId``, then a ``chat`` ``final`` without a ``message`` for each,
+and the running turn streams one more assistant message (a new ``itemId``; ``ECHO: <the
+last drained message>``) answering them, its ``chat`` text the turn's messages joined by
+a blank line.  ``queueMode: "followup"`` queues instead (with :attr:`DevRuns.release_2026_7`,
+``queueMode`` is refused like 2026.7.1's closed params).
+
 A gateway restart forgets running runs (like the real one, whose runs die with the
 process): their threads end without a reply, ``agent.wait`` no longer knows them, and
 only what was finished is kept in ``chat.history`` (which survives restarts).
@@ -135,6 +146,9 @@ class DevRuns:
         self.release_2026_5 = False
         """Fail like 2026.5.12: a failing turn sends ``lifecycle`` ``error`` but no ``chat``
         error, and ``agent.wait`` then answers ``ok`` without a ``terminalReply``."""
+        self.steer = False
+        """Steer a ``chat.send`` into the session's streaming chat run (2026.9.6's default)."""
+        self._steers: dict[str, list[tuple[str, str]]] = {}  # session -> [(runId, message)] to drain
         self.drop_queued = False
         """Queued messages are never run (a gateway that loses them)."""
         self._queued: dict[str, list[tuple[str, str]]] = {}  # session -> [(queued runId, message)]
@@ -165,6 +179,11 @@ class DevRuns:
             if session_key is not None:
                 return len(self._queued.get(session_key, []))
             return sum(len(q) for q in self._queued.values())
+
+    def steering(self, session_key: str) -> int:
+        """Messages waiting to be steered into ``session_key``'s running turn."""
+        with self._lock:
+            return len(self._steers.get(session_key, []))
 
     def started(self) -> int:
         with self._lock:
@@ -240,6 +259,16 @@ class DevRuns:
             queued = bool(self._queued.get(session_key))
         return queued or any(self._alive(r) for r in runs)
 
+    def _streaming_chat(self, session_key: str) -> bool:
+        with self._lock:
+            runs = [r for r in self._runs.values()
+                    if r.session_key == session_key and r.kind == "chat" and r.status == "running"]
+        return any(self._alive(r) for r in runs)
+
+    def _take_steers(self, run: _DevRun) -> list[tuple[str, str]]:
+        with self._lock:
+            return self._steers.pop(run.session_key, [])
+
     def _enqueue(self, cs: _Conn, req_id: str, key: str, session_key: str, message: str) -> None:
         """A chat.send into a busy session: started, a final without a message, queued."""
         with self._lock:
@@ -276,8 +305,18 @@ class DevRuns:
             return
         timeout_ms = p.get("timeoutMs")
         limit = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else None
-        if self.queue and self._busy(self._canonical(session_key)):
-            self._enqueue(cs, req_id, key, self._canonical(session_key), message)
+        mode = p.get("queueMode")
+        if mode is not None and self.release_2026_7:
+            self._invalid(cs, req_id, "invalid chat.send params: at root: unexpected property 'queueMode'")
+            return
+        canonical = self._canonical(session_key)
+        if self.steer and mode in (None, "steer") and self._streaming_chat(canonical):
+            with self._lock:
+                self._steers.setdefault(canonical, []).append((key, message))
+            self._server.send_res(cs, req_id, True, {"runId": key, "status": "started"})
+            return
+        if (self.queue or self.steer) and self._busy(canonical):
+            self._enqueue(cs, req_id, key, canonical, message)
             return
         run = self._new_run("chat", key, self._canonical(session_key), message, limit)
         self._server.send_res(cs, req_id, True, {"runId": key, "status": "started"})
@@ -389,7 +428,7 @@ class DevRuns:
         with self._lock:
             self.history_reads["tail"] += 1
             messages = list(self._history.get(canonical, []))
-            queued = list(self._queued.get(canonical, []))
+            queued = list(self._queued.get(canonical, [])) + list(self._steers.get(canonical, []))
             active = any(r.session_key == canonical and r.status == "running" and self._alive(r)
                          for r in self._runs.values())
         if isinstance(limit, int) and limit > 0:
@@ -510,33 +549,31 @@ class DevRuns:
             why = self._pause(run, None, deadline)
             if why is not None:
                 return self._stop(run, why)
-        pending = ""
-        for i, word in enumerate(words):
-            if script.fail is not None and i >= script.fail_after:
-                return self._stop(run, "error")
-            if (script.pause_after is not None and i == script.pause_after) or i in script.pauses:
-                why = self._pause(run, None, deadline)
-                if why is not None:
-                    return self._stop(run, why)
-            if i and script.delay:
-                why = self._pause(run, script.delay, deadline)
-                if why is not None:
-                    return self._stop(run, why)
-            elif run.abort.is_set():
-                return self._stop(run, "aborted")
-            run.text += word
-            self._agent_ev(run, "assistant", {"text": run.text, "delta": word, "itemId": f"{run.run_id}:1"})
-            pending += word
-            last = i == len(words) - 1
-            if last and script.early_end:
-                break  # the last chat delta follows lifecycle/end
-            if script.merge and not last and i % 2 == 0:
-                continue  # merged into the next delta: the payload seq skips one
-            self._chat_ev(run, "delta", deltaText=pending,
-                          **({"message": self._message(run.text)} if script.cumulative else {}))
-            pending = ""
-        if script.fail is not None:
-            return self._stop(run, "error")
+        items: list[str] = []  # the turn's assistant messages (more than one when steered)
+        while True:
+            pending, why = self._stream_item(run, words, script, deadline, items)
+            if why is not None:
+                return self._stop(run, why)
+            steers = self._take_steers(run)
+            if not steers:
+                break
+            # A model boundary: the steered messages are drained, all together.
+            if pending:
+                self._chat_ev(run, "delta", deltaText=pending,
+                              **({"message": self._message(run.text)} if script.cumulative else {}))
+            self._record(run.session_key, {**self._message(items[-1]), "stopReason": "stop",
+                                           "__openclaw": {"runId": run.run_id, "id": str(uuid.uuid4())}})
+            for steered, message in steers:
+                self._record(run.session_key, {
+                    "role": "user", "content": message, "timestamp": _now_ms(),
+                    "idempotencyKey": f"{steered}:user",
+                    "__openclaw": {"id": str(uuid.uuid4()), "steerTargetRunId": run.run_id}})
+                self._server.broadcast("chat", {"runId": steered, "sessionKey": run.session_key, "seq": 1,
+                                                "state": "final"})
+            self._agent_ev(run, "lifecycle", {"phase": "model", "provider": "dev", "model": "dev-model"})
+            last_message = steers[-1][1]
+            script = self._script_for(last_message)
+            words = _words(script.reply if script.reply is not None else f"ECHO: {last_message}")
         self._agent_ev(run, "usage", {"outputTokens": len(words)})
         self._agent_ev(run, "lifecycle", {"phase": "finishing", "stopReason": "stop", "aborted": False})
         self._agent_ev(run, "lifecycle", {"phase": "end", "stopReason": "stop", "aborted": False,
@@ -547,9 +584,45 @@ class DevRuns:
                           **({"message": self._message(run.text)} if script.cumulative else {}))
         run.status = "ok"
         meta = {"id": str(uuid.uuid4())} if self.release_2026_7 else {"runId": run.run_id, "id": str(uuid.uuid4())}
-        self._record(run.session_key, {**self._message(run.text), "stopReason": "stop", "__openclaw": meta})
+        self._record(run.session_key, {**self._message(items[-1]), "stopReason": "stop", "__openclaw": meta})
         self._chat_ev(run, "final", stopReason="stop", message=self._message(run.text))
         return "ok"
+
+    def _stream_item(self, run: _DevRun, words: list[str], script: RunScript, deadline: float | None,
+                     items: list[str]) -> tuple[str, str | None]:
+        """Stream one assistant message of ``run`` (appended to ``items``) word by word:
+        ``(chat delta text not sent yet, why it stopped early or None)``."""
+        items.append("")
+        number = len(items)
+        pending = "\n\n" if number > 1 else ""  # the turn's chat text joins its messages
+        for i, word in enumerate(words):
+            if script.fail is not None and i >= script.fail_after:
+                return "", "error"
+            if (script.pause_after is not None and i == script.pause_after) or i in script.pauses:
+                why = self._pause(run, None, deadline)
+                if why is not None:
+                    return "", why
+            if i and script.delay:
+                why = self._pause(run, script.delay, deadline)
+                if why is not None:
+                    return "", why
+            elif run.abort.is_set():
+                return "", "aborted"
+            items[-1] += word
+            run.text = "\n\n".join(items)
+            self._agent_ev(run, "assistant", {"text": items[-1], "delta": word, "itemId": f"{run.run_id}:{number}"})
+            pending += word
+            last = i == len(words) - 1
+            if last and script.early_end:
+                break  # the last chat delta follows lifecycle/end (or the model boundary)
+            if script.merge and not last and i % 2 == 0:
+                continue  # merged into the next delta: the payload seq skips one
+            self._chat_ev(run, "delta", deltaText=pending,
+                          **({"message": self._message(run.text)} if script.cumulative else {}))
+            pending = ""
+        if script.fail is not None:
+            return "", "error"
+        return pending, None
 
     def _stop(self, run: _DevRun, why: str) -> str:
         """End a run early: ``aborted``, ``timeout`` or ``error`` (the script's failure)."""
@@ -590,6 +663,15 @@ class DevRuns:
             run.status = "lost"
         run.ended.set()
         self._notify()
+        with self._lock:
+            orphans = self._steers.pop(run.session_key, []) if run.kind == "chat" else []
+            if outcome == "lost":
+                orphans = []  # they die with the gateway process, like the run
+            elif not self.drop_queued:
+                self._queued.setdefault(run.session_key, []).extend(orphans)
+        for steered, _message in orphans:  # not drained in time: they wait for a turn of their own
+            self._server.broadcast("chat", {"runId": steered, "sessionKey": run.session_key, "seq": 1,
+                                            "state": "final"})
         if outcome != "lost":
             self._next_followup(run.session_key)
         target = run.answer_to

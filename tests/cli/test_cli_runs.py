@@ -50,6 +50,27 @@ def test_chat_prints_the_reply(capsys: pytest.CaptureFixture[str], gw: DevGatewa
     assert gw.requests_by_method["chat.send"] == 1
 
 
+def test_chat_queue_mode_followup_into_a_busy_session(capsys: pytest.CaptureFixture[str], gw: DevGateway) -> None:
+    """``--queue-mode followup``: not steered into the running turn (the dev gateway steers
+    by default here), a turn and a reply of its own."""
+    gw.runs.steer = True
+    conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05)))
+    first = conn.chat("agent:main:busy", "PAUSE the first turn")
+    assert gw.wait_for(lambda g: g.runs.paused >= 1, timeout=10)
+    box: dict[str, int] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("code", main(
+        ["chat", "--session", "agent:main:busy", "--queue-mode", "followup", "my own turn",
+         "--url", gw.url, "--token", TOKEN])))
+    worker.start()
+    assert gw.wait_for(lambda g: g.runs.queued("agent:main:busy") == 1, timeout=10)
+    gw.runs.release()
+    worker.join(20)
+    assert first.wait(10).text == "ECHO: PAUSE the first turn"
+    assert box["code"] == 0
+    assert capsys.readouterr().out == "ECHO: my own turn\n"
+    assert len(gw.runs.followups) == 1
+
+
 def test_agent_prints_the_reply(capsys: pytest.CaptureFixture[str], gw: DevGateway) -> None:
     code, out, _ = cli(capsys, gw, "agent", "MERGE one two three four")
     assert (code, out) == (0, "ECHO: MERGE one two three four\n")
@@ -89,7 +110,7 @@ class _Tty(io.StringIO):
 def test_spinner_on_a_terminal_until_the_first_text(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05)))
     args = argparse.Namespace(command="chat", session="agent:main:spin", message="PAUSE spin me", json=False,
-                              timeout=None)
+                              queue_mode=None, timeout=None)
     out, err = io.StringIO(), _Tty()
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(run_command(args, conn, out, err)))

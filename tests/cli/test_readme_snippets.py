@@ -67,7 +67,8 @@ def gateway(model: ModelServer) -> Iterator[RealGateway]:
         # The first turn after a start bootstraps the workspace (~10 s): do it here once.
         conn = GatewayConnection.shared(GatewayConfig(url=gw.url, token=gw.token, request_timeout=30.0))
         try:
-            assert conn.agent("warm up", timeout=60).wait(90).text == "ECHO: warm up"
+            # (a session key: 2026.5.12 streams no events for an agent run without one)
+            assert conn.agent("warm up", session_key="agent:main:warm-up", timeout=60).wait(90).text == "ECHO: warm up"
         finally:
             conn.shutdown()
         yield gw

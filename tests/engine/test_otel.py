@@ -130,6 +130,26 @@ def test_a_request_span_goes_out_as_the_traceparent_and_never_on_connect(gw: Dev
     assert "traceparent" not in connect
 
 
+def test_a_gateway_older_than_2026_9_never_gets_a_traceparent(gw: DevGateway, otel: Otel) -> None:
+    """2026.5.12 and 2026.7.1 validate request frames with closed params and refuse one with
+    a traceparent.  The first request goes before the hello says the release: refused
+    before anything ran, it is sent again without; after that the hello's version says."""
+    gw.runs.release_2026_7 = True  # hello-ok server.version 2026.7.1; a traceparent is refused
+    conn = GatewayConnection.shared(config(gw))
+    assert conn.request("health")["ok"] is True
+    assert gw.invalid_frames == 1  # the first frame, with its traceparent
+    fut = conn.submit("health")
+    assert conn.request("health")["ok"] is True and fut.result(10)["ok"] is True
+    assert gw.invalid_frames == 1
+    assert [("traceparent" in f) for f in frames(gw, "health")] == [False, False, False]
+    assert len(otel.finished("health")) == 3  # the spans are still made
+    # submit() first, on a new connection: its refused frame is sent again too
+    conn.shutdown()
+    conn = GatewayConnection.shared(config(gw, request_timeout=9.0))
+    assert conn.submit("health").result(10)["ok"] is True
+    assert gw.invalid_frames == 2
+
+
 def test_the_callers_current_span_is_the_parent(gw: DevGateway, otel: Otel) -> None:
     conn = GatewayConnection.shared(config(gw))
     with otel.tracer.start_as_current_span("outer") as outer:

@@ -54,12 +54,14 @@ CORE = [
     "RunTimedOut",
     "ScopeUpgrade",
     "SeqGap",
+    "SetupCode",
     "ShareUnavailable",
     "Snapshot",
     "StateChange",
     "Subscription",
     "UnsupportedMethod",
     "UsageError",
+    "decode_setup_code",
     "__version__",
 ]
 # Errors and the SSH settings stay here; the rest of remote mode lives in gwclient.remote.

@@ -15,11 +15,13 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 
 from gwclient import (
     AuthRejected,
+    ConnectError,
     GatewayConfig,
     GatewayConnection,
     MissingScope,
@@ -124,6 +126,32 @@ def test_a_scope_upgrade_approved_with_openclaw_devices_approve(gateway: RealGat
     assert "operator.write" in snapshot.hello.auth.scopes
     answer = conn.request("chat.abort", {"sessionKey": "agent:main:main", "runId": "no-such-run"})
     assert isinstance(answer, dict)
+
+
+@pytest.mark.timeout(120)
+def test_a_setup_code_from_openclaw_qr_pairs_a_fresh_device(gateway: RealGateway, tmp_path: Path) -> None:
+    """``openclaw qr --setup-code-only`` prints a setup code (endpoint + single-use
+    bootstrap token); ``GatewayConfig.from_setup_code`` connects with it alone (no shared
+    token), the gateway pairs the device and hands over its device token, which is stored:
+    the next connect needs neither code nor token.  The code is spent after that."""
+    code = gateway.run_cli("qr", "--url", gateway.url, "--setup-code-only").stdout.strip().splitlines()[-1]
+    config = GatewayConfig.from_setup_code(code, state_dir=str(tmp_path / "device"), retry=RETRY)
+    assert config.url == gateway.url and config.token is None and config.bootstrap_token is not None
+    assert config.bootstrap_token not in repr(config)
+    conn = GatewayConnection.shared(config)
+    hello = conn.connect(timeout=30)
+    assert hello.auth is not None and hello.auth.method == "bootstrap-token"
+    assert conn.request("health")["ok"] is True
+    conn.shutdown()
+    later = GatewayConnection.shared(GatewayConfig(url=gateway.url, state_dir=str(tmp_path / "device"), retry=RETRY))
+    assert later.connect(timeout=30).auth.method != "bootstrap-token"  # type: ignore[union-attr]
+    assert later.request("health")["ok"] is True
+    later.shutdown()
+    # single use: another fresh device cannot pair with the same code
+    again = GatewayConnection.shared(GatewayConfig.from_setup_code(code, state_dir=str(tmp_path / "other"),
+                                                                   retry=RETRY))
+    with pytest.raises(ConnectError):
+        again.connect(timeout=30)
 
 
 @pytest.mark.timeout(240)

@@ -10,6 +10,7 @@ server's counters."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from gwclient import (
     GatewayConfig,
     GatewayConnection,
     RetryPolicy,
+    Run,
     RunFailed,
     RunReplyUnknown,
     Snapshot,
@@ -87,25 +89,33 @@ def session() -> str:
 # ------------------------------------------------------------------- point 0: queued runs
 
 
-def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gateway: RealGateway,
-                                                                       model: ModelServer) -> None:
+MESSAGES = ("second message", "third message", "fourth message")
+
+
+def busy_session(gateway: RealGateway, model: ModelServer, messages: tuple[str, ...],
+                 **params: Any) -> tuple[Run, list[Run]]:
+    """A slow first chat turn in a fresh session, streaming, then ``messages`` sent into it
+    (each with a time limit: a run that nothing answers must end, not hang the test)."""
     conn = GatewayConnection.shared(config(gateway.url, gateway))
     key = session()
     words = model.words
     first = conn.chat(key, "SLOW first message with several more words", timeout=60)
-    # The first turn is streaming (slowly) before the others are sent: they are queued.
     assert model.wait_for(lambda m: m.words > words, timeout=60)
-    messages = ["second message", "third message", "fourth message"]
-    # (a time limit each: a run that nothing answers must end, not hang the test)
-    queued = [conn.chat(key, message, timeout=60) for message in messages]
+    return first, [conn.chat(key, message, timeout=60, **params) for message in messages]
+
+
+def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gateway: RealGateway,
+                                                                       model: ModelServer) -> None:
+    # The first turn is streaming (slowly) before the others are sent: they are queued, or
+    # (2026.9.6's default queue mode, steer) steered into the streaming turn.
+    first, queued = busy_session(gateway, model, MESSAGES)
     try:
-        assert first.wait(90).text.startswith("ECHO:")
+        assert first.wait(90).text.startswith("ECHO: SLOW first message")
     except RunFailed:  # 2026.7.1: steering a queued message into it can fail the turn
         if gateway.version_info >= QUEUE_STREAMED_SINCE:
             raise
-    followed = 0
-    for run, message in zip(queued, messages, strict=True):
-        if gateway.version_info < QUEUE_STREAMED_SINCE:
+    if gateway.version_info < QUEUE_STREAMED_SINCE:
+        for run, message in zip(queued, MESSAGES, strict=True):
             # 2026.5.12 keeps no keys (RunReplyUnknown); 2026.7.1 ties the reply but its
             # steering can fail a queued message (the gateway's RunFailed): its own reply
             # or a typed error, never another message's text, never "ok" with empty text
@@ -114,24 +124,54 @@ def test_four_chat_runs_into_one_busy_session_each_get_their_own_reply(gateway: 
             except (RunReplyUnknown, RunFailed) as err:
                 assert err.run_id == run.run_id
                 assert gateway.version_info >= QUEUE_TIED_SINCE or isinstance(err, RunReplyUnknown)
+        return
+    batches: dict[tuple[str, ...], list[str]] = {}
+    for run, message in zip(queued, MESSAGES, strict=True):
+        deltas = list(run)  # every message gets an answer: no RunReplyUnknown on 2026.9
+        result = run.wait(90)
+        assert "".join(deltas) == result.text  # streamed live, character for character
+        if result.steered_into is None:  # a follow-up turn of its own
+            assert result.text == f"ECHO: {message}", (message, result)
+            assert any(isinstance(u, StatusUpdate) and u.phase == "queued" for u in run.updates())
+            assert run.reply_run_id is not None and run.reply_run_id != run.run_id
             continue
+        # Steered into the streaming turn: that turn's next message answers it, and every
+        # message drained with it (steeringMode "all"); the echo model answers the last one.
+        assert result.steered_into == first.run_id
+        assert any(isinstance(u, StatusUpdate) and u.phase == "steered" for u in run.updates())
+        batch = tuple(sorted((run.run_id, *result.steered_with)))
+        batches.setdefault(batch, []).append(result.text)
+        order = [r.run_id for r in queued]
+        last = max(batch, key=order.index)
+        assert result.text == f"ECHO: {MESSAGES[order.index(last)]}", (message, result)
+        assert result.text in first.wait(1).text  # the steered turn's own text holds that reply
+    for texts in batches.values():
+        assert len(set(texts)) == 1  # one reply per batch
+
+
+def test_followup_queue_mode_gives_four_messages_four_replies(gateway: RealGateway, model: ModelServer,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``queue_mode="followup"`` (2026.9): no steering, each message runs as its own turn
+    with its own reply, in order.  Older gateways refuse the param: the messages go
+    without it (a warning says so) and the release's own queueing applies."""
+    caplog.set_level(logging.WARNING, logger="gwclient.runs")
+    first, queued = busy_session(gateway, model, MESSAGES, queue_mode="followup")
+    refused = any("does not take a queue mode" in r.getMessage() for r in caplog.records)
+    assert refused == (gateway.version_info < QUEUE_STREAMED_SINCE)
+    try:
+        assert first.wait(90).text == "ECHO: SLOW first message with several more words"
+    except RunFailed:
+        if not refused:
+            raise
+    for run, message in zip(queued, MESSAGES, strict=True):
         try:
             deltas = list(run)
-        except RunReplyUnknown as err:
-            # 2026.9.6 may steer a message sent while a turn streams into that very turn (its
-            # transcript entry names steerTargetRunId; that turn's one reply answers it): it has
-            # no reply of its own to follow, and the run says so with a typed outcome, never
-            # "ok" with another message's text (docs/runs.md, "Queued messages").
-            assert err.run_id == run.run_id
+            result = run.wait(90)
+        except (RunReplyUnknown, RunFailed) as err:
+            assert refused and err.run_id == run.run_id  # an older release's own queueing
             continue
-        result = run.wait(90)
-        assert result.text == f"ECHO: {message}", (message, result)
-        assert "".join(deltas) == result.text
-        assert any(isinstance(u, StatusUpdate) and u.phase == "queued" for u in run.updates())
-        assert run.reply_run_id is not None and run.reply_run_id != run.run_id
-        followed += 1
-    if gateway.version_info >= QUEUE_STREAMED_SINCE:
-        assert followed >= 1  # a queued message followed to its own reply turn, streamed live
+        assert result.text == f"ECHO: {message}" == "".join(deltas)
+        assert result.steered_into is None
 
 
 # ------------------------------------------------------------------- point 5: resync
