@@ -34,7 +34,7 @@ from .locations import (
 from .openclaw_file import FileSettings, read_config_file
 from .plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 from .proxy import parse_proxy, redact_proxy
-from .setup_code import decode_setup_code
+from .setup_code import SETUP_CODE_SCOPES, decode_setup_code
 from .values import (
     CLIENT_IDS,
     CLIENT_MODES,
@@ -301,6 +301,12 @@ class GatewayConfig:
         return f"{self.scheme}://{host}:{port}"
 
     @property
+    def scopes_default(self) -> bool:
+        """The scopes are the default ones (not chosen): a connect with only the stored
+        device token then asks for the scopes that token was issued with."""
+        return self.scopes == DEFAULT_SCOPES
+
+    @property
     def has_credentials(self) -> bool:
         return self.token is not None or self.password is not None
 
@@ -309,11 +315,15 @@ class GatewayConfig:
         """A config from a setup code (``oc-pair://<code>``, as ``openclaw qr`` or the
         Control UI's pairing dialog print it): its gateway ``url``, its bootstrap token
         (the first connect pairs this device and stores its device token: later connects
-        need no code), and its certificate pin for ``wss://``.  ``changes`` set further
-        fields (``state_dir``, ``scopes``...).  Raises :class:`ConfigError` for an
-        invalid or expired code (docs/configuration.md, "Setup codes")."""
+        need no code), and its certificate pin for ``wss://``.  ``scopes`` default to
+        the operator scopes a setup code hands over on every release
+        (:data:`SETUP_CODE_SCOPES`; a 2026.9 full-access code allows more: pass
+        ``scopes=``).  ``changes`` set further fields (``state_dir``...).  Raises
+        :class:`ConfigError` for an invalid or expired code (docs/configuration.md,
+        "Setup codes")."""
         setup = decode_setup_code(code)
-        values: dict[str, Any] = {"url": setup.url, "bootstrap_token": setup.bootstrap_token}
+        values: dict[str, Any] = {"url": setup.url, "bootstrap_token": setup.bootstrap_token,
+                                  "scopes": SETUP_CODE_SCOPES}
         if setup.tls_fingerprint is not None and setup.url.startswith("wss://"):
             values["tls_fingerprint"] = setup.tls_fingerprint
         values.update(changes)

@@ -24,10 +24,14 @@ from urllib.parse import urlsplit
 from .._errors import ConfigError
 from .values import normalize_tls_fingerprint
 
-__all__ = ["SETUP_URL_PREFIX", "SetupCode", "decode_setup_code"]
+__all__ = ["SETUP_CODE_SCOPES", "SETUP_URL_PREFIX", "SetupCode", "decode_setup_code"]
 
 #: The link form of a setup code (``openclaw node run --pair "oc-pair://<code>"``).
 SETUP_URL_PREFIX = "oc-pair://"
+#: The operator scopes a setup code's bootstrap hands over on every release (the gateway's
+#: ``BOOTSTRAP_HANDOFF_OPERATOR_SCOPES``); a connect asking for more is refused by releases
+#: before 2026.9 ("bootstrap token invalid or expired"), whose codes allow no more.
+SETUP_CODE_SCOPES = ("operator.approvals", "operator.read", "operator.talk.secrets", "operator.write")
 _CODE = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_URLS = 8
 

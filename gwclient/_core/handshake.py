@@ -29,6 +29,8 @@ class ClientSpec(Protocol):
     @property
     def scopes(self) -> tuple[str, ...]: ...
     @property
+    def scopes_default(self) -> bool: ...
+    @property
     def caps(self) -> tuple[str, ...]: ...
     @property
     def role(self) -> str: ...
@@ -65,6 +67,8 @@ class StoredToken(Protocol):
     def token(self) -> str: ...
     @property
     def role(self) -> str: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
 
 
 @dataclass
@@ -78,7 +82,9 @@ class Credentials:
 def build_connect_params(config: ClientSpec, challenge: ConnectChallenge, creds: Credentials, *,
                          scopes_override: tuple[str, ...] | None = None,
                          device_token_retry: bool = False) -> ConnectParams:
-    """``scopes_override``: the scopes granted by a scope upgrade (instead of the config's);
+    """``scopes_override``: the scopes granted by a scope upgrade (instead of the config's;
+    without one, a connect with only the stored device token and the config's default
+    scopes asks for the scopes that token was issued with, like the official client);
     ``device_token_retry``: send the stored device token along with the shared token (the
     one retry after ``AUTH_TOKEN_MISMATCH``, :mod:`gwclient._engine.auth_retry`).  A
     bootstrap token is sent only when there is no shared secret and no stored device token
@@ -86,11 +92,15 @@ def build_connect_params(config: ClientSpec, challenge: ConnectChallenge, creds:
     auth = AuthParams(token=config.token, password=config.password)
     if device_token_retry and config.token and creds.stored is not None:
         auth = AuthParams(token=config.token, device_token=creds.stored.token)
-    elif not (config.token or config.password) and creds.stored is not None:
+    scopes = list(config.scopes if scopes_override is None else scopes_override)
+    if not (config.token or config.password) and creds.stored is not None:
         auth = AuthParams(device_token=creds.stored.token)
+        if scopes_override is None and config.scopes_default and creds.stored.scopes:
+            # The official client's rule: with the stored device token and no scopes of
+            # its own choosing, a client asks for the scopes that token was issued with.
+            scopes = list(creds.stored.scopes)
     elif not (config.token or config.password) and config.bootstrap_token:
         auth = AuthParams(bootstrap_token=config.bootstrap_token)
-    scopes = list(config.scopes if scopes_override is None else scopes_override)
     device = None
     if creds.identity is not None:
         payload = device_auth_payload_v3(

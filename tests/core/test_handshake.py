@@ -53,12 +53,20 @@ def test_stored_device_token_is_used_only_without_a_shared_secret() -> None:
     stored = StoredDeviceToken("dev-tok", "operator", ("operator.read",), None)
     without = build_connect_params(GatewayConfig(), CHALLENGE, Credentials(identity, stored)).to_wire()
     assert without["auth"] == {"deviceToken": "dev-tok"}
+    # default scopes: it asks for the ones the stored token was issued with (the official rule)
+    assert without["scopes"] == ["operator.read"]
     signed = device_auth_payload_v3(
         device_id=identity.device_id, client_id="cli", client_mode="cli", role="operator",
-        scopes=list(GatewayConfig().scopes), signed_at_ms=CHALLENGE.ts, token="dev-tok",
+        scopes=["operator.read"], signed_at_ms=CHALLENGE.ts, token="dev-tok",
         nonce=CHALLENGE.nonce, platform=GatewayConfig().platform, device_family=None,
     )
     _verify(identity, without["device"]["signature"], signed)  # the device token is signed
+    chosen = GatewayConfig(scopes=("operator.read", "operator.write"))
+    assert build_connect_params(chosen, CHALLENGE, Credentials(identity, stored)).to_wire()["scopes"] == [
+        "operator.read", "operator.write"]  # scopes of its own choosing: asked for as they are
+    granted = build_connect_params(GatewayConfig(), CHALLENGE, Credentials(identity, stored),
+                                   scopes_override=("operator.admin",)).to_wire()
+    assert granted["scopes"] == ["operator.admin"]  # a scope upgrade's grant wins
     with_password = build_connect_params(GatewayConfig(password="P"), CHALLENGE, Credentials(identity, stored))
     assert with_password.to_wire()["auth"] == {"password": "P"}  # and never sent beside a secret
 

@@ -29,6 +29,7 @@ from gwclient import (
     ScopeUpgrade,
     UnsupportedMethod,
 )
+from gwclient._config.setup_code import SETUP_CODE_SCOPES
 from gwclient._engine.busy import RetryingFuture
 from gwclient.testing._realgateway import RealGateway
 
@@ -141,9 +142,11 @@ def test_a_setup_code_from_openclaw_qr_pairs_a_fresh_device(gateway: RealGateway
     conn = GatewayConnection.shared(config)
     hello = conn.connect(timeout=30)
     assert hello.auth is not None and hello.auth.method == "bootstrap-token"
+    assert set(hello.auth.scopes) <= set(SETUP_CODE_SCOPES) and "operator.write" in hello.auth.scopes
     assert conn.request("health")["ok"] is True
     conn.shutdown()
-    later = GatewayConnection.shared(GatewayConfig(url=gateway.url, state_dir=str(tmp_path / "device"), retry=RETRY))
+    later = GatewayConnection.shared(GatewayConfig(url=gateway.url, state_dir=str(tmp_path / "device"), retry=RETRY,
+                                                   scopes=SETUP_CODE_SCOPES))
     assert later.connect(timeout=30).auth.method != "bootstrap-token"  # type: ignore[union-attr]
     assert later.request("health")["ok"] is True
     later.shutdown()

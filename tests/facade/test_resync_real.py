@@ -159,10 +159,15 @@ def test_followup_queue_mode_gives_four_messages_four_replies(gateway: RealGatew
     refused = any("does not take a queue mode" in r.getMessage() for r in caplog.records)
     assert refused == (gateway.version_info < QUEUE_STREAMED_SINCE)
     try:
-        assert first.wait(90).text == "ECHO: SLOW first message with several more words"
+        text = first.wait(90).text
     except RunFailed:
         if not refused:
             raise
+    else:
+        if refused:  # the release's own queueing may steer the messages into this turn
+            assert text.startswith("ECHO: SLOW first message with several more words")
+        else:
+            assert text == "ECHO: SLOW first message with several more words"
     for run, message in zip(queued, MESSAGES, strict=True):
         try:
             deltas = list(run)
