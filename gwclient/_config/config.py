@@ -34,7 +34,7 @@ from .locations import (
 from .openclaw_file import FileSettings, read_config_file
 from .plaintext import allow_private_ws, is_loopback_host, is_secure_websocket_url, url_hostname
 from .proxy import parse_proxy, redact_proxy
-from .setup_code import SETUP_CODE_SCOPES, decode_setup_code
+from .setup_code import decode_setup_code
 from .values import (
     CLIENT_IDS,
     CLIENT_MODES,
@@ -317,13 +317,13 @@ class GatewayConfig:
         (the first connect pairs this device and stores its device token: later connects
         need no code), and its certificate pin for ``wss://``.  ``scopes`` default to
         the operator scopes a setup code hands over on every release
-        (:data:`SETUP_CODE_SCOPES`; a 2026.9 full-access code allows more: pass
+        (``SetupCode.scopes``; a 2026.9 full-access code allows more: pass
         ``scopes=``).  ``changes`` set further fields (``state_dir``...).  Raises
         :class:`ConfigError` for an invalid or expired code (docs/configuration.md,
         "Setup codes")."""
         setup = decode_setup_code(code)
         values: dict[str, Any] = {"url": setup.url, "bootstrap_token": setup.bootstrap_token,
-                                  "scopes": SETUP_CODE_SCOPES}
+                                  "scopes": setup.scopes}
         if setup.tls_fingerprint is not None and setup.url.startswith("wss://"):
             values["tls_fingerprint"] = setup.tls_fingerprint
         values.update(changes)

@@ -51,6 +51,12 @@ class SetupCode:
     tls_fingerprint: str | None = None
     """The gateway certificate's SHA-256 pin (64 hex digits), for ``wss://``."""
 
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The operator scopes to ask for with this code: :data:`SETUP_CODE_SCOPES`, what
+        a code hands over on every release."""
+        return SETUP_CODE_SCOPES
+
 
 def _endpoint(value: object) -> str:
     if not isinstance(value, str) or value != value.strip():

@@ -22,7 +22,6 @@ from gwclient import (
     UsageError,
     decode_setup_code,
 )
-from gwclient._config.setup_code import SETUP_CODE_SCOPES
 
 from ._codes import EXIT_FAILURE, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem
 
@@ -101,7 +100,7 @@ class Invocation:
             self.scrub.add_secret(setup.bootstrap_token)
             overrides.setdefault("url", setup.url)
             overrides["bootstrap_token"] = setup.bootstrap_token
-            overrides["scopes"] = SETUP_CODE_SCOPES  # what a code grants on every release
+            overrides["scopes"] = setup.scopes  # what a code grants on every release
             if setup.tls_fingerprint is not None and overrides["url"] == setup.url and setup.url.startswith("wss://"):
                 overrides["tls_fingerprint"] = setup.tls_fingerprint
         if self.args.allow_insecure:
