@@ -43,6 +43,15 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
+def dev_conn(gw: Any, token: str) -> Any:
+    """The shared connection to dev gateway ``gw`` that the run tests use: fast retries,
+    short connect and request timeouts."""
+    from gwclient import GatewayConfig, GatewayConnection, RetryPolicy
+
+    return GatewayConnection.shared(GatewayConfig(url=gw.url, token=token, retry=RetryPolicy(initial=0.05, maximum=0.5),
+                                                  connect_timeout=5.0, request_timeout=10.0))
+
+
 _SIGINT_DEFAULT = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"

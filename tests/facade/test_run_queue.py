@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from _util import dev_conn
 
 import gwclient._runs
-from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, RunReplyUnknown
+from gwclient import GatewayConnection, RunReplyUnknown
 from gwclient._core.history import HistoryCursor, merge_messages
 from gwclient._core.run_follow import (
     MINE,
@@ -51,8 +52,7 @@ def gw() -> Iterator[DevGateway]:
 
 @pytest.fixture
 def conn(gw: DevGateway) -> GatewayConnection:
-    return GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05, maximum=0.5),
-                                                  connect_timeout=5.0, request_timeout=10.0))
+    return dev_conn(gw, TOKEN)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------ the dev gateway

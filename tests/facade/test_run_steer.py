@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _util import dev_conn
 
-from gwclient import GatewayConfig, GatewayConnection, RetryPolicy, Run, RunFailed, RunInterrupted, UsageError
+from gwclient import GatewayConnection, Run, RunFailed, RunInterrupted, UsageError
 from gwclient._core.run_follow import SteeredReply, steer_target, steered_reply
 from gwclient.runs import StatusUpdate, TextDelta
 from gwclient.testing import DevGateway
@@ -38,8 +39,7 @@ def gw() -> Iterator[DevGateway]:
 
 @pytest.fixture
 def conn(gw: DevGateway) -> GatewayConnection:
-    return GatewayConnection.shared(GatewayConfig(url=gw.url, token=TOKEN, retry=RetryPolicy(initial=0.05, maximum=0.5),
-                                                  connect_timeout=5.0, request_timeout=10.0))
+    return dev_conn(gw, TOKEN)  # type: ignore[no-any-return]
 
 
 def steer(gw: DevGateway, conn: GatewayConnection, key: str, *messages: str,
