@@ -142,7 +142,7 @@ def test_a_setup_code_from_openclaw_qr_pairs_a_fresh_device(gateway: RealGateway
     conn = GatewayConnection.shared(config)
     hello = conn.connect(timeout=30)
     assert hello.auth is not None
-    # (2026.9 names the method; 2026.5.12 sends none)
+    # (2026.9 names the method; 2026.7.1 and 2026.5.12 send none)
     assert hello.auth.method in ("bootstrap-token", None)
     assert hello.auth.method == "bootstrap-token" or gateway.version_info < (2026, 9, 0)
     assert set(hello.auth.scopes) <= set(SETUP_CODE_SCOPES) and "operator.write" in hello.auth.scopes
