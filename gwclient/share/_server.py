@@ -44,9 +44,9 @@ from .._core.encode import encode_request
 from .._core.protocol import TWO_STAGE_METHODS, new_request_id
 from .._core.pushes import ConnectionState, Event, Push, SeqGap, Snapshot, StateChange
 from .._core.retry import RetryPolicy
-from .._core.sessions import Sticky
+from .._core.sessions import Sticky, session_messages
 from .._engine.runtime import current_runtime
-from .._errors import ClientClosed, ConfigError, ConnectError, Disconnected, GatewayError
+from .._errors import ClientClosed, ConfigError, ConnectError, Disconnected, GatewayError, UsageError
 from .._version import __version__
 from ._wire import (
     KIND_CONTROL,
@@ -596,15 +596,18 @@ class _Attached:
             if method in _STICKY_SUBSCRIBE:
                 spec = _sticky_spec(method, params)
                 link.add_sticky(spec)()
+                # One observer per session and process: a second subscribe of the same
+                # session is the process's core upgrading or downgrading its approvals.
+                for old in [s for s in self.stickies if _same_observer(s, spec)]:
+                    self.stickies.remove(old)
+                    link.remove_sticky(old)()
                 self.stickies.append(spec)
                 self.outbox.put(_res(rid, True, {"subscribed": True}))
                 return
-            wanted = _STICKY_UNSUBSCRIBE[method]
-            for i, spec in enumerate(self.stickies):
-                if spec.method == wanted and _same_session(spec.params, params):
-                    del self.stickies[i]
-                    link.remove_sticky(spec)()
-                    break
+            gone = _sticky_spec(_STICKY_UNSUBSCRIBE[method], params)
+            for old in [s for s in self.stickies if _same_observer(s, gone)]:
+                self.stickies.remove(old)
+                link.remove_sticky(old)()
             self.outbox.put(_res(rid, True, {"unsubscribed": True}))
 
     def _release(self, link: Any) -> None:
@@ -680,18 +683,23 @@ def _rss() -> int | None:
 
 
 def _sticky_spec(method: str, params: Any) -> Sticky:
-    """A process's session subscription as the share's channel counts it: keyed by what was
-    asked (identical asks share one), released with the matching unsubscribe."""
-    unsubscribe = None
-    if method == "sessions.messages.subscribe" and isinstance(params, dict):
-        unsubscribe = ("sessions.messages.unsubscribe", {k: v for k, v in params.items() if k != "includeApprovals"})
-    return Sticky(("share", method, json.dumps(params, sort_keys=True, default=str)), method, params, unsubscribe)
+    """A process's session subscription as the share's channel counts it.  A session
+    observer is the spec a direct subscriber makes (:func:`session_messages`): the share's
+    core then keeps one gateway observer per canonical session across processes, with
+    approvals while any process wants them.  Anything else is keyed by what was asked."""
+    if method == "sessions.messages.subscribe" and isinstance(params, dict) and isinstance(params.get("key"), str):
+        agent = params.get("agentId")
+        try:
+            return session_messages(params["key"], agent_id=agent if isinstance(agent, str) and agent else None,
+                                    include_approvals=params.get("includeApprovals") is True).sticky
+        except UsageError:
+            pass  # not a session key: the gateway will say so
+    return Sticky(("share", method, json.dumps(params, sort_keys=True, default=str)), method, params, None)
 
 
-def _same_session(subscribed: Any, unsubscribe: Any) -> bool:
-    if not isinstance(subscribed, dict) or not isinstance(unsubscribe, dict):
-        return False
-    return all(subscribed.get(k) == unsubscribe.get(k) for k in ("key", "agentId"))
+def _same_observer(a: Sticky, b: Sticky) -> bool:
+    """Two session-observer specs of one canonical session (approvals or not)."""
+    return a.key[0] == "sessions.messages" and a.group == b.group
 
 
 # ------------------------------------------------------------------------------- server

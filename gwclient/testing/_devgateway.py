@@ -347,6 +347,12 @@ class DevGateway:
 
     # ------------------------------------------------------------------ sessions
 
+    @property
+    def session_requests(self) -> list[tuple[str, Any]]:
+        """``(method, params)`` of every session-subscription request received, oldest first."""
+        with self._cond:
+            return list(self._sessions.requests)
+
     def session_subscribers(self, key: str) -> int:
         """How many open connections are subscribed to ``key``'s messages."""
         return self._sessions.subscribers(key)

@@ -223,7 +223,9 @@ class Handshake:
             "server": {"version": "2026.7.1" if self._runs.release_2026_7 else "dev", "connId": cs.conn_id,
                        **({} if self._runs.release_2026_7
                           else {"bootId": f"{self._boot_id}-{self._server.lifetimes}"})},
-            "features": {"methods": methods, "events": list(EVENTS), "capabilities": []},
+            # (2026.9 announces session approvals; 2026.7.1 does not, and refuses the flag)
+            "features": {"methods": methods, "capabilities": [],
+                         "events": list(EVENTS) + ([] if self._runs.release_2026_7 else ["session.approval"])},
             "snapshot": {
                 "presence": presence,
                 "health": self._methods.health_payload(),

@@ -6,6 +6,7 @@ pushes a test publishes to the subscribers."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any
 
@@ -32,9 +33,12 @@ class SessionSubscriptions:
         self._cond = cond
         self._messages: dict[str, set[str]] = {}  # conn id -> canonical session keys
         self._sessions: set[str] = set()  # conn ids that called sessions.subscribe
+        self.requests: list[tuple[str, Any]] = []  # (method, params) of every request, in order
 
     def handle(self, cs: _Conn, method: str, params: Any) -> tuple[bool, Any]:
         """Answer one of :data:`SESSION_METHODS`: ``(ok, payload or error)``."""
+        with self._cond:
+            self.requests.append((method, copy.deepcopy(params)))
         if method == "sessions.subscribe":
             with self._cond:
                 self._sessions.add(cs.conn_id)

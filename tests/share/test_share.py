@@ -110,6 +110,31 @@ def test_two_attached_processes_both_receive_a_broadcast_after_their_snapshot(se
         _finish(proc)
 
 
+def _observer_frames(gw: DevGateway) -> list[tuple[str, Any]]:
+    return [r for r in gw.session_requests if r[0].startswith("sessions.messages.")]
+
+
+def test_session_observers_of_two_processes_are_one_gateway_observer(se: ShareEnv, gw: DevGateway) -> None:
+    """The gateway keeps one observer entry per connection and session: through the share,
+    a plain subscriber beside an approvals one must not re-key it, nor silence it when it
+    leaves.  The share's core coalesces them as it does a direct socket's observers."""
+    a, b = se.python(CHILD), se.python(CHILD)
+    for proc in (a, b):
+        assert read_json_line(proc.stdout)["ready"]["kind"] == "snapshot"
+    approvals = ("sessions.messages.subscribe", {"key": "main", "includeApprovals": True})
+    _talk(a, 'req sessions.messages.subscribe {"key": "main", "includeApprovals": true}')
+    ok = gw.wait_for(lambda g: _observer_frames(g) == [approvals], 10)
+    assert ok, _observer_frames(gw)
+    _talk(b, 'req sessions.messages.subscribe {"key": "agent:main:main"}')  # the same session, plain
+    _talk(b, 'req sessions.messages.unsubscribe {"key": "agent:main:main"}')
+    _talk(a, "req health")  # (after the share handled b's two: it serves one process in order)
+    assert _observer_frames(gw) == [approvals]  # nothing re-keyed, nothing unsubscribed
+    _talk(a, 'req sessions.messages.unsubscribe {"key": "main"}')
+    assert gw.wait_for(lambda g: _observer_frames(g)[1:] == [("sessions.messages.unsubscribe", {"key": "main"})], 10)
+    for proc in (a, b):
+        _finish(proc)
+
+
 def test_a_gateway_restart_gives_each_attached_process_one_reconnect_and_a_fresh_snapshot(
         se: ShareEnv, gw: DevGateway) -> None:
     a, b = se.python(CHILD), se.python(CHILD)
