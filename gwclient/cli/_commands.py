@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from gwclient import DEFAULT
 
-from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem
+from ._codes import EXIT_DUPLICATES, EXIT_FAILURE, EXIT_OK, UsageProblem, read_params
 from ._install_hint import install_hint
 from ._invocation import Invocation, connection
 from ._render import compact, connection_lines, health_lines, pretty, status_lines
 
 __all__ = ["cmd_call", "cmd_connections", "cmd_demo", "cmd_health", "cmd_status", "read_params"]
-
-
-def read_params(spec: str | None) -> Any:
-    if spec is None:
-        return None
-    source = "--params"
-    if spec.startswith("@"):
-        name = spec[1:]
-        if not name:
-            raise UsageProblem("--params @FILE needs a file name (or @- for stdin)")
-        try:
-            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise UsageProblem(f"--params: cannot read {name}: {reason}") from None
-        source = f"--params {spec}"
-    else:
-        text = spec
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        # Position only: never echo the text, it may hold a secret.
-        raise UsageProblem(
-            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    except RecursionError:
-        raise UsageProblem(f"{source}: the JSON is nested too deeply") from None
 
 
 def require_extra(what: str, extra: str, *modules: str) -> None:

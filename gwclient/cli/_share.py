@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ._codes import EXIT_FAILURE, EXIT_OK, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem
+from ._codes import EXIT_FAILURE, EXIT_OK, EXIT_PAIRING, EXIT_USAGE, PROG, UsageProblem, read_params
 
 __all__ = ["add_share_command", "cmd_share", "fast_command"]
 
@@ -54,8 +54,8 @@ def fast_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int | No
     """Run ``call``/``health``/``status`` through the share; ``None`` when the ordinary
     path must run instead (share off, or ``auto`` and the share cannot be used: then
     ``args.share`` is set to ``off`` after one note)."""
-    if args.command not in _FAST:
-        return None
+    if args.command not in _FAST or getattr(args, "setup_code", None):
+        return None  # (a setup code pairs on the ordinary path, which reads it)
     from gwclient import ConfigError, GatewayConfig, GatewayError, PairingRequired  # loads _config, _errors only
     from gwclient.share import mode_from_env
 
@@ -123,9 +123,7 @@ def _run(args: argparse.Namespace, config: Any, share: Any, *, timeout: float, o
 
     client = OneShot(share, config, timeout)
     if args.command == "call":
-        params = None
-        if args.params is not None:
-            params = _read_params(args.params)
+        params = read_params(args.params)
         result = client.request(args.method, params, expect_final=bool(args.expect_final) or args.method == "agent")
         if args.json:
             say(out, json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str))
@@ -144,29 +142,6 @@ def _run(args: argparse.Namespace, config: Any, share: Any, *, timeout: float, o
     if args.command == "health" and isinstance(result, dict) and result.get("ok") is False:
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _read_params(spec: str) -> Any:
-    """``--params`` as ``call`` reads it (JSON, ``@FILE``, ``@-``), without loading the
-    ordinary command module (it imports the engine)."""
-    from pathlib import Path
-
-    source = "--params"
-    text = spec
-    if spec.startswith("@"):
-        name = spec[1:]
-        if not name:
-            raise UsageProblem("--params @FILE needs a file name (or @- for stdin)")
-        try:
-            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise UsageProblem(f"--params: cannot read {name}: {reason}") from None
-        source = f"--params {spec}"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:  # position only: the text may hold a secret
-        raise UsageProblem(f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
 # ----------------------------------------------------------------------- share commands

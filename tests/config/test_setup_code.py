@@ -93,3 +93,16 @@ def test_a_bootstrap_connect_needs_no_shared_token(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(GatewayConfig.from_setup_code(encode({"url": gw.url, "bootstrapToken": SECRET})))
     assert conn.request("health")["ok"] is True
     assert gw.connect_requests[-1]["auth"] == {"bootstrapToken": SECRET}
+
+
+def test_a_setup_code_takes_the_ordinary_path_not_the_shares_shortcut() -> None:
+    """The share's cheap path builds its config from --url/--token only: a setup code goes
+    the ordinary way (which reads it), whatever the share mode."""
+    import io
+
+    from gwclient.cli._parser import build_parser
+    from gwclient.cli._share import fast_command
+
+    code = f"oc-pair://{encode({'url': 'ws://127.0.0.1:9', 'bootstrapToken': SECRET})}"
+    args = build_parser().parse_args(["--setup-code", code, "--share", "required", "call", "health"])
+    assert fast_command(args, io.StringIO(), io.StringIO()) is None
