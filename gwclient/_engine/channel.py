@@ -132,37 +132,37 @@ class Channel:
 
     # -- user threads -----------------------------------------------------------------------
 
-    def submit(self, request_id: str, method: str, data: bytes, waiter: Any,
-               expect_final: bool = False) -> None:
+    def _decide(self, decide: Callable[..., list[Effect]], *args: Any) -> None:
+        """Ask the core under the lock (starting the attempt it began, if any), then run
+        its effects outside the lock: the one way user threads drive the channel."""
         with self._lock:
-            effects = self._core.submit(request_id, method, data, waiter, expect_final)
+            effects = decide(*args)
             if self._core.attempt_token != self._attempt_token:
                 self._new_attempt()
             transport, gen = self._transport, self._gen
         if effects:
             self._run(effects, transport, gen)
 
+    def submit(self, request_id: str, method: str, data: bytes, waiter: Any,
+               expect_final: bool = False) -> None:
+        self._decide(self._core.submit, request_id, method, data, waiter, expect_final)
+
     def await_connected(self, waiter: Future[Any]) -> None:
-        with self._lock:
-            effects = self._core.await_connected(waiter)
-            if self._core.attempt_token != self._attempt_token:
-                self._new_attempt()
-            transport, gen = self._transport, self._gen
-        self._run(effects, transport, gen)
+        """``waiter`` gets the hello-ok once connected (or the refusal); starts connecting."""
+        self._decide(self._core.await_connected, waiter)
 
     def cancel(self, request_id: str) -> bool:
         """Forget a request (its caller gave up); True if its frame had been sent."""
         with self._lock:
             return self._core.cancel(request_id)
 
+    def connect(self) -> None:
+        """Start connecting if the channel was never started (nobody waits for it)."""
+        self._decide(self._core.connect)
+
     def retry(self) -> None:
         """Connect now (leave PAUSED, or cut a reconnect wait short)."""
-        with self._lock:
-            effects = self._core.retry()
-            if self._core.attempt_token != self._attempt_token:
-                self._new_attempt()
-            transport, gen = self._transport, self._gen
-        self._run(effects, transport, gen)
+        self._decide(self._core.retry)
 
     def stats(self, dropped: int) -> ConnectionStats:
         """A frozen snapshot of this channel's counters (``dropped``: the registry's count of

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -50,7 +49,7 @@ def fail_fast(channel: Channel, method: str) -> None:
     state, _ = channel.status()
     if state == ConnectionState.CONNECTED:
         return
-    channel.await_connected(Future())
+    channel.connect()
     state, _ = channel.status()
     raise GatewayUnavailable(
         f"{method} not sent: the gateway connection is {state.value} (wait_for_ready=False fails at once)",

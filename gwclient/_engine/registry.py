@@ -44,7 +44,6 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,7 +348,7 @@ class Registry:
             log.debug("closing the channel to %s (config changed)", retired.config.redacted_url)
             tell(retired.ref, Stop("config changed", retired=True))
         if live:
-            feed.channel.await_connected(Future())  # a listener follows the change: connect now
+            feed.channel.connect()  # a listener follows the change: connect now
         if poll:
             self._arm_poll(feed)
         if callable(watch):

@@ -21,6 +21,8 @@ from gwclient import (
     GatewayTimeout,
     GatewayUnavailable,
     RetryPolicy,
+    Snapshot,
+    StateChange,
     UsageError,
 )
 from gwclient._config.config import handshake_timeout
@@ -99,6 +101,23 @@ def test_wait_for_ready_false_fails_at_once_while_not_connected(gw: DevGateway) 
     fast.connect()
     assert fast.request("health")["ok"] is True
     assert fast.request("health", wait_for_ready=True)["ok"] is True
+
+
+def test_fail_fast_calls_during_an_outage_leave_nothing_behind(gw: DevGateway) -> None:
+    """Each wait_for_ready=False call while reconnecting only nudges the channel: it must
+    not leave a waiter in the core for every call (a long outage would grow without end)."""
+    conn = GatewayConnection.shared(config(gw))
+    with conn.subscribe(events=["tick"]) as sub:
+        while not isinstance(sub.get(10), Snapshot):
+            pass  # connecting
+        gw.reject_next_unavailable(1000, retry_after_ms=60_000)  # it stays down
+        gw.drop_connections()
+        while not (isinstance(push := sub.get(10), StateChange) and push.state == ConnectionState.RECONNECTING):
+            pass
+        for _ in range(1000):
+            with pytest.raises(GatewayUnavailable):
+                conn.request("health", wait_for_ready=False)
+    assert len(conn._channel()._core.connect_waiters) == 0
 
 
 # ------------------------------------------------------------------------- drain
