@@ -926,14 +926,12 @@ class Run:
             except GatewayError as err:
                 log.debug("run %s: agent.wait failed: %s", self.run_id, err)
                 return
-            status = answer.get("status") if isinstance(answer, dict) else None
-            if status == "timeout" and isinstance(answer, dict) and answer.get("endedAt") is None:
+            answer = _dict(answer)
+            if answer.get("status") == "timeout" and answer.get("endedAt") is None:
                 return  # still running: its events go on
-            self._steer_ended = {"state": {"ok": "final", "timeout": "error"}.get(str(status), "error"),
-                                 "errorMessage": _str(answer.get("error")) if isinstance(answer, dict) else None,
-                                 "stopReason": _str(answer.get("stopReason")) if isinstance(answer, dict) else None}
-            if status == "ok":
-                self._steer_ended["state"] = "final"
+            self._steer_ended = {"state": "final" if answer.get("status") == "ok" else "error",
+                                 "errorMessage": _str(answer.get("error")),
+                                 "stopReason": _str(answer.get("stopReason"))}
         self._check_steered()
 
     def _recover(self, *, after_reconnect: bool, restarted: bool | None = False) -> None:

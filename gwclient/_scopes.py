@@ -62,8 +62,11 @@ class ScopeUpgrade:
 def _check_scopes(scopes: Iterable[str]) -> list[str]:
     if isinstance(scopes, str):
         scopes = [s for s in scopes.split(",") if s.strip()]
-    items = [s.strip() for s in scopes] if not isinstance(scopes, (bytes, bytearray)) else []
-    if not items or not all(isinstance(s, str) and s for s in items):
+    items = list(scopes) if not isinstance(scopes, (bytes, bytearray)) else []
+    if not all(isinstance(s, str) for s in items):
+        items = []
+    items = [s.strip() for s in items]
+    if not items or not all(items):
         raise UsageError("scopes must be a non-empty list of scope names (e.g. ['operator.write'])")
     return items
 

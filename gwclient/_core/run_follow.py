@@ -40,6 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .runs import _message_text
+from .sessions import canonical_session_key
+
 __all__ = [
     "BOOT_TOLERANCE",
     "MINE",
@@ -70,12 +73,9 @@ UNKNOWN: Match = "unknown"
 
 
 def canonical_key(key: Any) -> str | None:
-    """A session key in the gateway's canonical form (``"main"`` -> ``agent:main:main``,
-    ``"work"`` -> ``agent:main:work``); None for a non-string."""
-    if not isinstance(key, str) or not key.strip():
-        return None
-    key = key.strip()
-    return key if key.startswith("agent:") else f"agent:main:{key}"
+    """A session key in the gateway's canonical form (:func:`canonical_session_key`); None
+    for a non-string or a blank one."""
+    return canonical_session_key(key) if isinstance(key, str) and key.strip() else None
 
 
 def booted_at(uptime_ms: Any, now: float) -> float | None:
@@ -144,13 +144,7 @@ def _messages(history: Any) -> list[dict[str, Any]]:
 
 
 def _text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content
-                       if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-    return ""
+    return _message_text(message) or ""
 
 
 def _keyless(messages: list[dict[str, Any]]) -> bool:

@@ -147,3 +147,13 @@ def test_already_granted_scopes_are_not_asked_for(gw: DevGateway) -> None:
     conn = GatewayConnection.shared(config(gw, scopes=("operator.read", "operator.write")))
     outcome = conn.request_scopes(["operator.write"])
     assert outcome.status == "approved" and gw.requests_by_method.get("device.scopes.requestUpgrade", 0) == 0
+
+
+@pytest.mark.parametrize("scopes", [[], ["", " "], [1], ["operator.write", None], b"operator.write"])
+def test_bad_scopes_are_a_usage_error_before_anything_is_sent(scopes: Any) -> None:
+    from gwclient import UsageError
+    from gwclient._scopes import _check_scopes
+
+    with pytest.raises(UsageError, match="scopes must be a non-empty list"):
+        _check_scopes(scopes)
+    assert _check_scopes(" operator.read, operator.write") == ["operator.read", "operator.write"]
