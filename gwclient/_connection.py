@@ -37,7 +37,7 @@ from ._config.provider import ConfigProvider, EnvironmentConfigProvider
 from ._core.deadline import MAX_TIMEOUT, check_timeout
 from ._core.encode import check_method, encode_request
 from ._core.frames import HelloOk
-from ._core.protocol import TWO_STAGE_METHODS, new_request_id, refuses_traceparent, takes_traceparent
+from ._core.protocol import TWO_STAGE_METHODS, new_request_id, refuses_field
 from ._core.pushes import ConnectionState, Event, Snapshot
 from ._core.sessions import Sticky, session_messages, sessions_list
 from ._core.stats import ConnectionStats, idle_stats
@@ -288,7 +288,7 @@ class GatewayConnection:
                 raise
             first = exc
         except RequestError as exc:
-            if traceparent is None or not refuses_traceparent(exc):
+            if traceparent is None or not refuses_field(exc, "traceparent"):
                 raise
             # Sent before the hello said which release this is, to one older than 2026.9:
             # the frame was refused before anything ran; send it again without the trace.
@@ -344,8 +344,9 @@ class GatewayConnection:
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
-        if traceparent is not None and method != "connect" and self._takes_traceparent():
+        if traceparent is not None and method != "connect" and self._channel(config).takes_traceparent:
             # never on connect (the gateway ignores it), nor to a release that refuses it
+            # (known from its hello; a blocking request refused before it is sent again)
             data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
         else:
             data = encode_request(request_id, method, params)
@@ -359,13 +360,6 @@ class GatewayConnection:
         bound = self._bound
         cancel = bound[1].cancel if bound is not None else (lambda _rid: False)
         return fut, seconds, request_id, cancel
-
-    def _takes_traceparent(self) -> bool:
-        """False when the gateway connected now is a release that refuses ``traceparent``
-        on request frames (unknown before the first hello: then it is sent, and a refusal
-        of a blocking request is sent again without)."""
-        _state, snapshot = self._status()
-        return snapshot is None or takes_traceparent(snapshot.hello.server.version)
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
         """Connect now (if not already) and return the hello-ok.  Default timeout: twice

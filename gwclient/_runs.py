@@ -59,6 +59,7 @@ from typing import Any, Protocol
 from ._core.attachments import check_attachments
 from ._core.deadline import check_timeout
 from ._core.history import HistoryCursor
+from ._core.protocol import refuses_field
 from ._core.pushes import ConnectionState, Event, Overflow, SeqGap, Snapshot, StateChange
 from ._core.run_follow import (
     MINE,
@@ -273,7 +274,7 @@ class Run:
             try:
                 answer = conn.request(method, body, expect_final=False)
             except RequestError as err:
-                if not (err.code == "INVALID_REQUEST" and "queueMode" in body and "queueMode" in str(err)):
+                if "queueMode" not in body or not refuses_field(err, "queueMode"):
                     raise
                 # A gateway older than 2026.9 takes no queueMode (closed params; refused
                 # before anything ran): send it without, the gateway's own queue mode applies.

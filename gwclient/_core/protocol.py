@@ -66,10 +66,11 @@ def takes_traceparent(server_version: str) -> bool:
     return release is None or release >= TRACEPARENT_SINCE
 
 
-def refuses_traceparent(error: BaseException) -> bool:
-    """The gateway refused a request frame for its ``traceparent`` (a release older than
-    :data:`TRACEPARENT_SINCE`; refused before any method ran: safe to send again without)."""
-    return getattr(error, "code", None) == "INVALID_REQUEST" and "'traceparent'" in str(error)
+def refuses_field(error: BaseException, name: str) -> bool:
+    """The gateway refused a request for a field ``name`` it does not take (an older
+    release's closed params: "unexpected property 'NAME'"), before anything ran: safe to
+    send again without it (a frame's ``traceparent``, ``chat.send``'s ``queueMode``)."""
+    return getattr(error, "code", None) == "INVALID_REQUEST" and f"'{name}'" in str(error)
 
 
 def new_request_id() -> str:

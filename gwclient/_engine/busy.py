@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._core.encode import encode_request
-from .._core.protocol import new_request_id, refuses_traceparent
+from .._core.protocol import new_request_id, refuses_field
 from .._errors import GatewayUnavailable
 
 __all__ = ["MAX_DELAY", "MIN_DELAY", "RetryingFuture", "is_busy", "retry_after", "retry_delay"]
@@ -113,7 +113,7 @@ class RetryingFuture(Future[Any]):
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def set_exception(self, exception: BaseException | None) -> None:
-        if exception is not None and self.attempts == 1 and refuses_traceparent(exception) and not self.done():
+        if exception is not None and self.attempts == 1 and refuses_field(exception, "traceparent") and not self.done():
             # A release before 2026.9 refused the first frame for its traceparent (sent
             # before the hello said which release it is), before anything ran: send it
             # again at once, without (re-sent frames carry none).

@@ -58,6 +58,7 @@ from .._core.effects import (
 from .._core.encode import encode_request
 from .._core.frames import ConnectChallenge
 from .._core.handshake import Credentials, build_connect_params
+from .._core.protocol import takes_traceparent
 from .._core.pushes import ConnectionState, Push, StateChange
 from .._core.retry import RetryPolicy
 from .._core.sessions import Sticky
@@ -129,6 +130,9 @@ class Channel:
         #: submit() futures waiting to be re-sent after a busy refusal (_engine/busy.py):
         #: failed by stop(), since the timer that would re-send them stops too.
         self.parked: set[Future[Any]] = set()
+        #: Whether the gateway takes a ``traceparent`` on request frames, from its hello-ok
+        #: (releases before 2026.9 refuse one); True before the first hello.
+        self.takes_traceparent = True
 
     # -- user threads -----------------------------------------------------------------------
 
@@ -427,6 +431,7 @@ class Channel:
             elif isinstance(effect, Timer):
                 self._arm(gen, effect.name, effect.delay)
             elif isinstance(effect, Connected):
+                self.takes_traceparent = takes_traceparent(effect.hello.server.version)
                 if transport is not None:
                     transport.set_max_frame(max(effect.hello.policy.max_payload, self.config.max_frame_bytes))
                 self._token_retry.connected()
