@@ -321,11 +321,7 @@ class GatewayConfig:
         ``scopes=``).  ``changes`` set further fields (``state_dir``...).  Raises
         :class:`ConfigError` for an invalid or expired code (docs/configuration.md,
         "Setup codes")."""
-        setup = decode_setup_code(code)
-        values: dict[str, Any] = {"url": setup.url, "bootstrap_token": setup.bootstrap_token,
-                                  "scopes": setup.scopes}
-        if setup.tls_fingerprint is not None and setup.url.startswith("wss://"):
-            values["tls_fingerprint"] = setup.tls_fingerprint
+        values: dict[str, Any] = decode_setup_code(code).config_fields()
         values.update(changes)
         _reject_unknown_fields(values)
         return cls(**values)

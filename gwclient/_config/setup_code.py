@@ -57,6 +57,15 @@ class SetupCode:
         a code hands over on every release."""
         return SETUP_CODE_SCOPES
 
+    def config_fields(self, url: str | None = None) -> dict[str, object]:
+        """The ``GatewayConfig`` fields this code sets: ``url`` (unless another ``url`` is
+        given), the bootstrap token, the scopes, and the pin for its own ``wss://`` url."""
+        fields: dict[str, object] = {"url": url or self.url, "bootstrap_token": self.bootstrap_token,
+                                     "scopes": self.scopes}
+        if self.tls_fingerprint is not None and fields["url"] == self.url and self.url.startswith("wss://"):
+            fields["tls_fingerprint"] = self.tls_fingerprint
+        return fields
+
 
 def _endpoint(value: object) -> str:
     if not isinstance(value, str) or value != value.strip():

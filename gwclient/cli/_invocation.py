@@ -98,11 +98,7 @@ class Invocation:
         if code is not None:
             setup = decode_setup_code(code)  # a ConfigError (exit 2) for a bad or expired code
             self.scrub.add_secret(setup.bootstrap_token)
-            overrides.setdefault("url", setup.url)
-            overrides["bootstrap_token"] = setup.bootstrap_token
-            overrides["scopes"] = setup.scopes  # what a code grants on every release
-            if setup.tls_fingerprint is not None and overrides["url"] == setup.url and setup.url.startswith("wss://"):
-                overrides["tls_fingerprint"] = setup.tls_fingerprint
+            overrides.update(setup.config_fields(overrides.get("url")))  # an explicit --url wins
         if self.args.allow_insecure:
             overrides["allow_insecure_remote"] = True
         if getattr(self.args, "share", None):
