@@ -225,21 +225,22 @@ class GatewayConnection:
             return channel
 
     def _submit(self, method: str, data: bytes, request_id: str, expect_final: bool,
-                config: GatewayConfig, *, blocking: bool,
-                retrying: tuple[str, Any, bool, float | None] | None = None) -> Any:
-        """Hand an encoded request to the channel.  A channel retired by a config change
-        before the frame left refuses it; then bind to the new one and submit again."""
+                config: GatewayConfig, *, channel: Channel, blocking: bool,
+                retrying: tuple[str, Any, bool, float | None] | None = None) -> tuple[Any, Channel]:
+        """Hand an encoded request to the channel: ``(its future, the channel that took
+        it)``.  A channel retired by a config change before the frame left refuses it;
+        then bind to the new one and submit again."""
         for _ in range(3):
-            channel = self._channel(config)
             fut: Any = Waiter() if blocking else (
                 Future() if retrying is None else RetryingFuture(channel, request_id, retrying))
             channel.submit(request_id, method, data, fut, expect_final)
             if not (fut.done() and isinstance(fut.exception(), ChannelRetired)):
-                return fut
+                return fut, channel
             with self._lock:
                 if self._bound is not None and self._bound[1] is channel:
                     self._bound = None
             config = self.config
+            channel = self._channel(config)
         raise ClientClosed("the gateway channel is shutting down")
 
     # -- requests -----------------------------------------------------------------------
@@ -278,11 +279,11 @@ class GatewayConnection:
     def _request(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None, *,
                  wait_for_ready: bool | None, traceparent: str | None) -> Any:
         started = time.monotonic()
-        fut, seconds, request_id, link_cancel = self._start(method, params, timeout, expect_final, "request",
+        fut, seconds, request_id, channel = self._start(method, params, timeout, expect_final, "request",
                                                             blocking=True, ready=wait_for_ready,
                                                             traceparent=traceparent)
         try:
-            return _result(fut, seconds, request_id, link_cancel, method=method, budget=seconds)
+            return _result(fut, seconds, request_id, channel.cancel, method=method, budget=seconds)
         except GatewayUnavailable as exc:
             if not is_busy(exc):
                 raise
@@ -298,10 +299,10 @@ class GatewayConnection:
                                  wait_for_ready=wait_for_ready, traceparent=None)
 
         def again(remaining: float | None) -> Any:
-            fut, _, request_id, link_cancel = self._start(method, params, remaining, expect_final, "request",
+            fut, _, request_id, channel = self._start(method, params, remaining, expect_final, "request",
                                                           blocking=True, ready=wait_for_ready,
                                                           traceparent=traceparent)
-            return _result(fut, remaining, request_id, link_cancel, method=method, budget=seconds)
+            return _result(fut, remaining, request_id, channel.cancel, method=method, budget=seconds)
 
         return retry_after(first, again, started, seconds)
 
@@ -323,18 +324,16 @@ class GatewayConnection:
     def _submit_request(self, method: str, params: Any, timeout: float | Default | None,
                         expect_final: bool | None, *, wait_for_ready: bool | None,
                         traceparent: str | None) -> Future[Any]:
-        fut, seconds, request_id, _ = self._start(method, params, timeout, expect_final, "submit",
-                                                  blocking=False, ready=wait_for_ready, traceparent=traceparent)
+        fut, seconds, request_id, channel = self._start(method, params, timeout, expect_final, "submit",
+                                                        blocking=False, ready=wait_for_ready, traceparent=traceparent)
         if seconds is not None and not fut.done():
-            bound = self._bound
-            if bound is not None:
-                bound[1].expire_later(seconds, request_id, method, fut)
+            channel.expire_later(seconds, request_id, method, fut)  # on the channel that took it
         return cast("Future[Any]", fut)
 
     def _start(self, method: str, params: Any, timeout: float | Default | None, expect_final: bool | None,
                what: str, *, blocking: bool,
                ready: bool | None = None,
-               traceparent: str | None = None) -> tuple[Any, float | None, str, Callable[[str], bool]]:
+               traceparent: str | None = None) -> tuple[Any, float | None, str, Channel]:
         _check_caller(what)
         if self._draining is not None and self._draining != threading.get_ident():
             raise ClientClosed(f"{what}() refused: this GatewayConnection is draining (drain() was called)")
@@ -344,22 +343,19 @@ class GatewayConnection:
         if expect_final is None:
             expect_final = method in TWO_STAGE_METHODS
         request_id = new_request_id()
-        if traceparent is not None and method != "connect" and self._channel(config).takes_traceparent:
+        channel = self._channel(config)
+        if traceparent is not None and method != "connect" and channel.takes_traceparent:
             # never on connect (the gateway ignores it), nor to a release that refuses it
             # (known from its hello; a blocking request refused before it is sent again)
             data = encode_request(request_id, method, params, _otel.check_traceparent(traceparent))
         else:
             data = encode_request(request_id, method, params)
         if not (config.wait_for_ready if ready is None else ready):
-            fail_fast(self._channel(config), method)
-        if blocking:
-            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=True)
-        else:
-            fut = self._submit(method, data, request_id, bool(expect_final), config, blocking=False,
-                               retrying=(method, params, bool(expect_final), seconds))
-        bound = self._bound
-        cancel = bound[1].cancel if bound is not None else (lambda _rid: False)
-        return fut, seconds, request_id, cancel
+            fail_fast(channel, method)
+        retrying = None if blocking else (method, params, bool(expect_final), seconds)
+        fut, channel = self._submit(method, data, request_id, bool(expect_final), config, channel=channel,
+                                    blocking=blocking, retrying=retrying)
+        return fut, seconds, request_id, channel
 
     def connect(self, *, timeout: float | Default | None = DEFAULT) -> HelloOk:
         """Connect now (if not already) and return the hello-ok.  Default timeout: twice
