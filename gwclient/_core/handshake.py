@@ -3,7 +3,8 @@
 Which credential goes in ``auth``, what the device signs and how, as PROTOCOL.md §2-3 say:
 the shared token/password when configured, else the stored device token; the device block
 signs the v3 payload with the challenge's nonce and ``ts`` and the token that ``auth``
-carries.  The channel actor calls :func:`build_connect_params`; tests call it directly.
+carries.  The socket's reader thread calls :func:`build_connect_params` (through the
+channel); tests call it directly.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Pending(Generic[W]):
 
 class PendingTable(Generic[W]):
     """Requests sent on the current socket and not yet answered.  Not thread-safe: owned by
-    the channel actor."""
+    the connection core, under its channel's lock."""
 
     def __init__(self) -> None:
         self._items: dict[str, Pending[W]] = {}

@@ -11,7 +11,7 @@ As the official client does (``shouldRetryGatewayWithDeviceToken``):
 * ``hello-ok.auth.deviceTokens[]`` (more tokens handed over with a bootstrap connect) are
   stored only over such a transport.
 
-:class:`DeviceTokenRetry` is used by the channel's link under its lock; no I/O here.
+:class:`DeviceTokenRetry` is used by the channel under its lock; no I/O here.
 """
 
 from __future__ import annotations

@@ -100,14 +100,14 @@ class RetryingFuture(Future[Any]):
     request (new request id, same params) after the delay, from the channel's timer
     thread; anything else settles it as usual.  ``current_id`` is the id of the attempt
     in flight (the submit timeout forgets that one); ``attempts`` how often it was sent.
-    While it waits to be re-sent it is in ``link.parked`` (a shutdown fails it)."""
+    While it waits to be re-sent it is in ``channel.parked`` (a shutdown fails it)."""
 
-    def __init__(self, link: Any, request_id: str, request: tuple[str, Any, bool, float | None]) -> None:
+    def __init__(self, channel: Any, request_id: str, request: tuple[str, Any, bool, float | None]) -> None:
         """``request``: (method, params, expect_final, timeout seconds or None)."""
         super().__init__()
         self.current_id = request_id
         self.attempts = 1
-        self._link = link
+        self._channel = channel
         self._request = request
         seconds = request[3]
         self._deadline = None if seconds is None else time.monotonic() + seconds
@@ -118,27 +118,27 @@ class RetryingFuture(Future[Any]):
             # before the hello said which release it is), before anything ran: send it
             # again at once, without (re-sent frames carry none).
             self.attempts += 1
-            self._link.parked.add(self)
-            self._link.timer.call_later(0.0, self._again)
+            self._channel.parked.add(self)
+            self._channel.timer.call_later(0.0, self._again)
             return
         if exception is not None and is_busy(exception) and not self.done():
             assert isinstance(exception, GatewayUnavailable)
             delay = retry_delay(exception, self.attempts)
             if self._deadline is None or time.monotonic() + delay < self._deadline:
                 self.attempts += 1
-                self._link.parked.add(self)
-                self._link.timer.call_later(delay, self._again)
+                self._channel.parked.add(self)
+                self._channel.timer.call_later(delay, self._again)
                 return
             exception = _give_up(exception, self.attempts)
         super().set_exception(exception)
 
     def _again(self) -> None:
         """Timer thread: send the request again (unless it timed out meanwhile)."""
-        self._link.parked.discard(self)
+        self._channel.parked.discard(self)
         if self.done():
             return
         method, params, expect_final, _ = self._request
         rid = new_request_id()
         self.current_id = rid
-        self._link.submit(rid, method, encode_request(rid, method, params), self, expect_final)
+        self._channel.submit(rid, method, encode_request(rid, method, params), self, expect_final)
 

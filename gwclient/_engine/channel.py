@@ -4,9 +4,10 @@ and its reader thread, and the execution of the core's effects.
 Who calls what (every method says its thread):
 
 * user threads: :meth:`Channel.submit`, :meth:`Channel.await_connected`,
-  :meth:`Channel.cancel`, :meth:`Channel.retry`: encode in the caller's thread, decide
-  under the lock, send from the caller's thread (websocket-client serialises sends with
-  its own lock).  No mailbox on this path.
+  :meth:`Channel.connect`, :meth:`Channel.cancel`, :meth:`Channel.retry`: encode in the
+  caller's thread, decide under the lock (:meth:`Channel._decide`), send from the caller's
+  thread (the transport serialises sends, combining the frames queued meanwhile).  No
+  mailbox on this path.
 * ``gwclient-reader-<n>``: opens the socket, then ``recv()`` -> core -> settles futures and
   publishes pushes straight into the registry (lock-protected subscription queues).
 * ``gwclient-timer-<label>``: handshake, liveness, ping and **reconnect** timers -> core.

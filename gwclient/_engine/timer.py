@@ -137,7 +137,7 @@ _expiry_ids = itertools.count(1)
 class Expiries:
     def __init__(self, timer: Timer, cancel: Callable[[str], bool]) -> None:
         self._timer = timer
-        self._cancel = cancel  # forgets the request in the session (takes the link's lock)
+        self._cancel = cancel  # forgets the request in the core (takes the channel's lock)
         self._lock = threading.Lock()
         self._heap: list[tuple[float, int, str, str, float, Future[Any]]] = []
         self._handle: TimerHandle | None = None

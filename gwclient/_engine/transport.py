@@ -15,7 +15,8 @@ socket gwclient creates itself, which has three consequences, each on purpose:
   ``abort()`` does nothing once ``send_close()`` has cleared ``connected``, which used to
   leave an abandoned reader blocked in ``recv()`` forever.
 
-Threads: ``send`` runs on callers' threads (serialised by websocket-client's send lock),
+Threads: ``send`` runs on callers' threads (serialised by the transport's own send lock,
+whose holder writes every frame queued meanwhile in one ``sendall``),
 ``recv`` on the one reader thread, ``abort``/``ping_nowait``/``close_nowait`` on any
 thread and never block.
 """

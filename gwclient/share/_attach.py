@@ -1,10 +1,10 @@
-"""The attached side inside the engine: a :class:`~gwclient._transport.Transport` over the
+"""The attached side inside the engine: a :class:`~gwclient._engine.transport.Transport` over the
 share's Unix socket, and the transport factory a channel uses when ``config.share`` is
 ``auto`` or ``required``.
 
 The channel's usual session core runs over it: the share sends ``connect.challenge``, the
 core answers with a ``connect`` request (unsigned: the device identity and its crypto are
-the share's business; the transport says ``via_share`` so the link skips them), and the
+the share's business; the transport says ``via_share`` so the channel skips them), and the
 share answers with its gateway connection's hello-ok or the gateway's refusal.  A share
 that cannot be used means a direct socket (``auto``, one warning per process) or
 :class:`~gwclient.ShareUnavailable` (``required``).

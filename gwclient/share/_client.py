@@ -1,7 +1,7 @@
 """Reaching the share: connect to its socket, start it when nobody listens (exactly one
 starter at a time: a lock file), and a small blocking client for one-shot requests.
 
-Standard library only (plus :mod:`gwclient._errors` and :mod:`gwclient._locations`, which
+Standard library only (plus :mod:`gwclient._errors` and :mod:`gwclient._config.locations`, which
 are too): ``gwclient call`` through the share must not load the websocket stack, the
 device identity's cryptography, pykka or dataclasses-json.
 """
@@ -62,11 +62,6 @@ class ShareConnection:
         self.sock = sock
         self.hello = hello
         self.reader = reader
-
-    @property
-    def share_pid(self) -> int | None:
-        pid = self.hello.get("pid")
-        return pid if isinstance(pid, int) else None
 
     def send_control(self, message: Mapping[str, Any]) -> None:
         self.sock.sendall(control(message))
@@ -212,8 +207,6 @@ class OneShot:
 
     def __init__(self, share: ShareConnection, config: Any, timeout: float) -> None:
         self._share = share
-        self._timeout = timeout
-        self._counter = 0
         share.sock.settimeout(timeout)
         # The attach and the connect in one write: the share reads them in order (its
         # challenge carries nothing a share-attached process signs).
