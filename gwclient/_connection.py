@@ -508,6 +508,12 @@ class GatewayConnection:
         stats = registry.stats(self._slot) if registry is not None else None
         return stats if stats is not None else idle_stats("idle")
 
+    def _socket_number(self) -> int:
+        """The number of the current socket (``stats().connection``; 0 before the first),
+        for a request's span and log line: only the channel's lock, not a stats copy."""
+        bound = self._bound
+        return 0 if self._closed or bound is None else bound[1].status()[1]
+
     @classmethod
     def stats_all(cls) -> dict[str, ConnectionStats]:
         """The counters of every gateway socket of this process, keyed by its gateway's
