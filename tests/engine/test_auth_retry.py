@@ -67,7 +67,11 @@ def test_a_rotated_shared_token_is_retried_once_with_the_device_token(
     assert gw.connections()[-1]["authMethod"] == "device-token"
     # Every later reconnect does the same (the budget comes back on success); warned once.
     before = len(gw.connect_requests)
+    handshakes = gw.handshakes_completed
     gw.drop_connections()
+    # (a request sent before the client saw the drop fails with Disconnected, never
+    # replayed: wait for the reconnect, which is what is tested here)
+    assert gw.wait_for(lambda g: g.handshakes_completed > handshakes, 10)
     assert conn.request("health")["ok"] is True
     assert [sorted(t["auth"]) for t in gw.connect_requests[before:]] == [["token"], ["deviceToken", "token"]]
     warnings = [r for r in caplog.records if "refused the configured shared token" in r.getMessage()]
